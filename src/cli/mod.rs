@@ -1,0 +1,7 @@
+//! What the user types: argument parsing and subcommand dispatch.
+
+use std::process::ExitCode;
+
+pub fn main() -> ExitCode {
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,215 @@
+//! The data that flows through the pipeline: source → rules → sink.
+//!
+//! Every stage speaks these types, so none needs to know another's internals.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+/// A PostgreSQL write-ahead-log position.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Lsn(pub u64);
+
+impl Lsn {
+    pub const ZERO: Lsn = Lsn(0);
+}
+
+impl fmt::Display for Lsn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:X}/{:X}", self.0 >> 32, self.0 & 0xFFFF_FFFF)
+    }
+}
+
+/// Error for text that is not of the form `XXX/YYY`.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid LSN {0:?}: expected the form 16/B374D848")]
+pub struct LsnParseError(String);
+
+impl FromStr for Lsn {
+    type Err = LsnParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (hi, lo) = s.split_once('/').ok_or_else(|| LsnParseError(s.to_owned()))?;
+        let hi = u32::from_str_radix(hi, 16).map_err(|_| LsnParseError(s.to_owned()))?;
+        let lo = u32::from_str_radix(lo, 16).map_err(|_| LsnParseError(s.to_owned()))?;
+        Ok(Lsn((u64::from(hi) << 32) | u64::from(lo)))
+    }
+}
+
+/// A typed column value. Mirrors the WIT `value` variant.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Null,
+    /// A TOASTed value PostgreSQL did not send because it did not change.
+    /// Never the same as `Null`.
+    Unchanged,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(String),
+    /// Exact decimal text.
+    Numeric(String),
+    Bytes(Vec<u8>),
+    /// json, jsonb, arrays and composites as JSON text.
+    Json(String),
+    Date(String),
+    Time(String),
+    Timestamp(String),
+    Timestamptz(String),
+}
+
+/// The kind of a row change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Operation {
+    Insert,
+    Update,
+    Delete,
+}
+
+impl Operation {
+    /// synchro's `operation` column code: 1 insert, 2 update, 3 delete.
+    pub fn code(self) -> i16 {
+        match self {
+            Operation::Insert => 1,
+            Operation::Update => 2,
+            Operation::Delete => 3,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Insert => "insert",
+            Operation::Update => "update",
+            Operation::Delete => "delete",
+        }
+    }
+}
+
+/// REPLICA IDENTITY setting of a table, as pgoutput reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplicaIdentity {
+    Default,
+    Nothing,
+    Full,
+    Index,
+}
+
+/// One column of a table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Column {
+    pub name: String,
+    pub type_oid: u32,
+    pub type_modifier: i32,
+    /// Part of the replica identity key.
+    pub key: bool,
+}
+
+/// A table's shape as of some point in the stream. Replaced, not mutated,
+/// when the schema changes, so changes already in flight keep the shape they
+/// were decoded with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TableSchema {
+    /// Relation OID (0 where unknown, e.g. `sluice eval` input).
+    pub oid: u32,
+    pub schema: String,
+    pub name: String,
+    pub replica_identity: ReplicaIdentity,
+    pub columns: Vec<Column>,
+}
+
+impl TableSchema {
+    /// `name` for the `public` schema, `schema.name` otherwise: the form
+    /// synchro's `table_name` column uses.
+    pub fn qualified_name(&self) -> String {
+        if self.schema == "public" || self.schema.is_empty() {
+            self.name.clone()
+        } else {
+            format!("{}.{}", self.schema, self.name)
+        }
+    }
+
+    pub fn column_index(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c.name == name)
+    }
+
+    pub fn key_indexes(&self) -> impl Iterator<Item = usize> + '_ {
+        self.columns.iter().enumerate().filter(|(_, c)| c.key).map(|(i, _)| i)
+    }
+}
+
+/// One row change, decoded and typed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Change {
+    pub table: Arc<TableSchema>,
+    pub op: Operation,
+    /// Row after the change (insert, update).
+    pub new: Option<Vec<Value>>,
+    /// Row before the change where PostgreSQL sent one (update with key
+    /// change or REPLICA IDENTITY FULL; delete). Non-key columns are `Null`
+    /// when only the key was sent.
+    pub old: Option<Vec<Value>>,
+    /// End LSN of the commit that contains this change (the commit LSN where
+    /// the commit is not yet known, as for the snapshot).
+    pub lsn: Lsn,
+}
+
+/// What the rules decided about one change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Drop,
+    Keep(Vec<String>),
+    Error(String),
+}
+
+/// PostgreSQL's name for a built-in type OID, used to tell rules what a
+/// column is. Unknown OIDs (user types, enums, domains) are `unknown`.
+pub fn type_name(oid: u32) -> &'static str {
+    match oid {
+        16 => "bool",
+        17 => "bytea",
+        18 => "char",
+        19 => "name",
+        20 => "int8",
+        21 => "int2",
+        23 => "int4",
+        25 => "text",
+        26 => "oid",
+        114 => "json",
+        700 => "float4",
+        701 => "float8",
+        1042 => "bpchar",
+        1043 => "varchar",
+        1082 => "date",
+        1083 => "time",
+        1114 => "timestamp",
+        1184 => "timestamptz",
+        1266 => "timetz",
+        1700 => "numeric",
+        2950 => "uuid",
+        3802 => "jsonb",
+        1000 => "_bool",
+        1005 => "_int2",
+        1007 => "_int4",
+        1016 => "_int8",
+        1009 => "_text",
+        1015 => "_varchar",
+        1021 => "_float4",
+        1022 => "_float8",
+        1231 => "_numeric",
+        2951 => "_uuid",
+        3807 => "_jsonb",
+        _ => "unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lsn_round_trips_through_text() {
+        let lsn: Lsn = "16/B374D848".parse().unwrap();
+        assert_eq!(lsn.0, 0x16_B374_D848);
+        assert_eq!(lsn.to_string(), "16/B374D848");
+        assert!("nope".parse::<Lsn>().is_err());
+    }
+}
