@@ -28,7 +28,9 @@ pub struct LsnParseError(String);
 impl FromStr for Lsn {
     type Err = LsnParseError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (hi, lo) = s.split_once('/').ok_or_else(|| LsnParseError(s.to_owned()))?;
+        let (hi, lo) = s
+            .split_once('/')
+            .ok_or_else(|| LsnParseError(s.to_owned()))?;
         let hi = u32::from_str_radix(hi, 16).map_err(|_| LsnParseError(s.to_owned()))?;
         let lo = u32::from_str_radix(lo, 16).map_err(|_| LsnParseError(s.to_owned()))?;
         Ok(Lsn((u64::from(hi) << 32) | u64::from(lo)))
@@ -132,7 +134,11 @@ impl TableSchema {
     }
 
     pub fn key_indexes(&self) -> impl Iterator<Item = usize> + '_ {
-        self.columns.iter().enumerate().filter(|(_, c)| c.key).map(|(i, _)| i)
+        self.columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.key)
+            .map(|(i, _)| i)
     }
 }
 
@@ -147,8 +153,10 @@ pub struct Change {
     /// change or REPLICA IDENTITY FULL; delete). Non-key columns are `Null`
     /// when only the key was sent.
     pub old: Option<Vec<Value>>,
-    /// End LSN of the commit that contains this change (the commit LSN where
-    /// the commit is not yet known, as for the snapshot).
+    /// LSN of the commit record of the transaction that holds this change
+    /// (pgoutput Begin's `final_lsn`). Snapshot rows carry the slot's
+    /// consistent point. The sink persists the Commit's *end* LSN, which the
+    /// source reports separately.
     pub lsn: Lsn,
 }
 

@@ -1,7 +1,52 @@
 //! What the user types: argument parsing and subcommand dispatch.
+//!
+//! Each subcommand lives in its own file with a clap `Args` struct and a
+//! `run` function. Errors are reported here, once, as one line.
 
 use std::process::ExitCode;
 
+use clap::{Parser, Subcommand};
+
+mod check;
+mod eval;
+mod tail;
+
+/// Version string: the crate version and the WIT world it speaks.
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (wit world sluice:rules/rules@0.1.0)"
+);
+
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version = LONG_VERSION, about = "PostgreSQL change capture with WebAssembly bucket rules", propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate a rules module, run its init and print its version hash.
+    Check(check::CheckArgs),
+    /// Evaluate a rules module on changes given as JSON lines.
+    Eval(eval::EvalArgs),
+    /// Print decoded changes from a live database as JSON lines.
+    Tail(tail::TailArgs),
+}
+
 pub fn main() -> ExitCode {
-    ExitCode::SUCCESS
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check(args) => check::run(args),
+        Command::Eval(args) => eval::run(args),
+        Command::Tail(args) => tail::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            // One line: what failed and, through the context chain, why.
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,1 +1,3 @@
-//! pipeline stage.
+//! The pipeline: joins source, rules and sink.
+
+pub mod config;

@@ -1,0 +1,365 @@
+//! `sluice run` settings: a TOML file, overridden by environment variables, overridden by flags.
+//!
+//! Unknown keys are errors, so a typo never silently falls back to a default.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// What to do with a change the rules could not evaluate.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailurePolicy {
+    /// Record it in `sync_rule_failures` and keep streaming.
+    #[default]
+    DeadLetter,
+    /// Stop before the failed transaction's LSN is stored.
+    Halt,
+}
+
+/// The whole configuration of one pipeline.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Source database (`SLUICE_DATABASE_URL`).
+    pub database_url: Option<String>,
+    /// Where the sidecar tables live; the source database when unset (`SLUICE_SINK_URL`).
+    pub sink_url: Option<String>,
+    /// Publication to stream (`SLUICE_PUBLICATION`).
+    pub publication: String,
+    /// Tables for the publication, when sluice creates it (`create_publication = true`).
+    pub tables: Vec<String>,
+    /// Create the publication if it does not exist. Off by default: publications are usually
+    /// owned by the database's administrators.
+    pub create_publication: bool,
+    /// Replication slot name (`SLUICE_SLOT`).
+    pub slot: String,
+    pub rules: RulesSection,
+    pub failure_policy: FailurePolicy,
+    /// Column whose non-null value means "deleted", for every table that has it.
+    pub soft_delete_column: Option<String>,
+    /// Per-table overrides of `soft_delete_column` (empty string: no soft delete for that table).
+    pub soft_delete_columns: BTreeMap<String, String>,
+    pub batch: BatchSection,
+    pub snapshot: SnapshotSection,
+    /// Admin HTTP listener for /healthz, /readyz and /metrics (`SLUICE_ADMIN_ADDR`).
+    pub admin_addr: Option<SocketAddr>,
+    /// Status update interval towards PostgreSQL, in milliseconds.
+    pub status_interval_ms: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesSection {
+    /// The rules component (`SLUICE_MODULE`).
+    pub module: Option<PathBuf>,
+    /// A file whose text is passed to the module's `init` (`SLUICE_RULES_CONFIG`).
+    pub config_file: Option<PathBuf>,
+    /// Inline rules configuration, used when `config_file` is unset.
+    pub config: Option<String>,
+    /// Changes per call into the module.
+    pub batch_size: usize,
+    /// Per-batch deadline for the module, in milliseconds.
+    pub deadline_ms: u64,
+    /// Memory cap for one module instance, in MiB.
+    pub memory_mib: usize,
+    /// Maximum buckets one change may be assigned to.
+    pub max_buckets_per_change: usize,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchSection {
+    /// Rows per sink transaction (a larger source transaction is written in chunks of this size
+    /// inside one sink transaction).
+    pub max_rows: usize,
+    /// Approximate bytes of decoded changes held before writing.
+    pub max_bytes: usize,
+    /// Longest a committed source transaction waits before it is written, in milliseconds.
+    pub max_delay_ms: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SnapshotSection {
+    /// Also write snapshot rows to the changelog (as inserts). Edges are written either way.
+    pub changelog: bool,
+    /// Rows per keyset chunk.
+    pub chunk_rows: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            database_url: None,
+            sink_url: None,
+            publication: "sluice".to_owned(),
+            tables: Vec::new(),
+            create_publication: false,
+            slot: "sluice".to_owned(),
+            rules: RulesSection::default(),
+            failure_policy: FailurePolicy::DeadLetter,
+            soft_delete_column: Some("deleted_at".to_owned()),
+            soft_delete_columns: BTreeMap::new(),
+            batch: BatchSection::default(),
+            snapshot: SnapshotSection::default(),
+            admin_addr: None,
+            status_interval_ms: 10_000,
+        }
+    }
+}
+
+impl Default for RulesSection {
+    fn default() -> Self {
+        RulesSection {
+            module: None,
+            config_file: None,
+            config: None,
+            batch_size: 512,
+            deadline_ms: 1_000,
+            memory_mib: 64,
+            max_buckets_per_change: 64,
+        }
+    }
+}
+
+impl Default for BatchSection {
+    fn default() -> Self {
+        BatchSection {
+            max_rows: 10_000,
+            max_bytes: 16 << 20,
+            max_delay_ms: 100,
+        }
+    }
+}
+
+impl Default for SnapshotSection {
+    fn default() -> Self {
+        SnapshotSection {
+            changelog: true,
+            chunk_rows: 10_000,
+        }
+    }
+}
+
+/// A configuration problem, reported before anything connects.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is invalid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment variable {name}={value:?} is invalid: {message}")]
+    Env {
+        name: &'static str,
+        value: String,
+        message: String,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads a TOML file. Unknown keys are rejected with their name and line.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim().replace('\n', " "))
+    }
+
+    /// Applies `SLUICE_*` environment variables on top of the file.
+    pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(v) = env("SLUICE_DATABASE_URL") {
+            self.database_url = Some(v);
+        }
+        if let Some(v) = env("SLUICE_SINK_URL") {
+            self.sink_url = Some(v);
+        }
+        if let Some(v) = env("SLUICE_PUBLICATION") {
+            self.publication = v;
+        }
+        if let Some(v) = env("SLUICE_SLOT") {
+            self.slot = v;
+        }
+        if let Some(v) = env("SLUICE_MODULE") {
+            self.rules.module = Some(PathBuf::from(v));
+        }
+        if let Some(v) = env("SLUICE_RULES_CONFIG") {
+            self.rules.config_file = Some(PathBuf::from(v));
+        }
+        if let Some(v) = env("SLUICE_FAILURE_POLICY") {
+            self.failure_policy = match v.as_str() {
+                "dead-letter" => FailurePolicy::DeadLetter,
+                "halt" => FailurePolicy::Halt,
+                _ => {
+                    return Err(ConfigError::Env {
+                        name: "SLUICE_FAILURE_POLICY",
+                        value: v,
+                        message: "expected dead-letter or halt".into(),
+                    });
+                }
+            };
+        }
+        if let Some(v) = env("SLUICE_ADMIN_ADDR") {
+            self.admin_addr =
+                Some(
+                    v.parse()
+                        .map_err(|e: std::net::AddrParseError| ConfigError::Env {
+                            name: "SLUICE_ADMIN_ADDR",
+                            value: v.clone(),
+                            message: e.to_string(),
+                        })?,
+                );
+        }
+        Ok(())
+    }
+
+    /// Checks what the types cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if self.database_url.is_none() {
+            return bad(
+                "no database URL: pass --database-url, set SLUICE_DATABASE_URL, or set database_url in the config file",
+            );
+        }
+        if self.rules.module.is_none() {
+            return bad(
+                "no rules module: pass --module PATH (a component built for wasm32-wasip2), or set rules.module in the config file",
+            );
+        }
+        if !valid_identifier(&self.slot) {
+            return bad(
+                "slot name must be 1-63 characters of lower-case letters, digits and underscores (PostgreSQL's rule for slot names)",
+            );
+        }
+        if self.publication.is_empty() {
+            return bad("publication name must not be empty");
+        }
+        if self.batch.max_rows == 0 || self.rules.batch_size == 0 || self.snapshot.chunk_rows == 0 {
+            return bad(
+                "batch.max_rows, rules.batch_size and snapshot.chunk_rows must be at least 1",
+            );
+        }
+        if self.create_publication && self.tables.is_empty() {
+            return bad("create_publication = true needs `tables` to list the tables to publish");
+        }
+        Ok(())
+    }
+
+    /// The soft-delete column for a table (qualified name), if any.
+    pub fn soft_delete_column_for(&self, table: &str) -> Option<&str> {
+        match self.soft_delete_columns.get(table) {
+            Some(col) if col.is_empty() => None,
+            Some(col) => Some(col),
+            None => self.soft_delete_column.as_deref(),
+        }
+    }
+
+    /// The text passed to the rules module's init.
+    pub fn rules_config_text(&self) -> Result<String, ConfigError> {
+        match (&self.rules.config_file, &self.rules.config) {
+            (Some(path), _) => std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            }),
+            (None, Some(text)) => Ok(text.clone()),
+            (None, None) => Ok(String::new()),
+        }
+    }
+
+    pub fn max_delay(&self) -> Duration {
+        Duration::from_millis(self.batch.max_delay_ms)
+    }
+}
+
+fn valid_identifier(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_errors_that_name_the_key() {
+        let err = Config::from_toml("slot = \"a\"\nslott = \"b\"\n").unwrap_err();
+        assert!(err.contains("unknown field `slott`"), "{err}");
+        let err = Config::from_toml("[batch]\nmax_rowz = 5\n").unwrap_err();
+        assert!(err.contains("unknown field `max_rowz`"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_file_and_bad_env_is_reported() {
+        let mut c = Config::from_toml("slot = \"from_file\"\npublication = \"p\"\n").unwrap();
+        c.apply_env(|k| (k == "SLUICE_SLOT").then(|| "from_env".to_string()))
+            .unwrap();
+        assert_eq!(c.slot, "from_env");
+        assert_eq!(c.publication, "p");
+        let err = c
+            .apply_env(|k| (k == "SLUICE_FAILURE_POLICY").then(|| "explode".to_string()))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "environment variable SLUICE_FAILURE_POLICY=\"explode\" is invalid: expected dead-letter or halt"
+        );
+    }
+
+    #[test]
+    fn validation_says_what_to_do() {
+        let c = Config::default();
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("no database URL: pass --database-url")
+        );
+        let c = Config {
+            database_url: Some("postgres://x".into()),
+            slot: "Bad-Slot".into(),
+            rules: RulesSection {
+                module: Some("m.wasm".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("slot name must be")
+        );
+    }
+
+    #[test]
+    fn soft_delete_defaults_and_overrides() {
+        let c = Config::from_toml(
+            "[soft_delete_columns]\nnotes = \"\"\n\"billing.invoices\" = \"removed_at\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.soft_delete_column_for("items"), Some("deleted_at"));
+        assert_eq!(c.soft_delete_column_for("notes"), None);
+        assert_eq!(
+            c.soft_delete_column_for("billing.invoices"),
+            Some("removed_at")
+        );
+    }
+}

@@ -1,0 +1,238 @@
+//! The edge diff: turning "the rules say this row is in buckets D now" into changelog entries
+//! against the buckets the row was stored in, exactly as synchro does it.
+//!
+//! - a bucket in both gets the change's operation (an insert becomes an update there);
+//! - a bucket only in the desired set gets an insert;
+//! - a bucket only in the stored set gets a delete: the row moved out;
+//! - a delete emits one delete per stored bucket and removes the edges.
+//!
+//! The diff runs in memory over one chunk of records. The stored state is read once per chunk
+//! (one query), updated as records are applied in stream order, and the net difference is
+//! written back in two bulk statements.
+
+use std::collections::{BTreeSet, HashMap};
+
+use crate::model::Operation;
+use crate::sink::record::SinkRecord;
+
+/// (table_name, record_id)
+pub type RecordKey = (String, String);
+
+/// One changelog row to append.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChangelogEntry {
+    pub bucket_id: String,
+    pub table_name: String,
+    pub record_id: String,
+    pub operation: Operation,
+}
+
+/// Edge state for the records touched by a chunk.
+#[derive(Debug, Default)]
+pub struct EdgeState {
+    /// As stored before the chunk.
+    initial: HashMap<RecordKey, BTreeSet<String>>,
+    /// After applying the chunk so far, with the checksum to store.
+    current: HashMap<RecordKey, (BTreeSet<String>, Option<i32>)>,
+}
+
+/// What to write back to `sync_bucket_edges` after a chunk.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct EdgeWrites {
+    /// (table, record, bucket) to delete.
+    pub deletes: Vec<(String, String, String)>,
+    /// (table, record, bucket, checksum) to insert or refresh.
+    pub upserts: Vec<(String, String, String, Option<i32>)>,
+}
+
+impl EdgeState {
+    /// Starts from the stored edges of the chunk's records. Records with no stored edges may be
+    /// absent from `stored`.
+    pub fn new(stored: HashMap<RecordKey, BTreeSet<String>>) -> Self {
+        EdgeState {
+            initial: stored,
+            current: HashMap::new(),
+        }
+    }
+
+    fn buckets_now(&self, key: &RecordKey) -> BTreeSet<String> {
+        match self.current.get(key) {
+            Some((buckets, _)) => buckets.clone(),
+            None => self.initial.get(key).cloned().unwrap_or_default(),
+        }
+    }
+
+    /// Applies one record, appending its changelog entries to `out` (when `emit` is set).
+    pub fn apply(&mut self, record: &SinkRecord, emit: bool, out: &mut Vec<ChangelogEntry>) {
+        let key = (record.table_name.clone(), record.record_id.clone());
+        let existing = self.buckets_now(&key);
+        let desired: BTreeSet<String> = if record.op == Operation::Delete {
+            BTreeSet::new()
+        } else {
+            record.buckets.iter().cloned().collect()
+        };
+        if emit {
+            let entry = |bucket: &str, operation| ChangelogEntry {
+                bucket_id: bucket.to_owned(),
+                table_name: record.table_name.clone(),
+                record_id: record.record_id.clone(),
+                operation,
+            };
+            // Removals first: a client following a move sees the row leave, then arrive.
+            for bucket in existing.difference(&desired) {
+                out.push(entry(bucket, Operation::Delete));
+            }
+            // Additions and in-place changes, in the order the rules gave the buckets.
+            let mut seen = BTreeSet::new();
+            for bucket in &record.buckets {
+                if record.op == Operation::Delete || !seen.insert(bucket.as_str()) {
+                    continue;
+                }
+                let op = if existing.contains(bucket) {
+                    match record.op {
+                        Operation::Insert | Operation::Update => Operation::Update,
+                        Operation::Delete => Operation::Delete,
+                    }
+                } else {
+                    Operation::Insert
+                };
+                out.push(entry(bucket, op));
+            }
+        }
+        self.current.insert(key, (desired, record.checksum));
+    }
+
+    /// Forgets every record of `table` (TRUNCATE); the caller deletes the stored edges in SQL.
+    pub fn truncate(&mut self, table: &str) {
+        self.initial.retain(|(t, _), _| t != table);
+        self.current.retain(|(t, _), _| t != table);
+    }
+
+    /// The net writes that turn the stored state into the current one.
+    pub fn into_writes(self) -> EdgeWrites {
+        let mut writes = EdgeWrites::default();
+        for (key, (buckets, checksum)) in self.current {
+            if let Some(before) = self.initial.get(&key) {
+                for gone in before.difference(&buckets) {
+                    writes
+                        .deletes
+                        .push((key.0.clone(), key.1.clone(), gone.clone()));
+                }
+            }
+            for bucket in buckets {
+                writes
+                    .upserts
+                    .push((key.0.clone(), key.1.clone(), bucket, checksum));
+            }
+        }
+        writes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(op: Operation, id: &str, buckets: &[&str]) -> SinkRecord {
+        SinkRecord {
+            table_name: "items".into(),
+            record_id: id.into(),
+            op,
+            buckets: buckets.iter().map(|b| b.to_string()).collect(),
+            checksum: Some(7),
+        }
+    }
+
+    fn ops(out: &[ChangelogEntry]) -> Vec<(String, i16)> {
+        out.iter()
+            .map(|e| (e.bucket_id.clone(), e.operation.code()))
+            .collect()
+    }
+
+    #[test]
+    fn insert_update_move_delete_follow_synchro() {
+        let mut state = EdgeState::new(HashMap::new());
+        let mut out = Vec::new();
+        state.apply(&rec(Operation::Insert, "1", &["user:a"]), true, &mut out);
+        state.apply(&rec(Operation::Update, "1", &["user:a"]), true, &mut out);
+        state.apply(&rec(Operation::Update, "1", &["user:b"]), true, &mut out);
+        state.apply(&rec(Operation::Insert, "1", &["user:b"]), true, &mut out);
+        state.apply(&rec(Operation::Delete, "1", &[]), true, &mut out);
+        assert_eq!(
+            ops(&out),
+            vec![
+                ("user:a".into(), 1),
+                ("user:a".into(), 2),
+                ("user:a".into(), 3),
+                ("user:b".into(), 1),
+                ("user:b".into(), 2),
+                ("user:b".into(), 3),
+            ]
+        );
+        let writes = state.into_writes();
+        assert!(writes.upserts.is_empty());
+        assert!(
+            writes.deletes.is_empty(),
+            "nothing was stored before the chunk"
+        );
+    }
+
+    #[test]
+    fn writes_are_the_net_difference_against_storage() {
+        let mut stored = HashMap::new();
+        stored.insert(
+            ("items".to_string(), "1".to_string()),
+            BTreeSet::from(["user:a".to_string(), "global".to_string()]),
+        );
+        let mut state = EdgeState::new(stored);
+        let mut out = Vec::new();
+        state.apply(
+            &rec(Operation::Update, "1", &["user:b", "global"]),
+            true,
+            &mut out,
+        );
+        assert_eq!(
+            ops(&out),
+            vec![
+                ("user:a".into(), 3),
+                ("user:b".into(), 1),
+                ("global".into(), 2)
+            ]
+        );
+        let mut writes = state.into_writes();
+        writes.upserts.sort();
+        assert_eq!(
+            writes.deletes,
+            vec![("items".into(), "1".into(), "user:a".into())]
+        );
+        assert_eq!(
+            writes.upserts,
+            vec![
+                ("items".into(), "1".into(), "global".into(), Some(7)),
+                ("items".into(), "1".into(), "user:b".into(), Some(7)),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_dropped_change_leaves_every_bucket() {
+        let mut stored = HashMap::new();
+        stored.insert(
+            ("items".to_string(), "1".to_string()),
+            BTreeSet::from(["user:a".to_string()]),
+        );
+        let mut state = EdgeState::new(stored);
+        let mut out = Vec::new();
+        state.apply(&rec(Operation::Update, "1", &[]), true, &mut out);
+        assert_eq!(ops(&out), vec![("user:a".into(), 3)]);
+    }
+
+    #[test]
+    fn silent_application_updates_edges_without_changelog() {
+        let mut state = EdgeState::new(HashMap::new());
+        let mut out = Vec::new();
+        state.apply(&rec(Operation::Insert, "1", &["user:a"]), false, &mut out);
+        assert!(out.is_empty());
+        assert_eq!(state.into_writes().upserts.len(), 1);
+    }
+}

@@ -1,0 +1,42 @@
+//! What the sink is asked to write: one entry per rules-evaluated change.
+
+use crate::model::{Lsn, Operation};
+
+/// One row change after the rules have run, ready for the edge diff.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SinkRecord {
+    /// Schema-qualified where the schema is not `public`.
+    pub table_name: String,
+    /// The primary key's text form; see [`crate::sink::record_id`].
+    pub record_id: String,
+    /// `Delete` for deletes and soft deletes.
+    pub op: Operation,
+    /// The buckets the rules want the row in now. Empty for deletes and dropped changes.
+    pub buckets: Vec<String>,
+    /// A hash of the row's content, stored on its edges.
+    pub checksum: Option<i32>,
+}
+
+/// A change the rules could not evaluate, kept for the operator under the dead-letter policy.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RuleFailure {
+    pub table_name: String,
+    pub record_id: Option<String>,
+    pub op: Operation,
+    pub error_text: String,
+    /// The change as JSON, so it can be replayed once the rules are fixed.
+    pub payload: serde_json::Value,
+    pub lsn: Lsn,
+    pub rules_version: String,
+}
+
+/// One unit of sink work, in stream order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SinkItem {
+    Record(SinkRecord),
+    /// TRUNCATE: every row of the table leaves every bucket.
+    Truncate {
+        table_name: String,
+    },
+    Failure(RuleFailure),
+}

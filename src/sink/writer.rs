@@ -1,0 +1,377 @@
+//! The sink transaction: changelog rows, edge changes and the confirmed LSN, committed together.
+//!
+//! This is where exactly-once is decided. A batch (one or more whole source transactions, or the
+//! chunks of one huge transaction) is written inside one PostgreSQL transaction that ends by
+//! storing the last commit's end LSN in `sync_wal_position`. Either all of it is visible or none
+//! of it is, so after a crash the stored LSN says exactly which source transactions are done.
+//!
+//! Every statement is a bulk statement: one edge read per chunk, one COPY for the changelog, one
+//! `unnest` delete and one `unnest` upsert for the edges. Nothing round-trips per row.
+
+use std::collections::{BTreeSet, HashMap};
+use std::pin::pin;
+
+use bytes::BytesMut;
+use futures_util::SinkExt;
+use tokio_postgres::Client;
+
+use crate::model::Lsn;
+use crate::sink::SinkError;
+use crate::sink::copy_text::put_row;
+use crate::sink::edge_diff::{ChangelogEntry, EdgeState, RecordKey};
+use crate::sink::record::{RuleFailure, SinkItem, SinkRecord};
+use crate::sink::schema::SIDECAR_DDL;
+
+/// Counts of what one chunk wrote.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    pub changelog_rows: u64,
+    pub edges_deleted: u64,
+    pub edges_upserted: u64,
+    pub failures: u64,
+}
+
+impl std::ops::AddAssign for WriteStats {
+    fn add_assign(&mut self, other: Self) {
+        self.changelog_rows += other.changelog_rows;
+        self.edges_deleted += other.edges_deleted;
+        self.edges_upserted += other.edges_upserted;
+        self.failures += other.failures;
+    }
+}
+
+/// The sink database connection, owned by the pipeline.
+pub struct Sink {
+    client: Client,
+    slot: String,
+    in_transaction: bool,
+}
+
+impl Sink {
+    /// Wraps a connected client. `slot` names this pipeline's row in `sync_wal_position`.
+    pub fn new(client: Client, slot: impl Into<String>) -> Self {
+        Sink {
+            client,
+            slot: slot.into(),
+            in_transaction: false,
+        }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn slot(&self) -> &str {
+        &self.slot
+    }
+
+    /// Creates the sidecar tables if they do not exist. Serialised with an advisory lock so two
+    /// processes starting at once do not race on `CREATE ... IF NOT EXISTS`.
+    pub async fn ensure_schema(&self) -> Result<(), SinkError> {
+        let sql = format!(
+            "SELECT pg_advisory_xact_lock(hashtext('sluice sidecar schema')); {SIDECAR_DDL}"
+        );
+        self.client
+            .batch_execute(&format!("BEGIN; {sql} COMMIT;"))
+            .await
+            .map_err(|e| SinkError::sql("creating the sidecar tables", e))
+    }
+
+    /// The LSN up to which source transactions are persisted, if any.
+    pub async fn stored_lsn(&self) -> Result<Option<Lsn>, SinkError> {
+        let row = self
+            .client
+            .query_opt(
+                "SELECT confirmed_lsn FROM sync_wal_position WHERE slot_name = $1",
+                &[&self.slot],
+            )
+            .await
+            .map_err(|e| SinkError::sql("reading sync_wal_position", e))?;
+        Ok(row.map(|r| Lsn(r.get::<_, i64>(0) as u64)))
+    }
+
+    /// Opens the sink transaction for a batch.
+    pub async fn begin(&mut self) -> Result<(), SinkError> {
+        if !self.in_transaction {
+            self.client
+                .batch_execute("BEGIN")
+                .await
+                .map_err(|e| SinkError::sql("BEGIN of the sink transaction", e))?;
+            self.in_transaction = true;
+        }
+        Ok(())
+    }
+
+    pub fn in_transaction(&self) -> bool {
+        self.in_transaction
+    }
+
+    /// Writes one chunk of items inside the open transaction. `emit_changelog` is false for
+    /// snapshot rows when the user does not want them in the changelog (edges are still kept).
+    pub async fn write(
+        &mut self,
+        items: &[SinkItem],
+        emit_changelog: bool,
+    ) -> Result<WriteStats, SinkError> {
+        self.begin().await?;
+        let mut stats = WriteStats::default();
+        // TRUNCATE splits the chunk: what came before it must be written before its rows vanish.
+        let mut start = 0;
+        for (i, item) in items.iter().enumerate() {
+            if let SinkItem::Truncate { table_name } = item {
+                stats += self.write_segment(&items[start..i], emit_changelog).await?;
+                stats += self.truncate(table_name, emit_changelog).await?;
+                start = i + 1;
+            }
+        }
+        stats += self.write_segment(&items[start..], emit_changelog).await?;
+        Ok(stats)
+    }
+
+    /// Stores `lsn` as the confirmed position and commits. After this returns, the source may
+    /// tell PostgreSQL that WAL up to `lsn` can be released.
+    pub async fn commit(&mut self, lsn: Lsn) -> Result<(), SinkError> {
+        self.begin().await?;
+        self.client
+            .execute(
+                "INSERT INTO sync_wal_position (slot_name, confirmed_lsn, updated_at) VALUES ($1, $2, now()) \
+                 ON CONFLICT (slot_name) DO UPDATE SET confirmed_lsn = EXCLUDED.confirmed_lsn, updated_at = now() \
+                 WHERE sync_wal_position.confirmed_lsn <= EXCLUDED.confirmed_lsn",
+                &[&self.slot, &(lsn.0 as i64)],
+            )
+            .await
+            .map_err(|e| SinkError::sql(format!("storing confirmed LSN {lsn}"), e))?;
+        self.finish("COMMIT").await
+    }
+
+    /// Commits without moving the confirmed LSN (snapshot chunks).
+    pub async fn commit_without_lsn(&mut self) -> Result<(), SinkError> {
+        self.finish("COMMIT").await
+    }
+
+    /// Abandons the open transaction.
+    pub async fn rollback(&mut self) -> Result<(), SinkError> {
+        if self.in_transaction {
+            self.finish("ROLLBACK").await?;
+        }
+        Ok(())
+    }
+
+    async fn finish(&mut self, verb: &str) -> Result<(), SinkError> {
+        self.in_transaction = false;
+        self.client
+            .batch_execute(verb)
+            .await
+            .map_err(|e| SinkError::sql(verb.to_owned(), e))
+    }
+
+    async fn write_segment(
+        &mut self,
+        items: &[SinkItem],
+        emit: bool,
+    ) -> Result<WriteStats, SinkError> {
+        let mut stats = WriteStats::default();
+        if items.is_empty() {
+            return Ok(stats);
+        }
+        let records: Vec<&SinkRecord> = items
+            .iter()
+            .filter_map(|i| {
+                if let SinkItem::Record(r) = i {
+                    Some(r)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        let failures: Vec<&RuleFailure> = items
+            .iter()
+            .filter_map(|i| {
+                if let SinkItem::Failure(f) = i {
+                    Some(f)
+                } else {
+                    None
+                }
+            })
+            .collect();
+
+        if !records.is_empty() {
+            let stored = self.read_edges(&records).await?;
+            let mut state = EdgeState::new(stored);
+            let mut entries = Vec::with_capacity(records.len());
+            for record in &records {
+                state.apply(record, emit, &mut entries);
+            }
+            stats.changelog_rows = self.copy_changelog(&entries).await?;
+            let writes = state.into_writes();
+            stats.edges_deleted = self.delete_edges(&writes.deletes).await?;
+            stats.edges_upserted = self.upsert_edges(&writes.upserts).await?;
+        }
+        if !failures.is_empty() {
+            stats.failures = self.insert_failures(&failures).await?;
+        }
+        Ok(stats)
+    }
+
+    async fn read_edges(
+        &self,
+        records: &[&SinkRecord],
+    ) -> Result<HashMap<RecordKey, BTreeSet<String>>, SinkError> {
+        let mut seen = std::collections::HashSet::with_capacity(records.len());
+        let mut tables = Vec::with_capacity(records.len());
+        let mut ids = Vec::with_capacity(records.len());
+        for r in records {
+            if seen.insert((r.table_name.as_str(), r.record_id.as_str())) {
+                tables.push(r.table_name.as_str());
+                ids.push(r.record_id.as_str());
+            }
+        }
+        let rows = self
+            .client
+            .query(
+                "SELECT e.table_name, e.record_id, e.bucket_id FROM sync_bucket_edges e \
+                 JOIN unnest($1::text[], $2::text[]) AS k(t, r) ON e.table_name = k.t AND e.record_id = k.r",
+                &[&tables, &ids],
+            )
+            .await
+            .map_err(|e| SinkError::sql("reading stored bucket edges", e))?;
+        let mut stored: HashMap<RecordKey, BTreeSet<String>> = HashMap::new();
+        for row in rows {
+            stored
+                .entry((row.get(0), row.get(1)))
+                .or_default()
+                .insert(row.get(2));
+        }
+        Ok(stored)
+    }
+
+    async fn copy_changelog(&self, entries: &[ChangelogEntry]) -> Result<u64, SinkError> {
+        if entries.is_empty() {
+            return Ok(0);
+        }
+        let mut buf = BytesMut::with_capacity(entries.len() * 48);
+        for e in entries {
+            let op = e.operation.code().to_string();
+            put_row(
+                &mut buf,
+                [
+                    e.bucket_id.as_str(),
+                    e.table_name.as_str(),
+                    e.record_id.as_str(),
+                    op.as_str(),
+                ],
+            );
+        }
+        // seq is assigned in COPY order, so seq order is stream order.
+        let sink = self
+            .client
+            .copy_in::<_, bytes::Bytes>(
+                "COPY sync_changelog (bucket_id, table_name, record_id, operation) FROM STDIN",
+            )
+            .await
+            .map_err(|e| SinkError::sql("starting COPY into sync_changelog", e))?;
+        let mut sink = pin!(sink);
+        sink.send(buf.freeze())
+            .await
+            .map_err(|e| SinkError::sql("COPY into sync_changelog", e))?;
+        sink.as_mut()
+            .finish()
+            .await
+            .map_err(|e| SinkError::sql("finishing COPY into sync_changelog", e))
+    }
+
+    async fn delete_edges(&self, deletes: &[(String, String, String)]) -> Result<u64, SinkError> {
+        if deletes.is_empty() {
+            return Ok(0);
+        }
+        let (t, r, b) = columns3(deletes);
+        self.client
+            .execute(
+                "DELETE FROM sync_bucket_edges e USING unnest($1::text[], $2::text[], $3::text[]) AS d(t, r, b) \
+                 WHERE e.table_name = d.t AND e.record_id = d.r AND e.bucket_id = d.b",
+                &[&t, &r, &b],
+            )
+            .await
+            .map_err(|e| SinkError::sql("deleting bucket edges", e))
+    }
+
+    async fn upsert_edges(
+        &self,
+        upserts: &[(String, String, String, Option<i32>)],
+    ) -> Result<u64, SinkError> {
+        if upserts.is_empty() {
+            return Ok(0);
+        }
+        let t: Vec<&str> = upserts.iter().map(|u| u.0.as_str()).collect();
+        let r: Vec<&str> = upserts.iter().map(|u| u.1.as_str()).collect();
+        let b: Vec<&str> = upserts.iter().map(|u| u.2.as_str()).collect();
+        let c: Vec<Option<i32>> = upserts.iter().map(|u| u.3).collect();
+        self.client
+            .execute(
+                "INSERT INTO sync_bucket_edges (table_name, record_id, bucket_id, checksum, updated_at) \
+                 SELECT t, r, b, c, now() FROM unnest($1::text[], $2::text[], $3::text[], $4::int4[]) AS u(t, r, b, c) \
+                 ON CONFLICT (table_name, record_id, bucket_id) \
+                 DO UPDATE SET checksum = EXCLUDED.checksum, updated_at = EXCLUDED.updated_at",
+                &[&t, &r, &b, &c],
+            )
+            .await
+            .map_err(|e| SinkError::sql("upserting bucket edges", e))
+    }
+
+    /// TRUNCATE: a delete for every stored membership of the table, done in the database so that
+    /// a table of any size costs no memory here.
+    async fn truncate(&self, table: &str, emit: bool) -> Result<WriteStats, SinkError> {
+        let mut stats = WriteStats::default();
+        if emit {
+            stats.changelog_rows = self
+                .client
+                .execute(
+                    "INSERT INTO sync_changelog (bucket_id, table_name, record_id, operation) \
+                     SELECT bucket_id, table_name, record_id, 3 FROM sync_bucket_edges \
+                     WHERE table_name = $1 ORDER BY record_id, bucket_id",
+                    &[&table],
+                )
+                .await
+                .map_err(|e| SinkError::sql(format!("emitting TRUNCATE deletes for {table}"), e))?;
+        }
+        stats.edges_deleted = self
+            .client
+            .execute(
+                "DELETE FROM sync_bucket_edges WHERE table_name = $1",
+                &[&table],
+            )
+            .await
+            .map_err(|e| SinkError::sql(format!("removing edges of truncated {table}"), e))?;
+        Ok(stats)
+    }
+
+    async fn insert_failures(&self, failures: &[&RuleFailure]) -> Result<u64, SinkError> {
+        let t: Vec<&str> = failures.iter().map(|f| f.table_name.as_str()).collect();
+        let r: Vec<Option<&str>> = failures.iter().map(|f| f.record_id.as_deref()).collect();
+        let o: Vec<i16> = failures.iter().map(|f| f.op.code()).collect();
+        let e: Vec<&str> = failures.iter().map(|f| f.error_text.as_str()).collect();
+        let p: Vec<&serde_json::Value> = failures.iter().map(|f| &f.payload).collect();
+        let l: Vec<i64> = failures.iter().map(|f| f.lsn.0 as i64).collect();
+        let v: Vec<&str> = failures.iter().map(|f| f.rules_version.as_str()).collect();
+        self.client
+            .execute(
+                "INSERT INTO sync_rule_failures (table_name, record_id, operation, error_text, payload, lsn, rules_version) \
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::int2[], $4::text[], $5::jsonb[], $6::int8[], $7::text[])",
+                &[&t, &r, &o, &e, &p, &l, &v],
+            )
+            .await
+            .map_err(|e| SinkError::sql("recording rule failures", e))
+    }
+}
+
+fn columns3(rows: &[(String, String, String)]) -> (Vec<&str>, Vec<&str>, Vec<&str>) {
+    let mut a = Vec::with_capacity(rows.len());
+    let mut b = Vec::with_capacity(rows.len());
+    let mut c = Vec::with_capacity(rows.len());
+    for (x, y, z) in rows {
+        a.push(x.as_str());
+        b.push(y.as_str());
+        c.push(z.as_str());
+    }
+    (a, b, c)
+}
