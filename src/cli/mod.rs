@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 mod check;
 mod eval;
+pub mod run;
 mod tail;
 
 /// Version string: the crate version and the WIT world it speaks.
@@ -30,6 +31,8 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Evaluate a rules module on changes given as JSON lines.
     Eval(eval::EvalArgs),
+    /// Run the pipeline: snapshot, then stream changes through the rules into the changelog.
+    Run(run::RunArgs),
     /// Print decoded changes from a live database as JSON lines.
     Tail(tail::TailArgs),
 }
@@ -39,6 +42,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check(args) => check::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Run(args) => run::run(args),
         Command::Tail(args) => tail::run(args),
     };
     match result {

@@ -1,3 +1,187 @@
-//! The pipeline: joins source, rules and sink.
+//! The pipeline: joins source, rules and sink, and owns the exactly-once protocol between them.
+//!
+//! Data flows source → rules → sink. The only thing that flows back is an LSN: after the sink has
+//! committed a batch together with its last commit's end LSN, the pipeline tells the source to
+//! confirm that LSN to PostgreSQL. On restart the stored LSN is the truth: transactions at or
+//! below it are skipped.
 
+pub mod admin;
+pub mod batcher;
 pub mod config;
+pub mod metrics;
+pub mod payload;
+pub mod progress;
+pub mod snapshot;
+pub mod stream;
+pub mod transform;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::model::Lsn;
+use crate::pg::PgConfig;
+use crate::rules::{RuleLimits, RulesEngine, RulesModule};
+use crate::sink::schema::SIDECAR_TABLES;
+use crate::sink::{Sink, SinkError};
+use crate::source::catalog::{self, CatalogError};
+use crate::source::snapshot::SnapshotError;
+use crate::source::SourceError;
+use config::Config;
+use transform::HaltOnFailure;
+
+/// Why the pipeline stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error(transparent)]
+    Rules(#[from] crate::rules::RulesError),
+    #[error(transparent)]
+    Halt(#[from] HaltOnFailure),
+    #[error("invalid database URL: {0}")]
+    Url(String),
+    #[error("wal_level is {0:?} on the source server; logical replication needs `wal_level = logical` in postgresql.conf (or `ALTER SYSTEM SET wal_level = logical;`) and a server restart")]
+    WalLevel(String),
+    #[error("replication slot {slot:?} no longer exists, but sync_wal_position says changes up to {lsn} were already consumed through it: the WAL in between is gone. To re-snapshot, run `DELETE FROM sync_wal_position WHERE slot_name = '{slot}'; DELETE FROM sluice_snapshot_progress WHERE slot_name = '{slot}';` in the sink database and restart sluice")]
+    SlotDropped { slot: String, lsn: Lsn },
+    #[error("replication slot {slot:?} has been invalidated by the server (wal_status = lost, usually max_slot_wal_keep_size): the WAL it needed is gone. Drop it with `SELECT pg_drop_replication_slot('{slot}');`, then re-snapshot: `DELETE FROM sync_wal_position WHERE slot_name = '{slot}'; DELETE FROM sluice_snapshot_progress WHERE slot_name = '{slot}';` in the sink database, and restart sluice")]
+    SlotInvalidated { slot: String },
+    #[error("replication slot {slot:?} is in use by another connection (pid {pid}): is another sluice running with the same slot? Stop it, or use a different --slot")]
+    SlotBusy { slot: String, pid: i32 },
+    #[error("replication slot {slot:?} uses output plugin {plugin:?}, not pgoutput: choose another --slot name")]
+    SlotPlugin { slot: String, plugin: String },
+    #[error("blocking task failed: {0}")]
+    Join(String),
+}
+
+impl PipelineError {
+    /// A lost connection that reconnecting can cure, as opposed to a problem that needs a human.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            PipelineError::Source(e) => e.is_connection_lost(),
+            PipelineError::Sink(e) => e.is_connection_lost(),
+            PipelineError::Snapshot(SnapshotError::Read { source, .. }) => source.is_closed(),
+            _ => false,
+        }
+    }
+}
+
+/// Liveness and readiness, read by the admin listener.
+#[derive(Debug, Default)]
+pub struct Health {
+    pub streaming: AtomicBool,
+}
+
+/// Everything that stays the same across reconnects.
+pub struct Context {
+    pub config: Config,
+    pub source: PgConfig,
+    pub sink: PgConfig,
+    pub module: Arc<RulesModule>,
+    pub module_path: String,
+    pub health: Arc<Health>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Loads the rules module (off the async threads: compiling takes a while).
+pub async fn load_rules(config: &Config) -> Result<(RulesEngine, Arc<RulesModule>), PipelineError> {
+    let limits = RuleLimits {
+        batch_deadline: Duration::from_millis(config.rules.deadline_ms),
+        memory_bytes: config.rules.memory_mib << 20,
+        max_buckets_per_change: config.rules.max_buckets_per_change,
+        ..RuleLimits::default()
+    };
+    let path = config.rules.module.clone().ok_or_else(|| config::ConfigError::Invalid("no rules module: pass --module PATH".into()))?;
+    let rules_config = config.rules_config_text()?;
+    tokio::task::spawn_blocking(move || {
+        let engine = RulesEngine::new(limits)?;
+        let module = engine.load_file(&path, &rules_config)?;
+        Ok::<_, PipelineError>((engine, module))
+    })
+    .await
+    .map_err(|e| PipelineError::Join(e.to_string()))?
+}
+
+/// Runs until shutdown or a fatal error, reconnecting with capped exponential backoff after
+/// lost connections.
+pub async fn run(config: Config, health: Arc<Health>, shutdown: watch::Receiver<bool>) -> Result<(), PipelineError> {
+    config.validate()?;
+    metrics::describe();
+    let source_url = config.database_url.clone().unwrap_or_default();
+    let source = PgConfig::parse(&source_url).map_err(|e| PipelineError::Url(e.to_string()))?;
+    let sink = match &config.sink_url {
+        Some(url) => PgConfig::parse(url).map_err(|e| PipelineError::Url(e.to_string()))?,
+        None => source.clone(),
+    };
+    let (_engine, module) = load_rules(&config).await?;
+    info!(version = module.version(), "rules module loaded");
+    metrics::record_rules_version(module.version());
+    let module_path = config.rules.module.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+    let ctx = Context { config, source, sink, module, module_path, health, shutdown };
+
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        match stream::session(&ctx).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_transient() && !*ctx.shutdown.borrow() => {
+                ctx.health.streaming.store(false, Ordering::Relaxed);
+                ::metrics::counter!(metrics::RECONNECTS).increment(1);
+                warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "connection lost; reconnecting and resuming from the stored LSN");
+                let mut shutdown = ctx.shutdown.clone();
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => return Ok(()),
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Checks the source server, the publication and its tables before anything is created.
+pub async fn preflight(client: &tokio_postgres::Client, config: &Config) -> Result<Vec<catalog::PublishedTable>, PipelineError> {
+    let wal_level: String = client
+        .query_one("SELECT current_setting('wal_level')", &[])
+        .await
+        .map_err(|e| SinkError::sql("reading wal_level", e))?
+        .get(0);
+    if wal_level != "logical" {
+        return Err(PipelineError::WalLevel(wal_level));
+    }
+    if config.create_publication && !catalog::publication_exists(client, &config.publication).await? {
+        let tables: Vec<String> = config.tables.iter().map(|t| quote_qualified(t)).collect();
+        let sql = format!("CREATE PUBLICATION {} FOR TABLE {}", catalog::quote_ident(&config.publication), tables.join(", "));
+        client.batch_execute(&sql).await.map_err(|e| SinkError::sql(format!("creating publication {}", config.publication), e))?;
+        info!(publication = %config.publication, tables = ?config.tables, "created the publication");
+    }
+    Ok(catalog::published_tables(client, &config.publication, SIDECAR_TABLES).await?)
+}
+
+/// `schema.table` or `table`, each part quoted.
+fn quote_qualified(name: &str) -> String {
+    match name.split_once('.') {
+        Some((schema, table)) => format!("{}.{}", catalog::quote_ident(schema), catalog::quote_ident(table)),
+        None => catalog::quote_ident(name),
+    }
+}
+
+/// Opens the sink and makes sure its tables exist.
+pub async fn open_sink(ctx: &Context) -> Result<Sink, PipelineError> {
+    let client = ctx.sink.connect_sql().await?;
+    let sink = Sink::new(client, ctx.config.slot.clone());
+    sink.ensure_schema().await?;
+    Ok(sink)
+}

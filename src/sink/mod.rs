@@ -2,6 +2,7 @@
 
 pub mod copy_text;
 pub mod edge_diff;
+pub mod progress;
 pub mod record;
 pub mod record_id;
 pub mod schema;

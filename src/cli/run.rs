@@ -1,0 +1,138 @@
+//! `sluice run`: the pipeline, with flags over environment over config file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::sync::watch;
+use tracing::info;
+
+use crate::pipeline::config::{Config, FailurePolicy};
+use crate::pipeline::{Health, admin};
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Example:\n  sluice run --database-url postgres://sluice@db/app --module rules.wasm --publication app_pub")]
+pub struct RunArgs {
+    /// Source database URL (or key=value string). Overrides SLUICE_DATABASE_URL and the config file.
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// Database for the sidecar tables (default: the source database). Env: SLUICE_SINK_URL.
+    #[arg(long)]
+    pub sink_url: Option<String>,
+    /// The rules component (.wasm, built for wasm32-wasip2). Env: SLUICE_MODULE.
+    #[arg(long)]
+    pub module: Option<PathBuf>,
+    /// Publication to stream (default "sluice"). Env: SLUICE_PUBLICATION.
+    #[arg(long)]
+    pub publication: Option<String>,
+    /// Replication slot (default "sluice"). Env: SLUICE_SLOT.
+    #[arg(long)]
+    pub slot: Option<String>,
+    /// TOML configuration file; see the README for every key.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// File whose text is passed to the rules module's init. Env: SLUICE_RULES_CONFIG.
+    #[arg(long)]
+    pub rules_config: Option<PathBuf>,
+    /// What to do when the rules fail on a change. Env: SLUICE_FAILURE_POLICY.
+    #[arg(long, value_enum)]
+    pub failure_policy: Option<FailurePolicy>,
+    /// Admin HTTP address for /healthz, /readyz, /metrics, e.g. 127.0.0.1:9187. Env: SLUICE_ADMIN_ADDR.
+    #[arg(long)]
+    pub admin_addr: Option<SocketAddr>,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "human")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+/// Builds the effective configuration: file, then environment, then flags.
+pub fn resolve_config(args: &RunArgs, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<Config> {
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    config.apply_env(env)?;
+    if let Some(v) = &args.database_url {
+        config.database_url = Some(v.clone());
+    }
+    if let Some(v) = &args.sink_url {
+        config.sink_url = Some(v.clone());
+    }
+    if let Some(v) = &args.module {
+        config.rules.module = Some(v.clone());
+    }
+    if let Some(v) = &args.publication {
+        config.publication = v.clone();
+    }
+    if let Some(v) = &args.slot {
+        config.slot = v.clone();
+    }
+    if let Some(v) = &args.rules_config {
+        config.rules.config_file = Some(v.clone());
+    }
+    if let Some(v) = args.failure_policy {
+        config.failure_policy = v;
+    }
+    if let Some(v) = args.admin_addr {
+        config.admin_addr = Some(v);
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    init_logging(args.log_format);
+    let config = resolve_config(&args, |k| std::env::var(k).ok())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    runtime.block_on(run_pipeline(config))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_pipeline(config: Config) -> anyhow::Result<()> {
+    let health = Arc::new(Health::default());
+    if let Some(addr) = config.admin_addr {
+        let handle = admin::install_recorder()?;
+        admin::serve(addr, Arc::clone(&health), handle).await?;
+    }
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        info!("shutdown requested: finishing the batch in flight");
+        let _ = tx.send(true);
+    });
+    crate::pipeline::run(config, health, rx).await?;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! The admin HTTP listener: `/healthz`, `/readyz` and `/metrics`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tracing::info;
+
+use crate::pipeline::Health;
+
+/// Why the admin listener could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("cannot listen on admin address {addr}: {source}. Choose a free address with --admin-addr")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot install the metrics recorder: {0}")]
+    Recorder(String),
+}
+
+#[derive(Clone)]
+struct AdminState {
+    health: Arc<Health>,
+    metrics: PrometheusHandle,
+}
+
+/// Installs the Prometheus recorder (process-wide; call once).
+pub fn install_recorder() -> Result<PrometheusHandle, AdminError> {
+    PrometheusBuilder::new().install_recorder().map_err(|e| AdminError::Recorder(e.to_string()))
+}
+
+/// Binds the listener and serves it in the background. Returns the bound address (useful with
+/// port 0).
+pub async fn serve(addr: SocketAddr, health: Arc<Health>, metrics: PrometheusHandle) -> Result<SocketAddr, AdminError> {
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| AdminError::Bind { addr, source })?;
+    let local = listener.local_addr().map_err(|source| AdminError::Bind { addr, source })?;
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_page))
+        .with_state(AdminState { health, metrics });
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "admin listener stopped");
+        }
+    });
+    info!(addr = %local, "admin listener ready: /healthz /readyz /metrics");
+    Ok(local)
+}
+
+async fn readyz(State(state): State<AdminState>) -> (StatusCode, &'static str) {
+    if state.health.streaming.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready: streaming\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready: snapshot or connection in progress\n")
+    }
+}
+
+async fn metrics_page(State(state): State<AdminState>) -> String {
+    state.metrics.render()
+}

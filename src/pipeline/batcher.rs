@@ -1,0 +1,207 @@
+//! Turning a stream of changes into sink transactions: rules in batches, bulk writes, and the
+//! confirmed LSN only after commit.
+//!
+//! Whole source transactions are grouped until a row, byte or time limit is reached. A source
+//! transaction larger than the limits is written in chunks inside one sink transaction, so memory
+//! stays bounded for any transaction size; the sink transaction commits only at a source commit.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::model::{Change, Lsn, TableSchema, Value};
+use crate::pipeline::PipelineError;
+use crate::pipeline::config::Config;
+use crate::pipeline::metrics;
+use crate::pipeline::transform::Transform;
+use crate::rules::RulesInstance;
+use crate::sink::{Sink, SinkItem, WriteStats};
+
+/// A change or truncate waiting for the rules and the sink, in stream order.
+#[derive(Debug)]
+pub enum Pending {
+    Change(Change),
+    Truncate(Vec<Arc<TableSchema>>),
+}
+
+/// Pending work and the limits that decide when it is written.
+pub struct Batcher {
+    items: Vec<Pending>,
+    rows: usize,
+    bytes: usize,
+    /// Index in `items` where the open (not yet committed) source transaction starts.
+    tx_start: usize,
+    in_tx: bool,
+    /// True once part of the open source transaction went into the sink transaction: from then
+    /// on the sink transaction can only commit at that source transaction's commit.
+    open_tx_written: bool,
+    /// End LSN and commit time of the last complete source transaction in the batch.
+    last_commit: Option<(Lsn, i64)>,
+    first_commit_at: Option<Instant>,
+    max_rows: usize,
+    max_bytes: usize,
+    max_delay: Duration,
+    rules_batch: usize,
+    pub stats: WriteStats,
+}
+
+/// What a commit of the batch persisted.
+#[derive(Clone, Copy, Debug)]
+pub struct Persisted {
+    pub lsn: Lsn,
+    pub commit_time_us: i64,
+}
+
+impl Batcher {
+    pub fn new(config: &Config) -> Self {
+        Batcher {
+            items: Vec::new(),
+            rows: 0,
+            bytes: 0,
+            tx_start: 0,
+            in_tx: false,
+            open_tx_written: false,
+            last_commit: None,
+            first_commit_at: None,
+            max_rows: config.batch.max_rows,
+            max_bytes: config.batch.max_bytes,
+            max_delay: config.max_delay(),
+            rules_batch: config.rules.batch_size,
+            stats: WriteStats::default(),
+        }
+    }
+
+    /// Nothing received is waiting to be persisted.
+    pub fn is_idle(&self) -> bool {
+        self.items.is_empty() && !self.in_tx && self.last_commit.is_none() && !self.open_tx_written
+    }
+
+    pub fn begin_tx(&mut self) {
+        self.in_tx = true;
+        self.tx_start = self.items.len();
+        self.open_tx_written = false;
+    }
+
+    pub fn push(&mut self, item: Pending) {
+        if let Pending::Change(c) = &item {
+            self.rows += 1;
+            self.bytes += approx_size(c);
+        }
+        self.items.push(item);
+    }
+
+    /// The open source transaction has grown past the limits: write what is pending into the sink
+    /// transaction now, without committing.
+    pub fn over_limits(&self) -> bool {
+        self.rows >= self.max_rows || self.bytes >= self.max_bytes
+    }
+
+    pub fn commit_tx(&mut self, end_lsn: Lsn, commit_time_us: i64) {
+        self.in_tx = false;
+        self.open_tx_written = false;
+        self.tx_start = self.items.len();
+        self.last_commit = Some((end_lsn, commit_time_us));
+        self.first_commit_at.get_or_insert_with(Instant::now);
+    }
+
+    /// When a commit should happen because of the time limit.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.first_commit_at.map(|t| t + self.max_delay)
+    }
+
+    /// The time limit can be honoured now: there are committed transactions and no part of the
+    /// open one is in the sink transaction yet.
+    pub fn can_commit_now(&self) -> bool {
+        self.last_commit.is_some() && !self.open_tx_written
+    }
+
+    /// Writes pending items into the open sink transaction (mid source transaction).
+    pub async fn write_chunk(&mut self, sink: &mut Sink, rules: &mut RulesInstance, t: &Transform<'_>) -> Result<(), PipelineError> {
+        let items = std::mem::take(&mut self.items);
+        self.rows = 0;
+        self.bytes = 0;
+        self.tx_start = 0;
+        if self.in_tx {
+            self.open_tx_written = true;
+        }
+        self.write_items(items, sink, rules, t).await
+    }
+
+    /// Writes and commits every complete source transaction; the open one (if any, and not yet
+    /// written) stays pending. Returns what was persisted.
+    pub async fn commit(&mut self, sink: &mut Sink, rules: &mut RulesInstance, t: &Transform<'_>) -> Result<Option<Persisted>, PipelineError> {
+        let Some((lsn, commit_time_us)) = self.last_commit else { return Ok(None) };
+        debug_assert!(!self.open_tx_written);
+        let rest = self.items.split_off(self.tx_start);
+        let items = std::mem::replace(&mut self.items, rest);
+        self.rows = self.items.iter().filter(|i| matches!(i, Pending::Change(_))).count();
+        self.bytes = self.items.iter().map(|i| if let Pending::Change(c) = i { approx_size(c) } else { 0 }).sum();
+        self.tx_start = 0;
+        self.write_items(items, sink, rules, t).await?;
+        sink.commit(lsn).await?;
+        self.last_commit = None;
+        self.first_commit_at = None;
+        Ok(Some(Persisted { lsn, commit_time_us }))
+    }
+
+    async fn write_items(&mut self, items: Vec<Pending>, sink: &mut Sink, rules: &mut RulesInstance, t: &Transform<'_>) -> Result<(), PipelineError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let mut out = Vec::with_capacity(items.len());
+        let mut run: Vec<Change> = Vec::new();
+        for item in items {
+            match item {
+                Pending::Change(c) => {
+                    run.push(c);
+                    if run.len() >= self.rules_batch {
+                        evaluate_into(&mut run, rules, t, &mut out)?;
+                    }
+                }
+                Pending::Truncate(tables) => {
+                    evaluate_into(&mut run, rules, t, &mut out)?;
+                    out.extend(tables.iter().map(|s| SinkItem::Truncate { table_name: s.qualified_name() }));
+                }
+            }
+        }
+        evaluate_into(&mut run, rules, t, &mut out)?;
+        let rows = out.len();
+        let stats = sink.write(&out, true).await?;
+        metrics::record_write(stats, rows, started.elapsed());
+        self.stats += stats;
+        Ok(())
+    }
+}
+
+/// Runs the rules over `run` (then empties it) and appends the sink items.
+pub fn evaluate_into(run: &mut Vec<Change>, rules: &mut RulesInstance, t: &Transform<'_>, out: &mut Vec<SinkItem>) -> Result<(), PipelineError> {
+    if run.is_empty() {
+        return Ok(());
+    }
+    let started = Instant::now();
+    let outcomes = rules.evaluate(run);
+    metrics::record_chunk(run, &outcomes, started.elapsed());
+    for (change, outcome) in run.iter().zip(outcomes) {
+        t.apply(change, outcome, out)?;
+    }
+    run.clear();
+    Ok(())
+}
+
+/// Rough in-memory size of a change, for the byte limit.
+fn approx_size(c: &Change) -> usize {
+    fn row(r: &Option<Vec<Value>>) -> usize {
+        r.as_ref().map_or(0, |r| {
+            r.iter()
+                .map(|v| {
+                    32 + match v {
+                        Value::Text(s) | Value::Numeric(s) | Value::Json(s) | Value::Date(s) | Value::Time(s) | Value::Timestamp(s) | Value::Timestamptz(s) => s.len(),
+                        Value::Bytes(b) => b.len(),
+                        _ => 0,
+                    }
+                })
+                .sum()
+        })
+    }
+    64 + row(&c.new) + row(&c.old)
+}

@@ -1,0 +1,101 @@
+//! Driving the initial snapshot through the rules into the sink, chunk by chunk, resumably.
+//!
+//! Each chunk's edges, changelog rows and progress commit in one sink transaction, so an
+//! interrupted snapshot resumes after its last persisted chunk. A resumed snapshot cannot use the
+//! exported snapshot any more (it died with the connection that created the slot), so it reads
+//! the remaining rows as they are now; rows changed in between are also replayed by the stream
+//! from the slot's consistent point. The edges still converge on the current rows (the edge diff
+//! turns a repeated insert into an update), at the cost of extra changelog entries for those rows.
+
+use std::time::Instant;
+
+use tokio_postgres::Client;
+use tracing::info;
+
+use crate::model::Lsn;
+use crate::pipeline::PipelineError;
+use crate::pipeline::batcher::evaluate_into;
+use crate::pipeline::progress::SnapshotProgressView;
+use crate::pipeline::transform::Transform;
+use crate::rules::RulesInstance;
+use crate::sink::Sink;
+use crate::sink::progress::TableProgress;
+use crate::source::catalog::PublishedTable;
+use crate::source::snapshot::{self, TableReader};
+
+/// Reads every published table not yet done, and persists it.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_snapshot(
+    source: &Client,
+    exported: Option<&str>,
+    consistent_lsn: Lsn,
+    tables: &[PublishedTable],
+    sink: &mut Sink,
+    rules: &mut RulesInstance,
+    t: &Transform<'_>,
+    chunk_rows: usize,
+    rules_batch: usize,
+    emit_changelog: bool,
+) -> Result<u64, PipelineError> {
+    let progress = sink.snapshot_progress().await?;
+    let mut view = SnapshotProgressView::new(tables.len());
+    snapshot::begin(source, exported).await?;
+    let mut total = 0u64;
+    for table in tables {
+        let name = table.schema.qualified_name();
+        let previous = progress.iter().find(|p| p.table_name == name);
+        if previous.is_some_and(|p| p.done) {
+            view.table_done(&name, previous.map_or(0, |p| p.rows_done as u64));
+            continue;
+        }
+        let mut rows_done = previous.map_or(0, |p| p.rows_done);
+        let after = previous.and_then(|p| p.last_key.clone());
+        if after.is_some() {
+            info!(table = %name, rows_done, "resuming the snapshot after its last persisted chunk");
+        }
+        let mut reader = TableReader::new(table.clone(), after, chunk_rows, consistent_lsn);
+        view.table_started(&name);
+        let mut last_key = None;
+        let started = Instant::now();
+        while let Some(chunk) = reader.next_chunk(source).await? {
+            let n = chunk.changes.len();
+            let mut out = Vec::with_capacity(n);
+            let mut changes = chunk.changes.into_iter().peekable();
+            while changes.peek().is_some() {
+                let mut run: Vec<_> = changes.by_ref().take(rules_batch).collect();
+                evaluate_into(&mut run, rules, t, &mut out)?;
+            }
+            sink.write(&out, emit_changelog).await?;
+            rows_done += n as i64;
+            sink.save_snapshot_progress(&TableProgress {
+                table_name: name.clone(),
+                last_key: Some(chunk.last_key.clone()),
+                rows_done,
+                done: false,
+                consistent_lsn,
+            })
+            .await?;
+            sink.commit_without_lsn().await?;
+            metrics::counter!(crate::pipeline::metrics::SNAPSHOT_ROWS).increment(n as u64);
+            view.rows(n as u64);
+            total += n as u64;
+            last_key = Some(chunk.last_key);
+        }
+        sink.save_snapshot_progress(&TableProgress {
+            table_name: name.clone(),
+            last_key: last_key.or_else(|| previous.and_then(|p| p.last_key.clone())),
+            rows_done,
+            done: true,
+            consistent_lsn,
+        })
+        .await?;
+        sink.commit_without_lsn().await?;
+        view.table_done(&name, rows_done as u64);
+        info!(table = %name, rows = rows_done, seconds = started.elapsed().as_secs_f64(), "snapshot of table complete");
+    }
+    snapshot::end(source).await?;
+    // The consistent point becomes the stored position: the stream starts there.
+    sink.commit(consistent_lsn).await?;
+    view.finish(total);
+    Ok(total)
+}

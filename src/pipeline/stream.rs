@@ -1,0 +1,208 @@
+//! One streaming session: decide where to start, snapshot if needed, then stream until shutdown
+//! or a lost connection.
+
+use std::sync::atomic::Ordering;
+
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::pipeline::batcher::{Batcher, Pending};
+use crate::pipeline::snapshot::run_snapshot;
+use crate::pipeline::transform::Transform;
+use crate::pipeline::{Context, PipelineError, metrics, open_sink, preflight};
+use crate::sink::schema::SIDECAR_TABLES;
+use crate::source::{ReplicationConnection, SnapshotAction, SourceEvent, StartOptions, lookup_slot};
+
+/// Runs one session. `Ok(())` means a clean shutdown.
+pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
+    let config = &ctx.config;
+    let slot = config.slot.as_str();
+    let source_sql = ctx.source.connect_sql().await?;
+    let tables = preflight(&source_sql, config).await?;
+    let mut sink = open_sink(ctx).await?;
+    let mut rules = ctx.module.instantiate()?;
+    let soft_delete = |table: &str| config.soft_delete_column_for(table).map(str::to_owned);
+    let transform = Transform { policy: config.failure_policy, rules_version: ctx.module.version(), soft_delete: &soft_delete };
+
+    let stored = sink.stored_lsn().await?;
+    let slot_state = lookup_slot(&source_sql, slot).await?;
+    let mut repl = ReplicationConnection::connect(&ctx.source).await?;
+
+    let start_lsn = match (&slot_state, stored) {
+        (None, Some(lsn)) => return Err(PipelineError::SlotDropped { slot: slot.to_owned(), lsn }),
+        (Some(s), _) if s.wal_status.as_deref() == Some("lost") => {
+            return Err(PipelineError::SlotInvalidated { slot: slot.to_owned() });
+        }
+        (Some(s), _) if s.plugin != "pgoutput" => {
+            return Err(PipelineError::SlotPlugin { slot: slot.to_owned(), plugin: s.plugin.clone() });
+        }
+        (Some(s), _) if s.active => {
+            return Err(PipelineError::SlotBusy { slot: slot.to_owned(), pid: s.active_pid.unwrap_or(0) });
+        }
+        (None, None) => {
+            // First start: the slot's exported snapshot and its consistent point make the
+            // hand-off from snapshot to stream gapless.
+            let created = repl.create_slot(slot, SnapshotAction::Export).await?;
+            info!(slot, consistent_point = %created.consistent_point, "created replication slot");
+            sink.record_rule_version(ctx.module.version(), created.consistent_point, &ctx.module_path).await?;
+            run_snapshot(
+                &source_sql,
+                created.snapshot_name.as_deref(),
+                created.consistent_point,
+                &tables,
+                &mut sink,
+                &mut rules,
+                &transform,
+                config.snapshot.chunk_rows,
+                config.rules.batch_size,
+                config.snapshot.changelog,
+            )
+            .await?;
+            created.consistent_point
+        }
+        (Some(s), None) => {
+            // The slot exists but the snapshot never finished: resume it without the exported
+            // snapshot (see pipeline::snapshot for what that costs).
+            let progress = sink.snapshot_progress().await?;
+            let consistent = progress.first().map_or(s.confirmed_flush_lsn.unwrap_or_default(), |p| p.consistent_lsn);
+            warn!(slot, %consistent, "resuming an interrupted snapshot without its exported snapshot");
+            run_snapshot(
+                &source_sql,
+                None,
+                consistent,
+                &tables,
+                &mut sink,
+                &mut rules,
+                &transform,
+                config.snapshot.chunk_rows,
+                config.rules.batch_size,
+                config.snapshot.changelog,
+            )
+            .await?;
+            consistent
+        }
+        (Some(s), Some(lsn)) => lsn.max(s.confirmed_flush_lsn.unwrap_or_default()),
+    };
+    let stored = sink.stored_lsn().await?.unwrap_or(start_lsn);
+    sink.record_rule_version(ctx.module.version(), start_lsn, &ctx.module_path).await?;
+
+    let mut stream = repl
+        .start_replication(StartOptions {
+            slot: slot.to_owned(),
+            start_lsn,
+            publications: vec![config.publication.clone()],
+            status_interval: std::time::Duration::from_millis(config.status_interval_ms),
+            ..StartOptions::default()
+        })
+        .await?;
+    stream.confirm(stored);
+    ctx.health.streaming.store(true, Ordering::Relaxed);
+    info!(slot, %start_lsn, stored = %stored, "streaming");
+
+    let mut batcher = Batcher::new(config);
+    let mut skipping = false;
+    let mut confirmed = stored;
+    let mut server_end = stored;
+    let mut shutdown = ctx.shutdown.clone();
+    loop {
+        let deadline = batcher.deadline().filter(|_| batcher.can_commit_now());
+        let event = tokio::select! {
+            biased;
+            _ = shutdown.changed() => None,
+            _ = sleep_until_opt(deadline) => {
+                if let Some(p) = batcher.commit(&mut sink, &mut rules, &transform).await? {
+                    confirmed = p.lsn;
+                    stream.confirm(p.lsn);
+                    metrics::record_confirmed(p.lsn, server_end.max(p.lsn), Some(p.commit_time_us));
+                }
+                continue;
+            }
+            event = stream.recv() => Some(event?),
+        };
+        let Some(event) = event else {
+            // Shutdown: persist every complete transaction received, confirm, close cleanly.
+            if batcher.can_commit_now() {
+                if let Some(p) = batcher.commit(&mut sink, &mut rules, &transform).await? {
+                    stream.confirm(p.lsn);
+                }
+            }
+            sink.rollback().await?;
+            stream.send_status_now().await?;
+            stream.close().await?;
+            info!("shut down cleanly");
+            return Ok(());
+        };
+        let Some(event) = event else {
+            return Err(PipelineError::Source(crate::source::SourceError::StreamEnded { last_lsn: confirmed }));
+        };
+        match event {
+            SourceEvent::Begin { final_lsn, .. } => {
+                // A commit record that starts before the stored end LSN ends at or before it.
+                skipping = final_lsn < stored;
+                if skipping {
+                    debug!(%final_lsn, %stored, "skipping a transaction already persisted");
+                } else {
+                    batcher.begin_tx();
+                }
+            }
+            SourceEvent::Change(change) => {
+                if skipping || is_sidecar(&change.table.schema, &change.table.name) {
+                    continue;
+                }
+                batcher.push(Pending::Change(change));
+                if batcher.over_limits() {
+                    batcher.write_chunk(&mut sink, &mut rules, &transform).await?;
+                }
+            }
+            SourceEvent::Truncate { tables, .. } => {
+                if skipping {
+                    continue;
+                }
+                let tables: Vec<_> = tables.into_iter().filter(|t| !is_sidecar(&t.schema, &t.name)).collect();
+                if !tables.is_empty() {
+                    batcher.push(Pending::Truncate(tables));
+                }
+            }
+            SourceEvent::Commit { end_lsn, commit_time_us, .. } => {
+                server_end = server_end.max(end_lsn);
+                if skipping {
+                    skipping = false;
+                    continue;
+                }
+                batcher.commit_tx(end_lsn, commit_time_us);
+                if batcher.over_limits() {
+                    if let Some(p) = batcher.commit(&mut sink, &mut rules, &transform).await? {
+                        confirmed = p.lsn;
+                        stream.confirm(p.lsn);
+                        metrics::record_confirmed(p.lsn, server_end, Some(p.commit_time_us));
+                    }
+                }
+            }
+            SourceEvent::Keepalive { wal_end } => {
+                server_end = server_end.max(wal_end);
+                // Everything received is persisted: let the server release WAL up to its end, so
+                // an idle publication does not pin WAL.
+                if batcher.is_idle() && !skipping && wal_end > confirmed {
+                    confirmed = wal_end;
+                    stream.confirm(wal_end);
+                    metrics::record_confirmed(confirmed, server_end, None);
+                }
+            }
+            SourceEvent::Relation(table) => {
+                debug!(table = %table.qualified_name(), columns = table.columns.len(), "relation (schema) received");
+            }
+            SourceEvent::Message { .. } => {}
+        }
+    }
+}
+
+fn is_sidecar(schema: &str, name: &str) -> bool {
+    schema == "public" && SIDECAR_TABLES.contains(&name)
+}
+
+async fn sleep_until_opt(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(Instant::from_std(d)).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,75 @@
+//! Bookkeeping that rides in the sink transaction: snapshot progress and rule versions.
+
+use crate::model::Lsn;
+use crate::sink::{Sink, SinkError};
+
+/// Where the snapshot of one table stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableProgress {
+    pub table_name: String,
+    /// Key of the last persisted row, in key order.
+    pub last_key: Option<Vec<String>>,
+    pub rows_done: i64,
+    pub done: bool,
+    /// The slot's consistent point, recorded when the snapshot began.
+    pub consistent_lsn: Lsn,
+}
+
+impl Sink {
+    /// Snapshot progress of every table for this slot.
+    pub async fn snapshot_progress(&self) -> Result<Vec<TableProgress>, SinkError> {
+        let rows = self
+            .client()
+            .query(
+                "SELECT table_name, last_key, rows_done, done, consistent_lsn FROM sluice_snapshot_progress \
+                 WHERE slot_name = $1 ORDER BY table_name",
+                &[&self.slot()],
+            )
+            .await
+            .map_err(|e| SinkError::sql("reading snapshot progress", e))?;
+        Ok(rows
+            .iter()
+            .map(|r| TableProgress {
+                table_name: r.get(0),
+                last_key: r.get(1),
+                rows_done: r.get(2),
+                done: r.get(3),
+                consistent_lsn: Lsn(r.get::<_, i64>(4) as u64),
+            })
+            .collect())
+    }
+
+    /// Records progress inside the open sink transaction, so progress and the chunk's rows commit
+    /// together.
+    pub async fn save_snapshot_progress(&mut self, p: &TableProgress) -> Result<(), SinkError> {
+        self.begin().await?;
+        self.client()
+            .execute(
+                "INSERT INTO sluice_snapshot_progress (slot_name, table_name, last_key, rows_done, done, consistent_lsn, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, now()) \
+                 ON CONFLICT (slot_name, table_name) DO UPDATE SET last_key = EXCLUDED.last_key, \
+                 rows_done = EXCLUDED.rows_done, done = EXCLUDED.done, updated_at = now()",
+                &[&self.slot(), &p.table_name, &p.last_key, &p.rows_done, &p.done, &(p.consistent_lsn.0 as i64)],
+            )
+            .await
+            .map_err(|e| SinkError::sql(format!("saving snapshot progress of {}", p.table_name), e))?;
+        Ok(())
+    }
+
+    /// Records that `version` evaluates changes from `first_lsn` on, unless it already is the
+    /// latest recorded version.
+    pub async fn record_rule_version(&self, version: &str, first_lsn: Lsn, module_path: &str) -> Result<bool, SinkError> {
+        let n = self
+            .client()
+            .execute(
+                "INSERT INTO sluice_rule_versions (slot_name, version, first_lsn, module_path) \
+                 SELECT $1, $2, $3, $4 WHERE $2 IS DISTINCT FROM \
+                   (SELECT version FROM sluice_rule_versions WHERE slot_name = $1 ORDER BY first_lsn DESC, activated_at DESC LIMIT 1) \
+                 ON CONFLICT DO NOTHING",
+                &[&self.slot(), &version, &(first_lsn.0 as i64), &module_path],
+            )
+            .await
+            .map_err(|e| SinkError::sql("recording the rules version", e))?;
+        Ok(n > 0)
+    }
+}
