@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod check;
+pub mod demo;
 mod eval;
 pub mod run;
 mod tail;
@@ -31,6 +32,8 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Evaluate a rules module on changes given as JSON lines.
     Eval(eval::EvalArgs),
+    /// A one-command tour on a throwaway PostgreSQL.
+    Demo(demo::DemoArgs),
     /// Run the pipeline: snapshot, then stream changes through the rules into the changelog.
     Run(run::RunArgs),
     /// Print decoded changes from a live database as JSON lines.
@@ -42,6 +45,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check(args) => check::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Demo(args) => demo::run(args),
         Command::Run(args) => run::run(args),
         Command::Tail(args) => tail::run(args),
     };

@@ -1,0 +1,124 @@
+//! Bad input gets one clear line and loses nothing.
+
+use std::time::Duration;
+
+use crate::pg::{self, Cluster, ClusterOptions};
+use crate::support::{RunOpts, Sluice, changelog, wait_for};
+use crate::wasm;
+
+/// Runs sluice to its exit and returns its log, asserting a non-zero exit.
+fn fails(db: &pg::TestDb, module: &std::path::Path, opts: RunOpts) -> String {
+    let mut sluice = Sluice::start(db, module, opts);
+    let status = sluice.wait(Duration::from_secs(60));
+    let log = sluice.log_text();
+    assert!(!status.success(), "sluice should have failed; log:\n{log}");
+    log
+}
+
+fn error_line(log: &str) -> &str {
+    log.lines().rev().find(|l| l.starts_with("error: ")).unwrap_or_else(|| panic!("no error line in:\n{log}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn table_without_primary_key_is_refused_with_the_fix() {
+    let db = pg::cluster().create_db("err_nopk").await;
+    db.client()
+        .await
+        .batch_execute("CREATE TABLE notes (body text, user_id text); CREATE PUBLICATION sluice_pub FOR TABLE notes;")
+        .await
+        .unwrap();
+    let log = fails(&db, &wasm::module("by-owner"), RunOpts::default());
+    assert_eq!(
+        error_line(&log),
+        "error: table notes has no primary key: sluice identifies rows by their key. Add one with `ALTER TABLE notes ADD PRIMARY KEY (...)`, or remove the table from the publication"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replica_identity_nothing_is_refused_with_the_fix() {
+    let db = pg::cluster().create_db("err_rinothing").await;
+    db.client()
+        .await
+        .batch_execute(
+            "CREATE TABLE items (id int PRIMARY KEY, user_id text); ALTER TABLE items REPLICA IDENTITY NOTHING; \
+             CREATE PUBLICATION sluice_pub FOR TABLE items;",
+        )
+        .await
+        .unwrap();
+    let log = fails(&db, &wasm::module("by-owner"), RunOpts::default());
+    assert_eq!(
+        error_line(&log),
+        "error: table items has REPLICA IDENTITY NOTHING, so PostgreSQL does not send which row an update or delete touched: run `ALTER TABLE items REPLICA IDENTITY DEFAULT;`"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_publication_is_refused_with_the_fix() {
+    let db = pg::cluster().create_db("err_nopub").await;
+    let log = fails(&db, &wasm::module("by-owner"), RunOpts::default());
+    let line = error_line(&log);
+    assert!(line.starts_with("error: publication \"sluice_pub\" does not exist in database \"err_nopub"), "{line}");
+    assert!(line.contains("CREATE PUBLICATION sluice_pub FOR TABLE"), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_module_is_refused_before_connecting() {
+    let db = pg::cluster().create_db("err_nomodule").await;
+    let log = fails(&db, std::path::Path::new("/nonexistent/rules.wasm"), RunOpts::default());
+    let line = error_line(&log);
+    assert!(line.starts_with("error: "), "{line}");
+    assert!(line.contains("/nonexistent/rules.wasm"), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_config_key_is_refused_with_its_name() {
+    let db = pg::cluster().create_db("err_config").await;
+    let log = fails(
+        &db,
+        &wasm::module("by-owner"),
+        RunOpts { config_toml: Some("[batch]\nmax_rowz = 3\n".into()), ..Default::default() },
+    );
+    let line = error_line(&log);
+    assert!(line.contains("is invalid") && line.contains("unknown field `max_rowz`"), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wal_level_replica_is_refused_with_the_fix() {
+    let cluster = Cluster::start(ClusterOptions {
+        settings: vec![("wal_level".into(), "replica".into())],
+        ..Default::default()
+    });
+    let db = cluster.create_db("err_wal").await;
+    db.client()
+        .await
+        .batch_execute("CREATE TABLE items (id int PRIMARY KEY, user_id text); CREATE PUBLICATION sluice_pub FOR TABLE items;")
+        .await
+        .unwrap();
+    let log = fails(&db, &wasm::module("by-owner"), RunOpts::default());
+    assert_eq!(
+        error_line(&log),
+        "error: wal_level is \"replica\" on the source server; logical replication needs `wal_level = logical` in postgresql.conf (or `ALTER SYSTEM SET wal_level = logical;`) and a server restart"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dropped_slot_is_fatal_with_how_to_resnapshot_and_keeps_the_changelog() {
+    let db = pg::cluster().create_db("err_dropslot").await;
+    let client = db.client().await;
+    client
+        .batch_execute("CREATE TABLE items (id int PRIMARY KEY, user_id text); CREATE PUBLICATION sluice_pub FOR TABLE items; INSERT INTO items VALUES (1, 'u1');")
+        .await
+        .unwrap();
+    let mut sluice = Sluice::start(&db, &wasm::module("by-owner"), RunOpts::default());
+    wait_for("the snapshot", Duration::from_secs(60), &mut sluice, || async {
+        crate::support::stored_lsn(&client).await.is_some()
+    })
+    .await;
+    assert!(sluice.stop().success());
+    client.batch_execute("SELECT pg_drop_replication_slot('sluice_slot')").await.unwrap();
+    let log = fails(&db, &wasm::module("by-owner"), RunOpts::default());
+    let line = error_line(&log);
+    assert!(line.starts_with("error: replication slot \"sluice_slot\" no longer exists, but sync_wal_position says changes up to "), "{line}");
+    assert!(line.contains("DELETE FROM sync_wal_position WHERE slot_name = 'sluice_slot'"), "{line}");
+    assert_eq!(changelog(&client).await.len(), 1, "nothing already written is lost");
+}

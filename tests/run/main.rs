@@ -1,0 +1,14 @@
+//! End-to-end tests of `sluice run` against a real PostgreSQL: snapshot, stream, rules and the
+//! atomic write of changelog, edges and LSN.
+
+#[path = "../common/pg.rs"]
+mod pg;
+#[path = "../common/wasm.rs"]
+mod wasm;
+
+mod support;
+
+mod crash;
+mod errors;
+mod semantics;
+mod snapshot;
