@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod model;
+pub mod pg;
 pub mod pipeline;
 pub mod rules;
 pub mod sink;

@@ -1,1 +1,19 @@
-//! source stage.
+//! The source stage: the replication connection, the pgoutput decoder and typed values.
+//!
+//! [`ReplicationConnection`] speaks the streaming-replication protocol natively (tokio-postgres
+//! has no CopyBoth support); [`ReplicationStream`] yields [`SourceEvent`]s decoded from pgoutput.
+
+mod error;
+mod events;
+pub mod pgoutput;
+mod replication;
+mod slot;
+mod stream;
+pub mod values;
+mod wire;
+
+pub use error::{ServerError, SourceError};
+pub use events::{EventDecoder, SourceEvent};
+pub use replication::{ReplicationConnection, SlotInfo, SnapshotAction, StartOptions, SystemInfo};
+pub use slot::{SlotState, lookup_slot};
+pub use stream::ReplicationStream;
