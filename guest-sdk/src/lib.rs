@@ -194,9 +194,9 @@ macro_rules! export_rule {
                 ) -> ::std::vec::Vec<$crate::Outcome> {
                     $crate::__private::evaluate::<$rule>(&tables, &changes)
                 }
-    }
+            }
 
-            $crate::bindings::export!(__SluiceRuleExport with_types_in $crate::bindings);
+    $crate::bindings::export!(__SluiceRuleExport with_types_in $crate::bindings);
         };
     };
 }
@@ -220,7 +220,12 @@ pub mod __private {
         // With panic=abort a panic traps the instance; logging the message
         // first lets the host report why the change failed.
         std::panic::set_hook(Box::new(|info| {
-            crate::log(Level::Error, &format!("rule panicked: {info}"));
+            let message = info.payload_as_str().unwrap_or("(no message)");
+            let line = match info.location() {
+                Some(at) => format!("rule panicked at {}:{}: {message}", at.file(), at.line()),
+                None => format!("rule panicked: {message}"),
+            };
+            crate::log(Level::Error, &line);
         }));
         let mut rule = R::default();
         rule.init(config)?;

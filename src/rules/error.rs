@@ -6,7 +6,7 @@
 pub enum RulesError {
     #[error("cannot configure the rules engine: {0:#}")]
     Engine(wasmtime::Error),
-    #[error("cannot read rules module {path}: {source}")]
+    #[error("cannot read rules module {path}")]
     Read {
         path: String,
         source: std::io::Error,

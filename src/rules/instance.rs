@@ -101,7 +101,9 @@ impl RulesInstance {
 
         live.store
             .set_epoch_deadline(ticks(limits.batch_deadline, limits.epoch_tick));
-        live.store.data_mut().log.last_error = None;
+        let state = live.store.data_mut();
+        state.log.last_error = None;
+        state.limits.exceeded = false;
         let result = live
             .evaluate
             .call(&mut live.store, (&wire_tables, &wire_changes));
@@ -117,10 +119,13 @@ impl RulesInstance {
                 changes.len()
             ))),
             Err(err) => {
-                let guest_said = live.store.data_mut().log.last_error.take();
+                let state = live.store.data_mut();
+                let guest_said = state.log.last_error.take();
+                let out_of_memory = state.limits.exceeded;
+                let message = describe_trap(&err, guest_said, out_of_memory, limits);
                 // The store may hold a half-updated guest heap: never reuse it.
                 self.live = None;
-                Err(Failure::Trap(describe_trap(&err, guest_said, limits)))
+                Err(Failure::Trap(message))
             }
         }
     }
@@ -129,18 +134,39 @@ impl RulesInstance {
 fn describe_trap(
     err: &wasmtime::Error,
     guest_said: Option<String>,
+    out_of_memory: bool,
     limits: &super::RuleLimits,
 ) -> String {
-    let what = match err.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => format!(
+    let trap = err.downcast_ref::<Trap>();
+    if out_of_memory {
+        return format!(
+            "rule exceeded the memory cap of {} bytes (RuleLimits::memory_bytes)",
+            limits.memory_bytes
+        );
+    }
+    if trap == Some(&Trap::Interrupt) {
+        return format!(
             "rule did not finish within the batch deadline of {:?} (RuleLimits::batch_deadline)",
             limits.batch_deadline
-        ),
-        Some(trap) => format!("rule trapped: {trap}"),
-        None => format!("rule trapped: {}", err.root_cause()),
-    };
-    match guest_said {
-        Some(message) => format!("{what}; the module logged: {message}"),
-        None => what,
+        );
+    }
+    match (guest_said, trap) {
+        // The guest SDK logs a panic's message just before aborting.
+        (Some(message), Some(Trap::UnreachableCodeReached))
+            if message.starts_with("rule panicked") =>
+        {
+            message
+        }
+        (Some(message), Some(trap)) => {
+            format!("rule trapped: {trap}; the module logged: {message}")
+        }
+        (Some(message), None) => {
+            format!(
+                "rule trapped: {}; the module logged: {message}",
+                err.root_cause()
+            )
+        }
+        (None, Some(trap)) => format!("rule trapped: {trap}"),
+        (None, None) => format!("rule trapped: {}", err.root_cause()),
     }
 }

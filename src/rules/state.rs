@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
-use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{Level, sluice};
@@ -14,7 +14,7 @@ use super::limits::RuleLimits;
 pub(crate) struct InstanceState {
     wasi: WasiCtx,
     table: ResourceTable,
-    pub(crate) limits: StoreLimits,
+    pub(crate) limits: MemoryCap,
     pub(crate) log: GuestLog,
 }
 
@@ -39,10 +39,10 @@ impl InstanceState {
         InstanceState {
             wasi,
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(limits.memory_bytes)
-                .trap_on_grow_failure(true)
-                .build(),
+            limits: MemoryCap {
+                bytes: limits.memory_bytes,
+                exceeded: false,
+            },
             log,
         }
     }
@@ -64,6 +64,42 @@ impl sluice::rules::host::Host for InstanceState {
 }
 
 impl sluice::rules::types::Host for InstanceState {}
+
+/// The store's resource limiter. Unlike `StoreLimits` it remembers that
+/// the cap was hit, so the trap can be reported as what it is.
+pub(crate) struct MemoryCap {
+    bytes: usize,
+    pub(crate) exceeded: bool,
+}
+
+/// Table growth beyond this is refused; Rust guests use a few hundred.
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.bytes {
+            self.exceeded = true;
+            // Trapping, rather than returning -1 from memory.grow, stops a
+            // guest that would otherwise handle the failure and try again.
+            wasmtime::bail!("memory would grow to {desired} bytes");
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
 
 /// Guest log lines, forwarded to `tracing` with the module version and
 /// rate-limited per instance. The last error line is kept so that a trap
