@@ -1,8 +1,36 @@
+//! `sluice check`: validate a rules module and print its version.
+
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-#[derive(Debug, clap::Args)]
-pub struct CheckArgs {}
+use anyhow::Context;
 
-pub fn run(_args: CheckArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+use crate::rules::{RuleLimits, RulesEngine};
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// The rules module (a wasm32-wasip2 component).
+    #[arg(long)]
+    pub module: PathBuf,
+    /// Configuration text handed to the module's init (TOML or JSON, as
+    /// the module expects).
+    #[arg(long)]
+    pub rules_config: Option<PathBuf>,
+}
+
+pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let config = read_rules_config(args.rules_config.as_deref())?;
+    let engine = RulesEngine::new(RuleLimits::default())?;
+    let module = engine.load_file(&args.module, &config)?;
+    println!("ok {} sha256:{}", args.module.display(), module.version());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The `--rules-config` file's text, or empty when none is given.
+pub(super) fn read_rules_config(path: Option<&Path>) -> anyhow::Result<String> {
+    match path {
+        None => Ok(String::new()),
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read --rules-config {}", path.display())),
+    }
 }

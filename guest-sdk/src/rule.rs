@@ -1,0 +1,176 @@
+//! The trait a rule implements, and how a batch is run through it.
+
+use crate::bindings::sluice::rules::types::Change as WireChange;
+use crate::{Change, Outcome, Table};
+
+/// A bucket rule.
+///
+/// sluice builds the rule once per module instance with `Default`, calls
+/// [`Rule::init`] with the user's configuration, then for every change calls
+/// [`Rule::filter`] and, if it keeps the change, [`Rule::buckets`].
+///
+/// A rule must be a pure function of its configuration and its input: the
+/// host grants no clock, randomness, filesystem or network, so that replays
+/// and re-bucketing give the same answers.
+///
+/// ```
+/// use sluice_guest_sdk::{Change, Rule, Value};
+///
+/// /// Drops soft-deleted rows; everything else goes to `global`.
+/// #[derive(Default)]
+/// struct LiveRows;
+///
+/// impl Rule for LiveRows {
+///     fn filter(&self, change: &Change<'_>) -> bool {
+///         matches!(change.row().get("deleted_at"), Value::Null)
+///     }
+///
+///     fn buckets(&self, _change: &Change<'_>) -> Result<Vec<String>, String> {
+///         Ok(vec!["global".into()])
+///     }
+/// }
+/// ```
+pub trait Rule: Default + 'static {
+    /// Reads the user's rule configuration (the text of the file given with
+    /// `--rules-config`, empty when none). An error rejects this module
+    /// version: sluice keeps running the previous one and reports the
+    /// message. The default accepts any configuration.
+    ///
+    /// ```
+    /// use sluice_guest_sdk::{Change, Rule};
+    ///
+    /// #[derive(Default)]
+    /// struct Prefixed { prefix: String }
+    ///
+    /// impl Rule for Prefixed {
+    ///     fn init(&mut self, config: &str) -> Result<(), String> {
+    ///         if config.trim().is_empty() {
+    ///             return Err("config must be the bucket prefix".into());
+    ///         }
+    ///         self.prefix = config.trim().to_string();
+    ///         Ok(())
+    ///     }
+    ///     fn buckets(&self, _change: &Change<'_>) -> Result<Vec<String>, String> {
+    ///         Ok(vec![self.prefix.clone()])
+    ///     }
+    /// }
+    ///
+    /// let mut rule = Prefixed::default();
+    /// assert!(rule.init("").is_err());
+    /// assert!(rule.init("tenant").is_ok());
+    /// ```
+    fn init(&mut self, config: &str) -> Result<(), String> {
+        let _ = config;
+        Ok(())
+    }
+
+    /// Whether the change is kept. A dropped change belongs to no bucket
+    /// (sluice removes the row from the buckets it was in). Keeps everything
+    /// by default.
+    ///
+    /// ```
+    /// use sluice_guest_sdk::{Change, Operation, Rule};
+    ///
+    /// #[derive(Default)]
+    /// struct InsertsOnly;
+    ///
+    /// impl Rule for InsertsOnly {
+    ///     fn filter(&self, change: &Change<'_>) -> bool {
+    ///         change.op() == Operation::Insert
+    ///     }
+    ///     fn buckets(&self, _change: &Change<'_>) -> Result<Vec<String>, String> {
+    ///         Ok(vec!["global".into()])
+    ///     }
+    /// }
+    /// ```
+    fn filter(&self, change: &Change<'_>) -> bool {
+        let _ = change;
+        true
+    }
+
+    /// The bucket ids the row belongs to. Each must be non-empty, at most 255
+    /// bytes and free of control characters; the host removes duplicates and
+    /// caps how many one change may have (64 by default). An `Err` becomes
+    /// this change's error outcome, handled by sluice's failure policy
+    /// without affecting other changes.
+    ///
+    /// ```
+    /// use sluice_guest_sdk::{Change, Rule, Value};
+    ///
+    /// #[derive(Default)]
+    /// struct ByTeam;
+    ///
+    /// impl Rule for ByTeam {
+    ///     fn buckets(&self, change: &Change<'_>) -> Result<Vec<String>, String> {
+    ///         match change.row().get("team_id") {
+    ///             Value::Int(team) => Ok(vec![format!("team:{team}")]),
+    ///             other => Err(format!("team_id must be an integer, got {other:?}")),
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    fn buckets(&self, change: &Change<'_>) -> Result<Vec<String>, String>;
+}
+
+/// Runs one change through a rule exactly as the exported module does:
+/// [`Rule::filter`], then [`Rule::buckets`].
+///
+/// ```
+/// use sluice_guest_sdk::testing::TestTable;
+/// use sluice_guest_sdk::{evaluate, Change, Outcome, Rule, Value};
+///
+/// #[derive(Default)]
+/// struct Global;
+/// impl Rule for Global {
+///     fn buckets(&self, _change: &Change<'_>) -> Result<Vec<String>, String> {
+///         Ok(vec!["global".into()])
+///     }
+/// }
+///
+/// let batch = TestTable::new("items", &["id"]).insert(vec![Value::Int(1)]);
+/// assert_eq!(evaluate(&Global, &batch.change()), Outcome::Keep(vec!["global".into()]));
+/// ```
+pub fn evaluate<R: Rule>(rule: &R, change: &Change<'_>) -> Outcome {
+    if !rule.filter(change) {
+        return Outcome::Drop;
+    }
+    match rule.buckets(change) {
+        Ok(buckets) => Outcome::Keep(buckets),
+        Err(message) => Outcome::Error(message),
+    }
+}
+
+/// Runs a whole batch (as the host sends it: tables once, rows positional)
+/// through a rule, one outcome per change, in order. This is what the
+/// exported `evaluate` function does; native tests and benchmarks can call
+/// it directly.
+///
+/// ```
+/// use sluice_guest_sdk::testing::TestTable;
+/// use sluice_guest_sdk::{evaluate_batch, Change, Outcome, Rule, Value};
+///
+/// #[derive(Default)]
+/// struct Global;
+/// impl Rule for Global {
+///     fn buckets(&self, _change: &Change<'_>) -> Result<Vec<String>, String> {
+///         Ok(vec!["global".into()])
+///     }
+/// }
+///
+/// let batch = TestTable::new("items", &["id"]).insert(vec![Value::Int(1)]);
+/// let outcomes = evaluate_batch(&Global, batch.tables(), batch.changes());
+/// assert_eq!(outcomes, vec![Outcome::Keep(vec!["global".into()])]);
+/// ```
+pub fn evaluate_batch<R: Rule>(rule: &R, tables: &[Table], changes: &[WireChange]) -> Vec<Outcome> {
+    changes
+        .iter()
+        .map(|wire| match Change::from_wire(tables, wire) {
+            Some(change) => evaluate(rule, &change),
+            None => Outcome::Error(format!(
+                "change refers to table #{} but the batch has {} tables",
+                wire.table,
+                tables.len()
+            )),
+        })
+        .collect()
+}

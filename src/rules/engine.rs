@@ -1,0 +1,157 @@
+//! The one wasmtime `Engine` every rules module runs on, and loading a
+//! module into it.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::thread;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, EngineWeak, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use super::bindings::{Rules, RulesPre};
+use super::error::RulesError;
+use super::limits::RuleLimits;
+use super::module::RulesModule;
+use super::state::InstanceState;
+use super::wasi;
+
+/// The rules runtime: one wasmtime engine (component model, pooling
+/// allocator, epoch interruption) with its epoch ticker thread, and the
+/// linker that provides the host imports. Cheap to clone; share it.
+#[derive(Clone)]
+pub struct RulesEngine {
+    pub(crate) inner: Arc<EngineInner>,
+}
+
+pub(crate) struct EngineInner {
+    pub(crate) engine: Engine,
+    pub(crate) linker: Linker<InstanceState>,
+    pub(crate) limits: RuleLimits,
+}
+
+impl RulesEngine {
+    /// Builds the engine and starts its epoch ticker, which stops when the
+    /// last clone of the engine is dropped.
+    pub fn new(limits: RuleLimits) -> Result<Self, RulesError> {
+        let mut pool = PoolingAllocationConfig::default();
+        // A wasm32-wasip2 component holds a few core instances (the
+        // program, the WASI adapter, shims) and up to two memories.
+        pool.total_component_instances(limits.max_instances)
+            .total_core_instances(limits.max_instances.saturating_mul(8))
+            .total_memories(limits.max_instances.saturating_mul(2))
+            .total_tables(limits.max_instances.saturating_mul(4))
+            .max_memory_size(limits.memory_bytes);
+
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .concurrency_support(false)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(RulesError::Engine)?;
+
+        let mut linker = Linker::new(&engine);
+        wasi::add_to_linker(&mut linker).map_err(RulesError::Engine)?;
+        Rules::add_to_linker::<InstanceState, HasSelf<InstanceState>>(&mut linker, |state| state)
+            .map_err(RulesError::Engine)?;
+
+        spawn_ticker(engine.weak(), limits.epoch_tick);
+        Ok(RulesEngine {
+            inner: Arc::new(EngineInner {
+                engine,
+                linker,
+                limits,
+            }),
+        })
+    }
+
+    /// The limits every instance runs under.
+    pub fn limits(&self) -> &RuleLimits {
+        &self.inner.limits
+    }
+
+    /// Compiles a module (slow: call it from a blocking thread), checks its
+    /// imports and exports against the world `sluice:rules/rules@0.1.0`,
+    /// instantiates it once and runs `init(config)`. The module's version is
+    /// the sha256 of its bytes, in hex.
+    pub fn load(&self, wasm: &[u8], config: &str) -> Result<Arc<RulesModule>, RulesError> {
+        let version = hex::encode(Sha256::digest(wasm));
+        let label = format!("sha256:{}", &version[..12]);
+        self.load_labelled(label, version, wasm, config)
+    }
+
+    /// [`RulesEngine::load`] for a file; errors name the file.
+    pub fn load_file(&self, path: &Path, config: &str) -> Result<Arc<RulesModule>, RulesError> {
+        let wasm = std::fs::read(path).map_err(|source| RulesError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let version = hex::encode(Sha256::digest(&wasm));
+        self.load_labelled(path.display().to_string(), version, &wasm, config)
+    }
+
+    fn load_labelled(
+        &self,
+        label: String,
+        version: String,
+        wasm: &[u8],
+        config: &str,
+    ) -> Result<Arc<RulesModule>, RulesError> {
+        match wasm.get(..8) {
+            Some([0, b'a', b's', b'm', version @ ..]) => {
+                // Core modules carry version 1, layer 0; components a
+                // different version with layer 1.
+                if version == [1, 0, 0, 0] {
+                    return Err(RulesError::CoreModule { module: label });
+                }
+            }
+            _ => return Err(RulesError::NotWasm { module: label }),
+        }
+        let component =
+            Component::new(&self.inner.engine, wasm).map_err(|reason| RulesError::Invalid {
+                module: label.clone(),
+                reason,
+            })?;
+        let instance_pre = self
+            .inner
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|reason| RulesError::Imports {
+                module: label.clone(),
+                reason,
+            })?;
+        let pre = RulesPre::new(instance_pre).map_err(|reason| RulesError::WrongWorld {
+            module: label.clone(),
+            reason,
+        })?;
+        let module = Arc::new(RulesModule::new(
+            Arc::clone(&self.inner),
+            label,
+            version,
+            pre,
+            config.to_owned(),
+        ));
+        // A module whose init fails never becomes usable, so find out now.
+        module.instantiate()?;
+        Ok(module)
+    }
+}
+
+fn spawn_ticker(engine: EngineWeak, tick: std::time::Duration) {
+    thread::Builder::new()
+        .name("sluice-rules-epoch".into())
+        .spawn(move || {
+            loop {
+                thread::sleep(tick);
+                match engine.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => return,
+                }
+            }
+        })
+        // Without the ticker deadlines would never fire; failing to spawn
+        // a thread at startup means the process is out of resources anyway.
+        .map(drop)
+        .unwrap_or_else(|err| tracing::error!("cannot start the rules epoch ticker: {err}"));
+}

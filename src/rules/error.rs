@@ -1,0 +1,55 @@
+//! Why a rules module could not be loaded or instantiated.
+
+/// An error loading, validating, initialising or instantiating a rules
+/// module. Each message names the module and says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum RulesError {
+    #[error("cannot configure the rules engine: {0:#}")]
+    Engine(wasmtime::Error),
+    #[error("cannot read rules module {path}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "module {module} is not a WebAssembly file (no `\\0asm` header): build it with `cargo build --target wasm32-wasip2`"
+    )]
+    NotWasm { module: String },
+    #[error(
+        "module {module} is a core wasm module, not a component: build with --target wasm32-wasip2 (or componentize it with `wasm-tools component new`)"
+    )]
+    CoreModule { module: String },
+    #[error("module {module} is not a valid component: {reason:#}")]
+    Invalid {
+        module: String,
+        reason: wasmtime::Error,
+    },
+    #[error(
+        "module {module} imports something sluice does not provide: {reason:#}. Rules get only `sluice:rules/host` and WASI without capabilities (no sockets)"
+    )]
+    Imports {
+        module: String,
+        reason: wasmtime::Error,
+    },
+    #[error(
+        "module {module} does not export `init` and `evaluate` of world sluice:rules/rules@0.1.0: {reason:#}. Build it against this sluice's wit/ (guest SDK sluice-guest-sdk)"
+    )]
+    WrongWorld {
+        module: String,
+        reason: wasmtime::Error,
+    },
+    #[error("module {module}: init failed: {message}")]
+    InitFailed { module: String, message: String },
+    #[error("module {module}: init trapped: {reason:#}")]
+    InitTrapped {
+        module: String,
+        reason: wasmtime::Error,
+    },
+    #[error(
+        "module {module}: cannot instantiate: {reason:#}. If this says the pool is exhausted, raise RuleLimits::max_instances"
+    )]
+    Instantiate {
+        module: String,
+        reason: wasmtime::Error,
+    },
+}

@@ -1,0 +1,166 @@
+//! Every example through `sluice eval`, on the JSONL files in `data/`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::wasm;
+
+fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/rules/data")
+        .join(name)
+}
+
+/// Runs `sluice eval`, returning (stdout, stderr, success).
+fn eval(args: &[&str], stdin: Option<&str>) -> (String, String, bool) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("eval")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    drop(input);
+    let output = child.wait_with_output().unwrap();
+    (
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+        output.status.success(),
+    )
+}
+
+fn module(package: &str) -> String {
+    wasm::module(package).display().to_string()
+}
+
+const BY_OWNER_EXPECTED: &str = r#"{"outcome":"keep","buckets":["user:u1"]}
+{"outcome":"keep","buckets":["global"]}
+{"outcome":"keep","buckets":["global"]}
+{"outcome":"keep","buckets":["user:42"]}
+{"outcome":"keep","buckets":["global"]}
+{"outcome":"keep","buckets":["user:u2"]}
+{"outcome":"error","message":"items: user_id must be text or an integer, got Value::Bool(true)"}
+{"outcome":"keep","buckets":["user:u3"]}
+"#;
+
+#[test]
+fn by_owner_outcomes_for_every_batch_size() {
+    let input = data("by-owner.jsonl").display().to_string();
+    for batch_size in ["1", "3", "512"] {
+        let (out, err, ok) = eval(
+            &[
+                "--module",
+                &module("by-owner"),
+                "--input",
+                &input,
+                "--batch-size",
+                batch_size,
+            ],
+            None,
+        );
+        assert!(ok, "batch size {batch_size}: {err}");
+        assert_eq!(out, BY_OWNER_EXPECTED, "batch size {batch_size}");
+    }
+}
+
+#[test]
+fn input_dash_reads_stdin() {
+    let text = std::fs::read_to_string(data("by-owner.jsonl")).unwrap();
+    let (out, err, ok) = eval(
+        &["--module", &module("by-owner"), "--input", "-"],
+        Some(&text),
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out, BY_OWNER_EXPECTED);
+}
+
+#[test]
+fn multi_tenant_outcomes() {
+    let (out, err, ok) = eval(
+        &[
+            "--module",
+            &module("multi-tenant"),
+            "--input",
+            &data("multi-tenant.jsonl").display().to_string(),
+            "--rules-config",
+            &data("multi-tenant.toml").display().to_string(),
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        out,
+        r#"{"outcome":"keep","buckets":["org:7"]}
+{"outcome":"keep","buckets":["org:acme","org:acme:admins"]}
+{"outcome":"drop"}
+{"outcome":"keep","buckets":["org:9"]}
+{"outcome":"keep","buckets":["global"]}
+{"outcome":"error","message":"items.org_id must be text or an integer to name a tenant, got Value::Json(\"{\\\"nested\\\":true}\")"}
+"#
+    );
+}
+
+#[test]
+fn multi_tenant_without_config_is_rejected() {
+    let (out, err, ok) = eval(
+        &[
+            "--module",
+            &module("multi-tenant"),
+            "--input",
+            &data("multi-tenant.jsonl").display().to_string(),
+        ],
+        None,
+    );
+    assert!(!ok);
+    assert_eq!(out, "");
+    assert_eq!(
+        err,
+        format!(
+            "error: module {}: init failed: multi-tenant needs a configuration naming each table's tenant column, for example:\n[tenant_columns]\nitems = \"org_id\"\n",
+            module("multi-tenant")
+        )
+    );
+}
+
+#[test]
+fn soft_delete_filter_outcomes() {
+    let (out, err, ok) = eval(
+        &[
+            "--module",
+            &module("soft-delete-filter"),
+            "--input",
+            &data("soft-delete-filter.jsonl").display().to_string(),
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        out,
+        r#"{"outcome":"keep","buckets":["user:u1"]}
+{"outcome":"drop"}
+{"outcome":"keep","buckets":["global"]}
+{"outcome":"keep","buckets":["user:5"]}
+{"outcome":"keep","buckets":["global"]}
+"#
+    );
+}
+
+#[test]
+fn malformed_line_names_its_number() {
+    let input = "{\"table\":\"items\",\"op\":\"insert\",\"new\":{\"id\":1,\"user_id\":\"u1\"}}\n\n{\"table\":\"items\",\"op\":\"insert\",\"new\":{\"id\":2}\n";
+    let (_, err, ok) = eval(
+        &["--module", &module("by-owner"), "--input", "-"],
+        Some(input),
+    );
+    assert!(!ok);
+    assert_eq!(
+        err,
+        "error: malformed change in -: line 3: not a JSON object: EOF while parsing an object at line 1 column 45\n"
+    );
+}

@@ -1,0 +1,176 @@
+//! Modules that misbehave: the host survives, the bad change gets an error,
+//! its neighbours get their real outcomes, and giving up takes bounded time.
+
+use std::time::{Duration, Instant};
+
+use sluice::model::Outcome;
+use sluice::rules::{RuleLimits, RulesEngine, RulesError, RulesInstance};
+
+use crate::changes::{item, items};
+use crate::wasm;
+
+const DEADLINE: Duration = Duration::from_millis(200);
+const BATCH: i64 = 16;
+const BAD: usize = 9;
+
+fn limits() -> RuleLimits {
+    RuleLimits {
+        batch_deadline: DEADLINE,
+        memory_bytes: 32 << 20,
+        ..RuleLimits::default()
+    }
+}
+
+fn instance(package: &str) -> RulesInstance {
+    let engine = RulesEngine::new(limits()).unwrap();
+    let module = engine.load_file(&wasm::module(package), "").unwrap();
+    module.instantiate().unwrap()
+}
+
+fn good(id: i64) -> Outcome {
+    Outcome::Keep(vec![format!("id:Value::Int({id})")])
+}
+
+/// Evaluates a batch whose change `BAD` has title `trigger`, checks every
+/// other outcome, and returns the bad change's outcome and the time taken.
+fn run_with_bad_change(instance: &mut RulesInstance, trigger: &str) -> (Outcome, Duration) {
+    let items = items();
+    let batch: Vec<_> = (0..BATCH)
+        .map(|i| item(&items, i, if i as usize == BAD { trigger } else { "ok" }))
+        .collect();
+    let started = Instant::now();
+    let mut outcomes = instance.evaluate(&batch);
+    let elapsed = started.elapsed();
+    assert_eq!(outcomes.len(), batch.len());
+    let bad = outcomes.remove(BAD);
+    let expected: Vec<_> = (0..BATCH)
+        .filter(|&i| i as usize != BAD)
+        .map(good)
+        .collect();
+    assert_eq!(outcomes, expected, "neighbours of the bad change");
+    (bad, elapsed)
+}
+
+/// After misbehaving, the same instance keeps working.
+fn assert_still_serves(instance: &mut RulesInstance) {
+    let items = items();
+    let batch: Vec<_> = (100..110).map(|i| item(&items, i, "ok")).collect();
+    let expected: Vec<_> = (100..110).map(good).collect();
+    assert_eq!(instance.evaluate(&batch), expected);
+}
+
+#[test]
+fn loop_forever_is_cut_off_at_the_deadline() {
+    let mut instance = instance("loop-forever");
+    let (bad, elapsed) = run_with_bad_change(&mut instance, "loop");
+    assert_eq!(
+        bad,
+        Outcome::Error(
+            "rule did not finish within the batch deadline of 200ms (RuleLimits::batch_deadline)"
+                .into()
+        )
+    );
+    // 16 -> 8 -> 4 -> 2 -> 1: five calls hit the deadline.
+    let traps = (BATCH as f64).log2() as u32 + 1;
+    assert!(elapsed >= DEADLINE * traps, "gave up after {elapsed:?}");
+    assert!(
+        elapsed < DEADLINE * traps + Duration::from_secs(2),
+        "gave up after {elapsed:?}"
+    );
+    assert_still_serves(&mut instance);
+}
+
+#[test]
+fn memory_bomb_hits_the_memory_cap() {
+    let mut instance = instance("memory-bomb");
+    let (bad, elapsed) = run_with_bad_change(&mut instance, "bomb");
+    assert_eq!(
+        bad,
+        Outcome::Error(
+            "rule exceeded the memory cap of 33554432 bytes (RuleLimits::memory_bytes)".into()
+        )
+    );
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "gave up after {elapsed:?}"
+    );
+    assert_still_serves(&mut instance);
+}
+
+#[test]
+fn panic_is_isolated_and_its_message_reported() {
+    let mut instance = instance("panic-on-value");
+    let (bad, elapsed) = run_with_bad_change(&mut instance, "panic");
+    assert_eq!(
+        bad,
+        Outcome::Error(
+            "rule panicked at tests/fixtures/panic-on-value/src/lib.rs:13: \
+             fixture refuses title 'panic' (id Value::Int(9))"
+                .into()
+        )
+    );
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "gave up after {elapsed:?}"
+    );
+    assert_still_serves(&mut instance);
+}
+
+#[test]
+fn ten_thousand_buckets_exceed_the_fan_out_cap() {
+    let mut instance = instance("ten-thousand-buckets");
+    let (bad, _) = run_with_bad_change(&mut instance, "many");
+    assert_eq!(
+        bad,
+        Outcome::Error(
+            "rule returned 10000 bucket ids for one change; at most 64 are allowed \
+             (RuleLimits::max_buckets_per_change)"
+                .into()
+        )
+    );
+    assert_still_serves(&mut instance);
+}
+
+#[test]
+fn invalid_bucket_ids_are_rejected() {
+    let mut instance = instance("invalid-bucket-id");
+    let (empty, _) = run_with_bad_change(&mut instance, "empty");
+    assert_eq!(
+        empty,
+        Outcome::Error("rule returned an empty bucket id".into())
+    );
+    let (control, _) = run_with_bad_change(&mut instance, "control");
+    assert_eq!(
+        control,
+        Outcome::Error(
+            "rule returned bucket id \"user:\\u{7}\", which contains control character U+0007"
+                .into()
+        )
+    );
+    let (long, _) = run_with_bad_change(&mut instance, "long");
+    assert_eq!(
+        long,
+        Outcome::Error(format!(
+            "rule returned a bucket id of 256 bytes ({:?}...); at most 255 are allowed",
+            "x".repeat(32)
+        ))
+    );
+}
+
+#[test]
+fn failing_init_rejects_the_module() {
+    let engine = RulesEngine::new(limits()).unwrap();
+    let path = wasm::module("failing-init");
+    let err = match engine.load_file(&path, "anything") {
+        Err(err) => err,
+        Ok(_) => panic!("failing-init loaded"),
+    };
+    assert!(matches!(err, RulesError::InitFailed { .. }));
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "module {}: init failed: failing-init rejects every configuration (got 8 bytes)",
+            path.display()
+        )
+    );
+}
