@@ -50,6 +50,8 @@ pub enum PipelineError {
     Rules(#[from] crate::rules::RulesError),
     #[error(transparent)]
     Halt(#[from] HaltOnFailure),
+    #[error(transparent)]
+    Pg(#[from] crate::pg::PgError),
     #[error("invalid database URL: {0}")]
     Url(String),
     #[error("wal_level is {0:?} on the source server; logical replication needs `wal_level = logical` in postgresql.conf (or `ALTER SYSTEM SET wal_level = logical;`) and a server restart")]
@@ -62,6 +64,8 @@ pub enum PipelineError {
     SlotBusy { slot: String, pid: i32 },
     #[error("replication slot {slot:?} uses output plugin {plugin:?}, not pgoutput: choose another --slot name")]
     SlotPlugin { slot: String, plugin: String },
+    #[error("replication slot {slot:?} belongs to database {database:?}, not the one sluice streams from: choose another --slot name (slots are shared by every database of a server)")]
+    SlotOtherDatabase { slot: String, database: String },
     #[error("blocking task failed: {0}")]
     Join(String),
 }
@@ -70,7 +74,8 @@ impl PipelineError {
     /// A lost connection that reconnecting can cure, as opposed to a problem that needs a human.
     pub fn is_transient(&self) -> bool {
         match self {
-            PipelineError::Source(e) => e.is_connection_lost(),
+            PipelineError::Source(e) => matches!(e, SourceError::ConnectionLost { .. } | SourceError::Connect { .. } | SourceError::Closed),
+            PipelineError::Pg(_) => true,
             PipelineError::Sink(e) => e.is_connection_lost(),
             PipelineError::Snapshot(SnapshotError::Read { source, .. }) => source.is_closed(),
             _ => false,
@@ -81,7 +86,10 @@ impl PipelineError {
 /// Liveness and readiness, read by the admin listener.
 #[derive(Debug, Default)]
 pub struct Health {
+    /// Streaming right now (readiness).
     pub streaming: AtomicBool,
+    /// Has streamed at least once: from then on, a lost connection is retried rather than fatal.
+    pub has_streamed: AtomicBool,
 }
 
 /// Everything that stays the same across reconnects.
@@ -135,7 +143,7 @@ pub async fn run(config: Config, health: Arc<Health>, shutdown: watch::Receiver<
     loop {
         match stream::session(&ctx).await {
             Ok(()) => return Ok(()),
-            Err(e) if e.is_transient() && !*ctx.shutdown.borrow() => {
+            Err(e) if e.is_transient() && ctx.health.has_streamed.load(Ordering::Relaxed) && !*ctx.shutdown.borrow() => {
                 ctx.health.streaming.store(false, Ordering::Relaxed);
                 ::metrics::counter!(metrics::RECONNECTS).increment(1);
                 warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "connection lost; reconnecting and resuming from the stored LSN");

@@ -11,7 +11,7 @@ use crate::pipeline::snapshot::run_snapshot;
 use crate::pipeline::transform::Transform;
 use crate::pipeline::{Context, PipelineError, metrics, open_sink, preflight};
 use crate::sink::schema::SIDECAR_TABLES;
-use crate::source::{ReplicationConnection, SnapshotAction, SourceEvent, StartOptions, lookup_slot};
+use crate::source::{ReplicationConnection, SourceError, SnapshotAction, SourceEvent, StartOptions, lookup_slot};
 
 /// Runs one session. `Ok(())` means a clean shutdown.
 pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
@@ -33,8 +33,11 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
         (Some(s), _) if s.wal_status.as_deref() == Some("lost") => {
             return Err(PipelineError::SlotInvalidated { slot: slot.to_owned() });
         }
-        (Some(s), _) if s.plugin != "pgoutput" => {
-            return Err(PipelineError::SlotPlugin { slot: slot.to_owned(), plugin: s.plugin.clone() });
+        (Some(s), _) if s.plugin.as_deref() != Some("pgoutput") => {
+            return Err(PipelineError::SlotPlugin { slot: slot.to_owned(), plugin: s.plugin.clone().unwrap_or_default() });
+        }
+        (Some(s), _) if s.database.as_deref() != Some(ctx.source.dbname.as_str()) => {
+            return Err(PipelineError::SlotOtherDatabase { slot: slot.to_owned(), database: s.database.clone().unwrap_or_default() });
         }
         (Some(s), _) if s.active => {
             return Err(PipelineError::SlotBusy { slot: slot.to_owned(), pid: s.active_pid.unwrap_or(0) });
@@ -88,15 +91,14 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
 
     let mut stream = repl
         .start_replication(StartOptions {
-            slot: slot.to_owned(),
             start_lsn,
-            publications: vec![config.publication.clone()],
             status_interval: std::time::Duration::from_millis(config.status_interval_ms),
-            ..StartOptions::default()
+            ..StartOptions::new(slot, vec![config.publication.clone()])
         })
         .await?;
     stream.confirm(stored);
     ctx.health.streaming.store(true, Ordering::Relaxed);
+    ctx.health.has_streamed.store(true, Ordering::Relaxed);
     info!(slot, %start_lsn, stored = %stored, "streaming");
 
     let mut batcher = Batcher::new(config);
@@ -133,7 +135,11 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
             return Ok(());
         };
         let Some(event) = event else {
-            return Err(PipelineError::Source(crate::source::SourceError::StreamEnded { last_lsn: confirmed }));
+            return Err(PipelineError::Source(SourceError::ConnectionLost {
+                target: ctx.source.redacted(),
+                last_lsn: confirmed,
+                reason: "the server ended the stream".into(),
+            }));
         };
         match event {
             SourceEvent::Begin { final_lsn, .. } => {

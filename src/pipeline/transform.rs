@@ -25,7 +25,7 @@ pub struct Transform<'a> {
     pub policy: FailurePolicy,
     pub rules_version: &'a str,
     /// The soft-delete column for a qualified table name.
-    pub soft_delete: &'a dyn Fn(&str) -> Option<String>,
+    pub soft_delete: &'a (dyn Fn(&str) -> Option<String> + Sync),
 }
 
 impl Transform<'_> {

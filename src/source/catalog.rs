@@ -100,7 +100,8 @@ pub async fn published_tables(
         let columns = client
             .query(
                 "SELECT a.attname::text, a.atttypid, a.atttypmod, \
-                        coalesce(array_position(i.indkey::int2[], a.attnum), 0)::int4 AS key_pos \
+                        coalesce((SELECT k.n FROM unnest(i.indkey) WITH ORDINALITY AS k(attnum, n) \
+                                  WHERE k.attnum = a.attnum), 0)::int4 AS key_pos \
                  FROM pg_attribute a \
                  LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary \
                  WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped \

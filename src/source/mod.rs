@@ -3,11 +3,13 @@
 //! [`ReplicationConnection`] speaks the streaming-replication protocol natively (tokio-postgres
 //! has no CopyBoth support); [`ReplicationStream`] yields [`SourceEvent`]s decoded from pgoutput.
 
+pub mod catalog;
 mod error;
 mod events;
 pub mod pgoutput;
 mod replication;
 mod slot;
+pub mod snapshot;
 mod stream;
 pub mod values;
 mod wire;

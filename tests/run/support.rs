@@ -31,7 +31,9 @@ impl Sluice {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
         cmd.arg("run").arg("--database-url").arg(&db.url).arg("--module").arg(module);
         cmd.args(["--publication", opts.publication.as_deref().unwrap_or("sluice_pub")]);
-        cmd.args(["--slot", opts.slot.as_deref().unwrap_or("sluice_slot")]);
+        // Slots are cluster-wide: each test database gets its own.
+        let slot = opts.slot.clone().unwrap_or_else(|| slot_for(db));
+        cmd.args(["--slot", &slot]);
         if let Some(toml) = &opts.config_toml {
             let path = dir.path().join("sluice.toml");
             std::fs::write(&path, toml).unwrap();
@@ -104,6 +106,11 @@ impl Drop for Sluice {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// The default slot of a test database.
+pub fn slot_for(db: &TestDb) -> String {
+    db.name.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(63).collect::<String>().to_lowercase()
 }
 
 /// Polls `check` until it returns true, panicking with `what` (and the sluice log) on timeout.
