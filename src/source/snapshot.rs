@@ -79,8 +79,10 @@ impl TableReader {
     /// point).
     pub fn new(table: PublishedTable, after: Option<Vec<String>>, chunk_rows: usize, lsn: Lsn) -> Self {
         let cols = &table.schema.columns;
-        let select_list = cols.iter().map(|c| format!("{}::text", quote_ident(&c.name))).collect::<Vec<_>>().join(", ");
-        let keys: Vec<String> = table.key.iter().map(|&i| quote_ident(&cols[i].name)).collect();
+        // Qualified with the alias: an unqualified ORDER BY name would pick the text-cast output
+        // column of the same name and sort keys as text.
+        let select_list = cols.iter().map(|c| format!("t.{}::text", quote_ident(&c.name))).collect::<Vec<_>>().join(", ");
+        let keys: Vec<String> = table.key.iter().map(|&i| format!("t.{}", quote_ident(&cols[i].name))).collect();
         TableReader {
             order_by: keys.join(", "),
             key_tuple: format!("({})", keys.join(", ")),
@@ -98,7 +100,7 @@ impl TableReader {
 
     /// The next chunk, or `None` when the table is done.
     pub async fn next_chunk(&mut self, client: &Client) -> Result<Option<SnapshotChunk>, SnapshotError> {
-        let mut sql = format!("SELECT {} FROM {}", self.select_list, self.table.sql_name());
+        let mut sql = format!("SELECT {} FROM {} AS t", self.select_list, self.table.sql_name());
         if let Some(last) = &self.last_key {
             // Untyped literals take the key columns' types, so the comparison uses the same btree
             // order as ORDER BY.

@@ -205,3 +205,17 @@ pub fn by_owner_bucket(user_id: Option<&str>) -> String {
         _ => "global".to_owned(),
     }
 }
+
+/// Asserts two sorted edge lists are equal, printing only the differences.
+pub fn assert_same_edges(actual: &[(String, String, String)], expected: &[(String, String, String)]) {
+    let a: std::collections::BTreeSet<_> = actual.iter().collect();
+    let e: std::collections::BTreeSet<_> = expected.iter().collect();
+    let missing: Vec<_> = e.difference(&a).take(20).collect();
+    let extra: Vec<_> = a.difference(&e).take(20).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty() && actual.len() == expected.len(),
+        "edges differ from a fresh evaluation: {} stored, {} expected; missing {missing:?}; extra {extra:?}",
+        actual.len(),
+        expected.len()
+    );
+}
