@@ -88,9 +88,11 @@ pub fn resolve_config(args: &RunArgs, env: impl Fn(&str) -> Option<String>) -> a
     Ok(config)
 }
 
-pub fn init_logging(format: LogFormat) {
+/// Logs to stderr; `SLUICE_LOG` (an env-filter directive such as `debug` or `sluice=debug`)
+/// overrides `default`.
+pub fn init_logging(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Human => builder.try_init(),
@@ -99,7 +101,7 @@ pub fn init_logging(format: LogFormat) {
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    init_logging(args.log_format);
+    init_logging(args.log_format, "info,wasmtime=warn,cranelift=warn");
     let config = resolve_config(&args, |k| std::env::var(k).ok())?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     runtime.block_on(run_pipeline(config))?;

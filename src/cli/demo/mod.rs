@@ -57,7 +57,8 @@ const STEPS: &[(&str, &str)] = &[
 ];
 
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
-    crate::cli::run::init_logging(crate::cli::run::LogFormat::Human);
+    // The tour prints what matters itself; SLUICE_LOG=info shows the pipeline's own log.
+    crate::cli::run::init_logging(crate::cli::run::LogFormat::Human, "warn");
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(tour(args))?;
     Ok(ExitCode::SUCCESS)
