@@ -4,14 +4,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing::info;
 
 use crate::pipeline::Health;
+use crate::pipeline::reload::{ReloadHandle, ReloadOutcome, Trigger};
 
 /// Why the admin listener could not start.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +28,17 @@ pub enum AdminError {
 struct AdminState {
     health: Arc<Health>,
     metrics: PrometheusHandle,
+    reload: ReloadHandle,
+}
+
+/// Body of `POST /rules/reload`; both fields optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadBody {
+    /// A new module path (default: the current one).
+    pub module: Option<std::path::PathBuf>,
+    /// New rules configuration text (default: the current one).
+    pub rules_config: Option<String>,
 }
 
 /// Installs the Prometheus recorder (process-wide; call once).
@@ -35,20 +48,21 @@ pub fn install_recorder() -> Result<PrometheusHandle, AdminError> {
 
 /// Binds the listener and serves it in the background. Returns the bound address (useful with
 /// port 0).
-pub async fn serve(addr: SocketAddr, health: Arc<Health>, metrics: PrometheusHandle) -> Result<SocketAddr, AdminError> {
+pub async fn serve(addr: SocketAddr, health: Arc<Health>, metrics: PrometheusHandle, reload: ReloadHandle) -> Result<SocketAddr, AdminError> {
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| AdminError::Bind { addr, source })?;
     let local = listener.local_addr().map_err(|source| AdminError::Bind { addr, source })?;
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_page))
-        .with_state(AdminState { health, metrics });
+        .route("/rules/reload", post(reload_rules))
+        .with_state(AdminState { health, metrics, reload });
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "admin listener stopped");
         }
     });
-    info!(addr = %local, "admin listener ready: /healthz /readyz /metrics");
+    info!(addr = %local, "admin listener ready: /healthz /readyz /metrics, POST /rules/reload");
     Ok(local)
 }
 
@@ -62,4 +76,16 @@ async fn readyz(State(state): State<AdminState>) -> (StatusCode, &'static str) {
 
 async fn metrics_page(State(state): State<AdminState>) -> String {
     state.metrics.render()
+}
+
+/// Validates and activates a module; answers once it is active (200), or with why it was
+/// rejected (422) while the old version keeps running.
+async fn reload_rules(State(state): State<AdminState>, body: Option<Json<ReloadBody>>) -> (StatusCode, Json<ReloadOutcome>) {
+    let body = body.map(|Json(b)| b).unwrap_or_default();
+    let outcome = state.reload.reload(body.module, body.rules_config, Trigger::Api).await;
+    let status = match outcome {
+        ReloadOutcome::Rejected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        _ => StatusCode::OK,
+    };
+    (status, Json(outcome))
 }

@@ -42,6 +42,9 @@ pub struct Batcher {
     max_delay: Duration,
     rules_batch: usize,
     pub stats: WriteStats,
+    /// Changes evaluated and how many of them the rules failed on, since last taken.
+    evaluated: u64,
+    errored: u64,
 }
 
 /// What a commit of the batch persisted.
@@ -67,12 +70,24 @@ impl Batcher {
             max_delay: config.max_delay(),
             rules_batch: config.rules.batch_size,
             stats: WriteStats::default(),
+            evaluated: 0,
+            errored: 0,
         }
     }
 
     /// Nothing received is waiting to be persisted.
     pub fn is_idle(&self) -> bool {
         self.items.is_empty() && !self.in_tx && self.last_commit.is_none() && !self.open_tx_written
+    }
+
+    /// Between Begin and Commit of a source transaction.
+    pub fn in_tx(&self) -> bool {
+        self.in_tx
+    }
+
+    /// (evaluated, errored) since the last call.
+    pub fn take_outcome_counts(&mut self) -> (u64, u64) {
+        (std::mem::take(&mut self.evaluated), std::mem::take(&mut self.errored))
     }
 
     pub fn begin_tx(&mut self) {
@@ -150,21 +165,26 @@ impl Batcher {
         let started = Instant::now();
         let mut out = Vec::with_capacity(items.len());
         let mut run: Vec<Change> = Vec::new();
+        let mut errored = 0;
         for item in items {
             match item {
                 Pending::Change(c) => {
                     run.push(c);
                     if run.len() >= self.rules_batch {
-                        evaluate_into(&mut run, rules, t, &mut out)?;
+                        self.evaluated += run.len() as u64;
+                        errored += evaluate_into(&mut run, rules, t, &mut out)?;
                     }
                 }
                 Pending::Truncate(tables) => {
-                    evaluate_into(&mut run, rules, t, &mut out)?;
+                    self.evaluated += run.len() as u64;
+                    errored += evaluate_into(&mut run, rules, t, &mut out)?;
                     out.extend(tables.iter().map(|s| SinkItem::Truncate { table_name: s.qualified_name() }));
                 }
             }
         }
-        evaluate_into(&mut run, rules, t, &mut out)?;
+        self.evaluated += run.len() as u64;
+        errored += evaluate_into(&mut run, rules, t, &mut out)?;
+        self.errored += errored;
         let rows = out.len();
         let stats = sink.write(&out, true).await?;
         metrics::record_write(stats, rows, started.elapsed());
@@ -173,19 +193,21 @@ impl Batcher {
     }
 }
 
-/// Runs the rules over `run` (then empties it) and appends the sink items.
-pub fn evaluate_into(run: &mut Vec<Change>, rules: &mut RulesInstance, t: &Transform<'_>, out: &mut Vec<SinkItem>) -> Result<(), PipelineError> {
+/// Runs the rules over `run` (then empties it) and appends the sink items. Returns how many
+/// changes the rules failed on.
+pub fn evaluate_into(run: &mut Vec<Change>, rules: &mut RulesInstance, t: &Transform<'_>, out: &mut Vec<SinkItem>) -> Result<u64, PipelineError> {
     if run.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let started = Instant::now();
     let outcomes = rules.evaluate(run);
     metrics::record_chunk(run, &outcomes, started.elapsed());
+    let errored = outcomes.iter().filter(|o| matches!(o, crate::model::Outcome::Error(_))).count() as u64;
     for (change, outcome) in run.iter().zip(outcomes) {
         t.apply(change, outcome, out)?;
     }
     run.clear();
-    Ok(())
+    Ok(errored)
 }
 
 /// Rough in-memory size of a change, for the byte limit.

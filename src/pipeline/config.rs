@@ -45,6 +45,7 @@ pub struct Config {
     pub soft_delete_columns: BTreeMap<String, String>,
     pub batch: BatchSection,
     pub snapshot: SnapshotSection,
+    pub reload: ReloadSection,
     /// Admin HTTP listener for /healthz, /readyz and /metrics (`SLUICE_ADMIN_ADDR`).
     pub admin_addr: Option<SocketAddr>,
     /// Status update interval towards PostgreSQL, in milliseconds.
@@ -84,6 +85,27 @@ pub struct BatchSection {
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
+pub struct ReloadSection {
+    /// Reload when the module file changes on disk.
+    pub watch: bool,
+    /// Quiet time after the last write before a changed file is loaded, in milliseconds.
+    pub debounce_ms: u64,
+    /// Swap back to the previous version when a new one fails on too many of its first changes.
+    pub rollback: bool,
+    /// How many changes the new version is judged on.
+    pub rollback_window: u64,
+    /// Error rate over the window above which the new version is rolled back (0.0 to 1.0).
+    pub rollback_error_rate: f64,
+}
+
+impl Default for ReloadSection {
+    fn default() -> Self {
+        ReloadSection { watch: true, debounce_ms: 200, rollback: true, rollback_window: 100, rollback_error_rate: 0.5 }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
 pub struct SnapshotSection {
     /// Also write snapshot rows to the changelog (as inserts). Edges are written either way.
     pub changelog: bool,
@@ -106,6 +128,7 @@ impl Default for Config {
             soft_delete_columns: BTreeMap::new(),
             batch: BatchSection::default(),
             snapshot: SnapshotSection::default(),
+            reload: ReloadSection::default(),
             admin_addr: None,
             status_interval_ms: 10_000,
         }

@@ -11,6 +11,7 @@ pub mod config;
 pub mod metrics;
 pub mod payload;
 pub mod progress;
+pub mod reload;
 pub mod snapshot;
 pub mod stream;
 pub mod transform;
@@ -19,7 +20,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use arc_swap::ArcSwap;
+use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use crate::model::Lsn;
@@ -92,15 +94,20 @@ pub struct Health {
     pub has_streamed: AtomicBool,
 }
 
-/// Everything that stays the same across reconnects.
+/// Everything that outlives a reconnect.
 pub struct Context {
     pub config: Config,
     pub source: PgConfig,
     pub sink: PgConfig,
-    pub module: Arc<RulesModule>,
+    /// The active rules version; replaced by hot reload.
+    pub active: ArcSwap<RulesModule>,
     pub module_path: String,
     pub health: Arc<Health>,
     pub shutdown: watch::Receiver<bool>,
+    /// Validated versions waiting to be swapped in at a transaction boundary.
+    pub swaps: tokio::sync::Mutex<mpsc::Receiver<reload::Swap>>,
+    /// Where rollbacks are sent (they take the same path as any other swap).
+    pub swap_tx: mpsc::Sender<reload::Swap>,
 }
 
 /// Loads the rules module (off the async threads: compiling takes a while).
@@ -123,8 +130,13 @@ pub async fn load_rules(config: &Config) -> Result<(RulesEngine, Arc<RulesModule
 }
 
 /// Runs until shutdown or a fatal error, reconnecting with capped exponential backoff after
-/// lost connections.
-pub async fn run(config: Config, health: Arc<Health>, shutdown: watch::Receiver<bool>) -> Result<(), PipelineError> {
+/// lost connections. `reloads` carries hot-reload requests (see [`reload::channel`]).
+pub async fn run(
+    config: Config,
+    health: Arc<Health>,
+    shutdown: watch::Receiver<bool>,
+    reloads: (reload::ReloadHandle, mpsc::Receiver<reload::ReloadRequest>),
+) -> Result<(), PipelineError> {
     config.validate()?;
     metrics::describe();
     let source_url = config.database_url.clone().unwrap_or_default();
@@ -133,11 +145,48 @@ pub async fn run(config: Config, health: Arc<Health>, shutdown: watch::Receiver<
         Some(url) => PgConfig::parse(url).map_err(|e| PipelineError::Url(e.to_string()))?,
         None => source.clone(),
     };
-    let (_engine, module) = load_rules(&config).await?;
+    let (engine, module) = load_rules(&config).await?;
     info!(version = module.version(), "rules module loaded");
     metrics::record_rules_version(module.version());
-    let module_path = config.rules.module.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
-    let ctx = Context { config, source, sink, module, module_path, health, shutdown };
+    let module_file = config.rules.module.clone().unwrap_or_default();
+    let module_path = module_file.display().to_string();
+
+    let (reload_handle, reload_rx) = reloads;
+    let (swap_tx, swap_rx) = mpsc::channel(4);
+    let rules_config = config.rules_config_text()?;
+    tokio::spawn(reload::validator(
+        engine,
+        module_file.clone(),
+        rules_config.clone(),
+        (module.version().to_owned(), rules_config),
+        reload_rx,
+        swap_tx.clone(),
+    ));
+    // Kept alive for the whole run: dropping the watcher stops it.
+    let _watcher = if config.reload.watch {
+        match reload::watch_file(&module_file, Duration::from_millis(config.reload.debounce_ms), reload_handle.clone()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                warn!(error = %e, module = %module_path, "cannot watch the module file; reload with SIGHUP or POST /rules/reload instead");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    spawn_sighup(reload_handle.clone());
+
+    let ctx = Context {
+        config,
+        source,
+        sink,
+        active: ArcSwap::new(module),
+        module_path,
+        health,
+        shutdown,
+        swaps: tokio::sync::Mutex::new(swap_rx),
+        swap_tx,
+    };
 
     let mut backoff = Duration::from_millis(250);
     loop {
@@ -156,6 +205,22 @@ pub async fn run(config: Config, health: Arc<Health>, shutdown: watch::Receiver<
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// SIGHUP reloads the rules module from its path.
+fn spawn_sighup(handle: reload::ReloadHandle) {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::hangup()) {
+        Ok(mut hup) => {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    info!("SIGHUP: reloading the rules module");
+                    handle.nudge(reload::Trigger::Sighup);
+                }
+            });
+        }
+        Err(e) => warn!(error = %e, "cannot listen for SIGHUP"),
     }
 }
 

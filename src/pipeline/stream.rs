@@ -3,8 +3,17 @@
 
 use std::sync::atomic::Ordering;
 
+use std::sync::Arc;
+
+use ::metrics as metrics_rs;
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
+
+use crate::model::Lsn;
+use crate::pipeline::reload::{ROLLBACKS, Swap, Trigger};
+use crate::rules::{RulesInstance, RulesModule};
+use crate::sink::Sink;
+use crate::source::ReplicationStream;
 
 use crate::pipeline::batcher::{Batcher, Pending};
 use crate::pipeline::snapshot::run_snapshot;
@@ -20,9 +29,10 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
     let source_sql = ctx.source.connect_sql().await?;
     let tables = preflight(&source_sql, config).await?;
     let mut sink = open_sink(ctx).await?;
-    let mut rules = ctx.module.instantiate()?;
+    let mut module = ctx.active.load_full();
+    let mut rules = module.instantiate()?;
     let soft_delete = |table: &str| config.soft_delete_column_for(table).map(str::to_owned);
-    let transform = Transform { policy: config.failure_policy, rules_version: ctx.module.version(), soft_delete: &soft_delete };
+    let mut transform = Transform { policy: config.failure_policy, rules_version: module.version().to_owned(), soft_delete: &soft_delete };
 
     let stored = sink.stored_lsn().await?;
     let slot_state = lookup_slot(&source_sql, slot).await?;
@@ -47,7 +57,7 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
             // hand-off from snapshot to stream gapless.
             let created = repl.create_slot(slot, SnapshotAction::Export).await?;
             info!(slot, consistent_point = %created.consistent_point, "created replication slot");
-            sink.record_rule_version(ctx.module.version(), created.consistent_point, &ctx.module_path).await?;
+            sink.record_rule_version(module.version(), created.consistent_point, &ctx.module_path).await?;
             run_snapshot(
                 &source_sql,
                 created.snapshot_name.as_deref(),
@@ -87,7 +97,7 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
         (Some(s), Some(lsn)) => lsn.max(s.confirmed_flush_lsn.unwrap_or_default()),
     };
     let stored = sink.stored_lsn().await?.unwrap_or(start_lsn);
-    sink.record_rule_version(ctx.module.version(), start_lsn, &ctx.module_path).await?;
+    sink.record_rule_version(module.version(), start_lsn, &ctx.module_path).await?;
 
     let mut stream = repl
         .start_replication(StartOptions {
@@ -106,17 +116,35 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
     let mut confirmed = stored;
     let mut server_end = stored;
     let mut shutdown = ctx.shutdown.clone();
+    let mut swaps = ctx.swaps.lock().await;
+    let mut pending_swap: Option<Swap> = None;
+    let mut rollback_watch: Option<RollbackWatch> = None;
+    // End LSN of the last commit received: a version swapped in now evaluates every transaction
+    // that commits after it.
+    let mut last_end = stored;
     loop {
         let deadline = batcher.deadline().filter(|_| batcher.can_commit_now());
         let event = tokio::select! {
             biased;
             _ = shutdown.changed() => None,
+            swap = swaps.recv(), if pending_swap.is_none() => {
+                pending_swap = swap;
+                if !batcher.in_tx() {
+                    if let Some(swap) = pending_swap.take() {
+                        confirmed = confirmed.max(
+                            apply_swap(ctx, swap, &mut module, &mut rules, &mut transform, &mut batcher, &mut sink, &stream, last_end, &mut rollback_watch).await?,
+                        );
+                    }
+                }
+                continue;
+            }
             _ = sleep_until_opt(deadline) => {
                 if let Some(p) = batcher.commit(&mut sink, &mut rules, &transform).await? {
                     confirmed = p.lsn;
                     stream.confirm(p.lsn);
                     metrics::record_confirmed(p.lsn, server_end.max(p.lsn), Some(p.commit_time_us));
                 }
+                check_rollback(ctx, &mut rollback_watch, &mut batcher).await;
                 continue;
             }
             event = stream.recv() => Some(event?),
@@ -171,17 +199,23 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
             }
             SourceEvent::Commit { end_lsn, commit_time_us, .. } => {
                 server_end = server_end.max(end_lsn);
+                last_end = last_end.max(end_lsn);
                 if skipping {
                     skipping = false;
                     continue;
                 }
                 batcher.commit_tx(end_lsn, commit_time_us);
-                if batcher.over_limits() {
+                if let Some(swap) = pending_swap.take() {
+                    confirmed = confirmed.max(
+                        apply_swap(ctx, swap, &mut module, &mut rules, &mut transform, &mut batcher, &mut sink, &stream, last_end, &mut rollback_watch).await?,
+                    );
+                } else if batcher.over_limits() {
                     if let Some(p) = batcher.commit(&mut sink, &mut rules, &transform).await? {
                         confirmed = p.lsn;
                         stream.confirm(p.lsn);
                         metrics::record_confirmed(p.lsn, server_end, Some(p.commit_time_us));
                     }
+                    check_rollback(ctx, &mut rollback_watch, &mut batcher).await;
                 }
             }
             SourceEvent::Keepalive { wal_end } => {
@@ -199,6 +233,85 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
             }
             SourceEvent::Message { .. } => {}
         }
+    }
+}
+
+/// A freshly swapped-in version on probation: rolled back if it fails too often at first.
+struct RollbackWatch {
+    previous: Arc<RulesModule>,
+    seen: u64,
+    errors: u64,
+}
+
+/// Finishes the batch in flight with the old version, then makes `swap` the active version.
+/// Returns the LSN persisted by that last batch (or `Lsn::ZERO`).
+#[allow(clippy::too_many_arguments)]
+async fn apply_swap(
+    ctx: &Context,
+    swap: Swap,
+    module: &mut Arc<RulesModule>,
+    rules: &mut RulesInstance,
+    transform: &mut Transform<'_>,
+    batcher: &mut Batcher,
+    sink: &mut Sink,
+    stream: &ReplicationStream,
+    last_end: Lsn,
+    watch: &mut Option<RollbackWatch>,
+) -> Result<Lsn, PipelineError> {
+    let mut persisted = Lsn::ZERO;
+    if let Some(p) = batcher.commit(sink, rules, transform).await? {
+        stream.confirm(p.lsn);
+        persisted = p.lsn;
+    }
+    // Outcomes of the outgoing version do not count against the incoming one.
+    let _ = batcher.take_outcome_counts();
+    let new_rules = match swap.module.instantiate() {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(error = %e, "the validated rules version failed to instantiate; keeping the active version");
+            return Ok(persisted);
+        }
+    };
+    let previous = std::mem::replace(module, Arc::clone(&swap.module));
+    *rules = new_rules;
+    transform.rules_version = module.version().to_owned();
+    ctx.active.store(Arc::clone(module));
+    sink.record_rule_version(module.version(), last_end, &ctx.module_path).await?;
+    let is_rollback = swap.trigger == Trigger::Rollback;
+    swap.activated(previous.version(), last_end);
+    *watch = (ctx.config.reload.rollback && !is_rollback).then(|| RollbackWatch { previous, seen: 0, errors: 0 });
+    Ok(persisted)
+}
+
+/// Counts the new version's outcomes and, past the window, rolls it back if it failed too often.
+async fn check_rollback(ctx: &Context, watch: &mut Option<RollbackWatch>, batcher: &mut Batcher) {
+    let (seen, errors) = batcher.take_outcome_counts();
+    let Some(w) = watch.as_mut() else { return };
+    w.seen += seen;
+    w.errors += errors;
+    let window = ctx.config.reload.rollback_window.max(1);
+    if w.seen < window {
+        return;
+    }
+    let rate = w.errors as f64 / w.seen as f64;
+    if let Some(w) = watch.take().filter(|_| rate > ctx.config.reload.rollback_error_rate) {
+        error!(
+            error_rate = rate,
+            threshold = ctx.config.reload.rollback_error_rate,
+            changes = w.seen,
+            failed = w.errors,
+            back_to = w.previous.version(),
+            "ROLLING BACK the rules: the new version failed on too many of its first changes"
+        );
+        metrics_rs::counter!(ROLLBACKS).increment(1);
+        let swap = Swap {
+            module: w.previous,
+            trigger: Trigger::Rollback,
+            requested_at: std::time::Instant::now(),
+            compile: std::time::Duration::ZERO,
+            reply: None,
+        };
+        let _ = ctx.swap_tx.send(swap).await;
     }
 }
 

@@ -23,7 +23,7 @@ pub struct HaltOnFailure {
 /// Settings the transform needs, resolved once per table.
 pub struct Transform<'a> {
     pub policy: FailurePolicy,
-    pub rules_version: &'a str,
+    pub rules_version: String,
     /// The soft-delete column for a qualified table name.
     pub soft_delete: &'a (dyn Fn(&str) -> Option<String> + Sync),
 }
@@ -96,7 +96,7 @@ impl Transform<'_> {
                 table: table_name,
                 record_id: record_id.unwrap_or_else(|| "(unknown)".into()),
                 lsn: change.lsn,
-                version: self.rules_version.to_owned(),
+                version: self.rules_version.clone(),
                 message,
             }),
             FailurePolicy::DeadLetter => {
@@ -107,7 +107,7 @@ impl Transform<'_> {
                     error_text: message,
                     payload: change_json(change),
                     lsn: change.lsn,
-                    rules_version: self.rules_version.to_owned(),
+                    rules_version: self.rules_version.clone(),
                 }));
                 Ok(())
             }
@@ -192,7 +192,7 @@ mod tests {
 
     fn transform(policy: FailurePolicy) -> Transform<'static> {
         static SOFT: fn(&str) -> Option<String> = |_| Some("deleted_at".into());
-        Transform { policy, rules_version: "abc", soft_delete: &SOFT }
+        Transform { policy, rules_version: "abc".into(), soft_delete: &SOFT }
     }
 
     #[test]

@@ -1,0 +1,235 @@
+//! Hot reload of the rules: triggers, validation off the hot path, and the hand-over to the
+//! stream loop, which swaps versions only between source transactions.
+//!
+//! Every trigger (the module file changing on disk, SIGHUP, `POST /rules/reload`) becomes a
+//! [`ReloadRequest`] on one channel, so they all take the same path:
+//! 1. read the file and hash it; a file watch whose content hash did not change is ignored;
+//! 2. compile, type-check against the world and run `init` on a blocking thread — a failure at
+//!    any step rejects the version and the old one keeps running;
+//! 3. optionally replay a fixtures file (eval JSONL with expected outcomes);
+//! 4. hand the validated module to the stream loop, which finishes the batch in flight with the
+//!    old version, swaps at the next transaction boundary, records the version with its first
+//!    LSN, and answers the requester.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use metrics::{counter, histogram};
+use notify::{RecursiveMode, Watcher};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{info, warn};
+
+use crate::model::Lsn;
+use crate::rules::{RulesEngine, RulesModule};
+
+pub const RELOADS: &str = "sluice_rules_reloads_total";
+pub const RELOAD_SECONDS: &str = "sluice_rules_reload_seconds";
+pub const ROLLBACKS: &str = "sluice_rules_rollbacks_total";
+
+/// What triggered a reload, for logs and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Trigger {
+    File,
+    Sighup,
+    Api,
+    Rollback,
+}
+
+impl Trigger {
+    fn as_str(self) -> &'static str {
+        match self {
+            Trigger::File => "file",
+            Trigger::Sighup => "sighup",
+            Trigger::Api => "api",
+            Trigger::Rollback => "rollback",
+        }
+    }
+}
+
+/// The outcome reported to whoever asked for a reload.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(tag = "status", rename_all = "kebab-case")]
+pub enum ReloadOutcome {
+    /// The new version evaluates every transaction from `first_lsn` on.
+    Activated { version: String, previous: String, first_lsn: String, compile_ms: u64, latency_ms: u64 },
+    /// Same bytes and configuration as the active version: nothing to do.
+    Unchanged { version: String },
+    /// Validation failed; the old version keeps running.
+    Rejected { reason: String, active: String },
+}
+
+/// A request to load a module (the current path when `module` is None).
+pub struct ReloadRequest {
+    pub module: Option<PathBuf>,
+    pub rules_config: Option<String>,
+    pub trigger: Trigger,
+    pub reply: Option<oneshot::Sender<ReloadOutcome>>,
+}
+
+/// A validated module on its way to the stream loop.
+pub struct Swap {
+    pub module: Arc<RulesModule>,
+    pub trigger: Trigger,
+    pub requested_at: Instant,
+    pub compile: Duration,
+    pub reply: Option<oneshot::Sender<ReloadOutcome>>,
+}
+
+impl Swap {
+    /// Called by the stream loop once the new version is active.
+    pub fn activated(self, previous: &str, first_lsn: Lsn) {
+        let latency = self.requested_at.elapsed();
+        histogram!(RELOAD_SECONDS).record(latency.as_secs_f64());
+        counter!(RELOADS, "result" => "activated", "trigger" => self.trigger.as_str()).increment(1);
+        info!(
+            version = self.module.version(),
+            previous,
+            first_lsn = %first_lsn,
+            trigger = self.trigger.as_str(),
+            compile_ms = self.compile.as_millis() as u64,
+            latency_ms = latency.as_millis() as u64,
+            "rules version activated"
+        );
+        crate::pipeline::metrics::record_rules_version(self.module.version());
+        if let Some(reply) = self.reply {
+            let _ = reply.send(ReloadOutcome::Activated {
+                version: self.module.version().to_owned(),
+                previous: previous.to_owned(),
+                first_lsn: first_lsn.to_string(),
+                compile_ms: self.compile.as_millis() as u64,
+                latency_ms: latency.as_millis() as u64,
+            });
+        }
+    }
+}
+
+/// Handle for triggers: a cheap clone of the request channel.
+#[derive(Clone)]
+pub struct ReloadHandle {
+    tx: mpsc::Sender<ReloadRequest>,
+}
+
+impl ReloadHandle {
+    /// Asks for a reload and waits for the outcome.
+    pub async fn reload(&self, module: Option<PathBuf>, rules_config: Option<String>, trigger: Trigger) -> ReloadOutcome {
+        let (reply, rx) = oneshot::channel();
+        let request = ReloadRequest { module, rules_config, trigger, reply: Some(reply) };
+        if self.tx.send(request).await.is_err() {
+            return ReloadOutcome::Rejected { reason: "the pipeline is shutting down".into(), active: String::new() };
+        }
+        rx.await.unwrap_or(ReloadOutcome::Rejected {
+            reason: "the pipeline stopped before the new version became active".into(),
+            active: String::new(),
+        })
+    }
+
+    /// Fire and forget (file watch, SIGHUP).
+    pub fn nudge(&self, trigger: Trigger) {
+        let _ = self.tx.try_send(ReloadRequest { module: None, rules_config: None, trigger, reply: None });
+    }
+}
+
+pub fn channel() -> (ReloadHandle, mpsc::Receiver<ReloadRequest>) {
+    let (tx, rx) = mpsc::channel(16);
+    (ReloadHandle { tx }, rx)
+}
+
+/// Validates requests and forwards good modules to the stream loop. Runs until the request
+/// channel closes.
+pub async fn validator(
+    engine: RulesEngine,
+    mut path: PathBuf,
+    mut config: String,
+    mut active: (String, String),
+    mut requests: mpsc::Receiver<ReloadRequest>,
+    swaps: mpsc::Sender<Swap>,
+) {
+    while let Some(req) = requests.recv().await {
+        let requested_at = Instant::now();
+        let candidate_path = req.module.clone().unwrap_or_else(|| path.clone());
+        let candidate_config = req.rules_config.clone().unwrap_or_else(|| config.clone());
+        let bytes = match tokio::fs::read(&candidate_path).await {
+            Ok(b) => b,
+            Err(e) => {
+                reject(req, format!("cannot read {}: {e}", candidate_path.display()), &active.0);
+                continue;
+            }
+        };
+        let version = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+        if version == active.0 && candidate_config == active.1 {
+            if req.trigger != Trigger::File {
+                info!(version, trigger = req.trigger.as_str(), "reload requested but the module and its configuration are unchanged");
+            }
+            counter!(RELOADS, "result" => "unchanged", "trigger" => req.trigger.as_str()).increment(1);
+            if let Some(reply) = req.reply {
+                let _ = reply.send(ReloadOutcome::Unchanged { version });
+            }
+            continue;
+        }
+        let started = Instant::now();
+        let engine2 = engine.clone();
+        let cfg = candidate_config.clone();
+        let loaded = tokio::task::spawn_blocking(move || engine2.load(&bytes, &cfg)).await;
+        let compile = started.elapsed();
+        let module = match loaded {
+            Ok(Ok(m)) => m,
+            Ok(Err(e)) => {
+                reject(req, format!("{}: {e}", candidate_path.display()), &active.0);
+                continue;
+            }
+            Err(e) => {
+                reject(req, format!("validation task failed: {e}"), &active.0);
+                continue;
+            }
+        };
+        path = candidate_path;
+        config = candidate_config.clone();
+        active = (module.version().to_owned(), candidate_config);
+        let swap = Swap { module, trigger: req.trigger, requested_at, compile, reply: req.reply };
+        if swaps.send(swap).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn reject(req: ReloadRequest, reason: String, active: &str) {
+    warn!(reason = %reason, trigger = req.trigger.as_str(), active, "rules reload rejected; the active version keeps running");
+    counter!(RELOADS, "result" => "rejected", "trigger" => req.trigger.as_str()).increment(1);
+    if let Some(reply) = req.reply {
+        let _ = reply.send(ReloadOutcome::Rejected { reason, active: active.to_owned() });
+    }
+}
+
+/// Watches the module file and nudges the validator after writes settle. Watching the directory
+/// catches editors and deploy tools that replace the file rather than write it in place.
+pub fn watch_file(path: &Path, debounce: Duration, handle: ReloadHandle) -> Result<notify::RecommendedWatcher, notify::Error> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_owned();
+    let name = path.file_name().map(|n| n.to_owned());
+    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event {
+            let ours = event.paths.iter().any(|p| p.file_name() == name.as_deref());
+            if ours && (event.kind.is_modify() || event.kind.is_create()) {
+                let _ = tx.send(());
+            }
+        }
+    })?;
+    watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+    tokio::spawn(async move {
+        while rx.recv().await.is_some() {
+            // Debounce: wait until the writes stop for `debounce`.
+            loop {
+                match tokio::time::timeout(debounce, rx.recv()).await {
+                    Ok(Some(())) => continue,
+                    Ok(None) => return,
+                    Err(_) => break,
+                }
+            }
+            handle.nudge(Trigger::File);
+        }
+    });
+    Ok(watcher)
+}
