@@ -37,6 +37,8 @@ CREATE TABLE items (
     user_id text REFERENCES users,
     title text NOT NULL,
     done boolean NOT NULL DEFAULT false,
+    org_id text NOT NULL DEFAULT 'acme',
+    visibility text NOT NULL DEFAULT 'all',
     deleted_at timestamptz
 );
 INSERT INTO users VALUES ('alice', 'Alice'), ('bob', 'Bob');
@@ -56,6 +58,14 @@ const STEPS: &[(&str, &str)] = &[
     ("hard delete", "DELETE FROM items WHERE id = 3"),
 ];
 
+const MULTI_TENANT_CONFIG: &str = "[tenant_columns]\nitems = \"org_id\"\n";
+
+/// Changes made after the multi-tenant rules are active.
+const AFTER_RELOAD: &[(&str, &str)] = &[
+    ("an update moves the row from its owner's bucket to its org's", "UPDATE items SET title = 'Dishes (urgent)' WHERE id = 2"),
+    ("an admins-only item also lands in org:acme:admins", "INSERT INTO items (id, list_id, user_id, title, visibility) VALUES (5, 1, 'alice', 'Budget', 'admins')"),
+];
+
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     // The tour prints what matters itself; SLUICE_LOG=info shows the pipeline's own log.
     crate::cli::run::init_logging(crate::cli::run::LogFormat::Human, "warn");
@@ -70,6 +80,7 @@ async fn tour(args: DemoArgs) -> anyhow::Result<()> {
         Some(m) => m.clone(),
         None => build_example("by-owner")?,
     };
+    let multi_tenant = build_example("multi-tenant")?;
     println!("1. starting a throwaway PostgreSQL with wal_level=logical ...");
     let mut pg = tokio::task::spawn_blocking(ThrowawayPg::start).await??;
     println!("   {} (port {})", pg.root().display(), pg.port);
@@ -108,13 +119,25 @@ async fn tour(args: DemoArgs) -> anyhow::Result<()> {
             last_seq = print_new_rows(&client, last_seq, Duration::from_secs(5)).await?;
         }
         println!("\n5. bucket memberships now (sync_bucket_edges):");
-        for row in client
-            .query("SELECT bucket_id, string_agg(table_name || ':' || record_id, ' ' ORDER BY table_name, record_id) FROM sync_bucket_edges GROUP BY 1 ORDER BY 1", &[])
-            .await?
-        {
-            println!("   {:<12} {}", row.get::<_, String>(0), row.get::<_, String>(1));
+        print_edges(&client).await?;
+
+        println!("\n6. hot reload: swapping in the multi-tenant rules (items bucketed by org_id) while streaming ...");
+        let outcome = reload.reload(Some(multi_tenant.clone()), Some(MULTI_TENANT_CONFIG.to_owned()), crate::pipeline::reload::Trigger::Api).await;
+        match &outcome {
+            crate::pipeline::reload::ReloadOutcome::Activated { version, first_lsn, latency_ms, .. } => {
+                println!("   active: version {} from LSN {first_lsn} ({latency_ms} ms after the request)", &version[..12]);
+            }
+            other => bail!("the reload did not activate: {other:?}"),
         }
-        println!("\n   (hot reload of the rules is not part of this tour yet)");
+        for (i, (what, sql)) in AFTER_RELOAD.iter().enumerate() {
+            tokio::time::sleep(Duration::from_millis(args.pace_ms)).await;
+            println!("\n6.{} {what}:  {sql}", i + 1);
+            client.batch_execute(sql).await?;
+            last_seq = print_new_rows(&client, last_seq, Duration::from_secs(5)).await?;
+        }
+        println!("\n7. bucket memberships now:");
+        print_edges(&client).await?;
+        println!("\n   Rows that did not change keep their old buckets until `sluice rebucket` re-evaluates them.");
         Ok(())
     }
     .await;
@@ -129,6 +152,16 @@ async fn tour(args: DemoArgs) -> anyhow::Result<()> {
         println!("\nstopped the throwaway PostgreSQL and removed its directory");
     }
     result
+}
+
+async fn print_edges(client: &tokio_postgres::Client) -> anyhow::Result<()> {
+    for row in client
+        .query("SELECT bucket_id, string_agg(table_name || ':' || record_id, ' ' ORDER BY table_name, record_id) FROM sync_bucket_edges GROUP BY 1 ORDER BY 1", &[])
+        .await?
+    {
+        println!("   {:<16} {}", row.get::<_, String>(0), row.get::<_, String>(1));
+    }
+    Ok(())
 }
 
 async fn wait_ready(health: &Health, pipeline: &tokio::task::JoinHandle<Result<(), crate::pipeline::PipelineError>>) -> anyhow::Result<()> {
@@ -154,7 +187,7 @@ async fn print_new_rows(client: &tokio_postgres::Client, mut last_seq: i64, wait
             .await?;
         for row in &rows {
             if !printed_header {
-                println!("   {:>4}  {:<12} {:<6} {:<6} op", "seq", "bucket", "table", "record");
+                println!("   {:>4}  {:<16} {:<6} {:<6} op", "seq", "bucket", "table", "record");
                 printed_header = true;
             }
             let op = match row.get::<_, i16>(4) {
@@ -163,7 +196,7 @@ async fn print_new_rows(client: &tokio_postgres::Client, mut last_seq: i64, wait
                 _ => "delete",
             };
             last_seq = row.get(0);
-            println!("   {:>4}  {:<12} {:<6} {:<6} {op}", last_seq, row.get::<_, String>(1), row.get::<_, String>(2), row.get::<_, String>(3));
+            println!("   {:>4}  {:<16} {:<6} {:<6} {op}", last_seq, row.get::<_, String>(1), row.get::<_, String>(2), row.get::<_, String>(3));
         }
         if (!rows.is_empty() && printed_header) || tokio::time::Instant::now() >= deadline {
             // Give rows of the same transaction a moment to land before moving on.
