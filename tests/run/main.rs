@@ -10,5 +10,6 @@ mod support;
 
 mod crash;
 mod errors;
+mod reload;
 mod semantics;
 mod snapshot;

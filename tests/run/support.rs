@@ -56,6 +56,10 @@ impl Sluice {
         Sluice { child: Some(child), log, _dir: dir }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

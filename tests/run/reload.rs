@@ -1,0 +1,290 @@
+//! Hot reload while streaming: every trigger, exactly-once across swaps, rejection of bad
+//! modules, and automatic rollback.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::pg;
+use crate::support::{RunOpts, Sluice, changelog, count, wait_for, wait_persisted, write};
+use crate::wasm;
+
+fn free_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+/// Replaces `path` atomically with `bytes`, as a deploy tool would.
+fn install(path: &Path, bytes: &[u8]) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// POST /rules/reload; returns (status, body).
+fn post_reload(addr: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let mut resp = agent.post(&format!("http://{addr}/rules/reload")).send_json(&body).unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.body_mut().read_json().unwrap())
+}
+
+async fn versions(client: &tokio_postgres::Client) -> Vec<(String, i64)> {
+    client
+        .query("SELECT version, first_lsn FROM sluice_rule_versions ORDER BY first_lsn, activated_at", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+fn sha(path: &Path) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+const SCHEMA: &str = "CREATE TABLE items (id bigint PRIMARY KEY, user_id text, title text NOT NULL, deleted_at timestamptz); \
+    CREATE PUBLICATION sluice_pub FOR TABLE items;";
+
+/// multi-tenant configured to bucket items by user_id: `org:<user_id>`, where by-owner gives
+/// `user:<user_id>`. by-owner ignores configuration, so both run with the same text.
+const RULES_CONFIG: &str = "[tenant_columns]\nitems = \"user_id\"\n";
+
+struct Started {
+    sluice: Sluice,
+    admin: String,
+    dir: tempfile::TempDir,
+    module: PathBuf,
+}
+
+async fn start_with(db: &pg::TestDb, initial: &Path, toml: &str) -> Started {
+    let dir = tempfile::tempdir().unwrap();
+    let module = dir.path().join("rules.wasm");
+    install(&module, &std::fs::read(initial).unwrap());
+    let admin = free_addr();
+    let mut sluice = Sluice::start(
+        db,
+        &module,
+        RunOpts {
+            rules_config: Some(RULES_CONFIG.into()),
+            config_toml: Some(format!("admin_addr = \"{admin}\"\n{toml}")),
+            ..Default::default()
+        },
+    );
+    let client = db.client().await;
+    wait_for("streaming", Duration::from_secs(60), &mut sluice, || async {
+        crate::support::stored_lsn(&client).await.is_some()
+    })
+    .await;
+    Started { sluice, admin, dir, module }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reload_under_load_by_file_sighup_and_endpoint_is_exactly_once_and_per_transaction() {
+    let db = pg::cluster().create_db("reload_load").await;
+    let client = db.client().await;
+    client.batch_execute(SCHEMA).await.unwrap();
+    let by_owner = wasm::module("by-owner");
+    let multi = wasm::module("multi-tenant");
+    let (a, b) = (std::fs::read(&by_owner).unwrap(), std::fs::read(&multi).unwrap());
+    let (va, vb) = (sha(&by_owner), sha(&multi));
+    let mut s = start_with(&db, &by_owner, "").await;
+
+    // A steady writer: transactions of 50 inserts until stopped, at least 20,000 changes.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let db = db.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let client = db.client().await;
+            let mut floors = Vec::new();
+            let mut k: i64 = 0;
+            while k < 400 || !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let floor = write(
+                    &client,
+                    &format!("INSERT INTO items (id, user_id, title) SELECT g, 'u' || (g % 10), 't' FROM generate_series({}, {}) g", k * 50, k * 50 + 49),
+                )
+                .await;
+                floors.push(floor);
+                k += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            floors
+        })
+    };
+
+    let swap_to = |expected: usize| {
+        let client = &client;
+        async move {
+            let start = std::time::Instant::now();
+            while versions(client).await.len() < expected {
+                assert!(start.elapsed() < Duration::from_secs(60), "swap {expected} never became active");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let pid = s.sluice.pid();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // 1, 2: the module file changes on disk.
+    install(&s.module, &b);
+    swap_to(2).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    install(&s.module, &a);
+    swap_to(3).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // 3: the endpoint, with a new path.
+    let other = s.dir.path().join("other.wasm");
+    std::fs::write(&other, &b).unwrap();
+    let (status, body) = post_reload(&s.admin, serde_json::json!({ "module": other }));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "activated");
+    assert_eq!(body["version"], vb.as_str());
+    swap_to(4).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // 4: SIGHUP reloads the current path (other.wasm, which is not watched).
+    std::fs::write(&other, &a).unwrap();
+    unsafe { libc::kill(pid as i32, libc::SIGHUP) };
+    swap_to(5).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // 5, 6: endpoint again, then SIGHUP again.
+    let third = s.dir.path().join("third.wasm");
+    std::fs::write(&third, &b).unwrap();
+    assert_eq!(post_reload(&s.admin, serde_json::json!({ "module": third })).0, 200);
+    swap_to(6).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    std::fs::write(&third, &a).unwrap();
+    unsafe { libc::kill(pid as i32, libc::SIGHUP) };
+    swap_to(7).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let floors = writer.await.unwrap();
+    let floor = write(&client, "INSERT INTO items (id, user_id, title) VALUES (-1, 'u1', 'end')").await;
+    wait_persisted(&client, floor, &mut s.sluice).await;
+
+    // The versions follow the swap order.
+    let recorded = versions(&client).await;
+    let order: Vec<&str> = recorded.iter().map(|(v, _)| v.as_str()).collect();
+    assert_eq!(order, vec![&va, &vb, &va, &vb, &va, &vb, &va], "recorded versions: {recorded:?}");
+
+    // Every change exactly once.
+    let entries = changelog(&client).await;
+    let rows = floors.len() * 50 + 1;
+    assert!(rows >= 20_000);
+    assert_eq!(entries.len(), rows, "one insert entry per row");
+    let mut by_id = std::collections::HashMap::new();
+    for (bucket, _, id, op) in &entries {
+        assert_eq!(*op, 1);
+        assert!(by_id.insert(id.parse::<i64>().unwrap(), bucket.clone()).is_none(), "row {id} twice");
+    }
+    // Each transaction wholly by one version, and the one active at its commit LSN.
+    let prefix_of = |v: &str| if v == va { "user:" } else { "org:" };
+    for (k, floor) in floors.iter().enumerate() {
+        let next = floors.get(k + 1).copied().unwrap_or(i64::MAX);
+        let prefixes: std::collections::BTreeSet<&str> = (k as i64 * 50..k as i64 * 50 + 50)
+            .map(|id| by_id[&id].split(':').next().unwrap())
+            .collect();
+        assert_eq!(prefixes.len(), 1, "transaction {k} was evaluated by more than one version: {prefixes:?}");
+        let seen = format!("{}:", prefixes.iter().next().unwrap());
+        // Versions possibly active for a commit somewhere in (floor, next).
+        let allowed: std::collections::BTreeSet<&str> = recorded
+            .iter()
+            .enumerate()
+            .filter(|(i, (_, first))| {
+                let until = recorded.get(i + 1).map_or(i64::MAX, |(_, f)| *f);
+                *first < next && until > *floor
+            })
+            .map(|(_, (v, _))| prefix_of(v))
+            .collect();
+        assert!(allowed.contains(seen.as_str()), "transaction {k} used {seen} but the versions active around its commit were {allowed:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_modules_are_rejected_and_the_old_version_keeps_running() {
+    let db = pg::cluster().create_db("reload_bad").await;
+    let client = db.client().await;
+    client.batch_execute(SCHEMA).await.unwrap();
+    let by_owner = wasm::module("by-owner");
+    let mut s = start_with(&db, &by_owner, "").await;
+    let active = sha(&by_owner);
+
+    let core = s.dir.path().join("core.wasm");
+    std::fs::write(&core, wat::parse_str("(module)").unwrap()).unwrap();
+    let other_world = s.dir.path().join("hello.wasm");
+    std::fs::write(
+        &other_world,
+        wat::parse_str(
+            r#"(component
+                 (core module $m (func (export "hello") (result i32) i32.const 42))
+                 (core instance $i (instantiate $m))
+                 (func (export "hello") (result u32) (canon lift (core func $i "hello"))))"#,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let cases = [
+        (core, "is a core wasm module, not a component"),
+        (other_world, "does not export `init` and `evaluate` of world sluice:rules/rules@0.1.0"),
+        (wasm::module("failing-init"), "init failed"),
+    ];
+    for (path, expected) in &cases {
+        let (status, body) = post_reload(&s.admin, serde_json::json!({ "module": path }));
+        assert_eq!(status, 422, "{body}");
+        assert_eq!(body["status"], "rejected");
+        assert_eq!(body["active"], active.as_str());
+        let reason = body["reason"].as_str().unwrap();
+        assert!(reason.contains(expected), "reason {reason:?} should contain {expected:?}");
+    }
+    // A truncated file written in two steps: the half is rejected, the whole is picked up.
+    let multi = std::fs::read(wasm::module("multi-tenant")).unwrap();
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().write(true).truncate(true).open(&s.module).unwrap();
+        f.write_all(&multi[..multi.len() / 2]).unwrap();
+        f.sync_all().unwrap();
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        write(&client, "INSERT INTO items (id, user_id, title) VALUES (1, 'u1', 'during')").await;
+        f.write_all(&multi[multi.len() / 2..]).unwrap();
+    }
+    let start = std::time::Instant::now();
+    while versions(&client).await.len() < 2 {
+        assert!(start.elapsed() < Duration::from_secs(30), "the complete file was never activated; log:\n{}", s.sluice.log_text());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let floor = write(&client, "INSERT INTO items (id, user_id, title) VALUES (2, 'u2', 'after')").await;
+    wait_persisted(&client, floor, &mut s.sluice).await;
+    let recorded: Vec<String> = versions(&client).await.into_iter().map(|(v, _)| v).collect();
+    assert_eq!(recorded, vec![active.clone(), sha(&wasm::module("multi-tenant"))]);
+    assert_eq!(
+        changelog(&client).await,
+        vec![("user:u1".into(), "items".into(), "1".into(), 1), ("org:u2".into(), "items".into(), "2".into(), 1)]
+    );
+    let log = s.sluice.log_text();
+    assert!(log.contains("rules reload rejected"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_version_that_fails_every_change_is_rolled_back() {
+    let db = pg::cluster().create_db("reload_rollback").await;
+    let client = db.client().await;
+    client.batch_execute(SCHEMA).await.unwrap();
+    let by_owner = wasm::module("by-owner");
+    let mut s = start_with(&db, &by_owner, "[reload]\nrollback_window = 20\nrollback_error_rate = 0.5\n").await;
+    let bad = wasm::module("invalid-bucket-id");
+    let (status, body) = post_reload(&s.admin, serde_json::json!({ "module": bad }));
+    assert_eq!(status, 200, "{body}");
+    // Every row titled 'empty' gets an empty (invalid) bucket id from the new version.
+    for k in 0..5 {
+        write(&client, &format!("INSERT INTO items (id, user_id, title) SELECT g, 'u1', 'empty' FROM generate_series({}, {}) g", k * 10, k * 10 + 9)).await;
+    }
+    wait_for("the rollback", Duration::from_secs(60), &mut s.sluice, || async { versions(&client).await.len() >= 3 }).await;
+    let floor = write(&client, "INSERT INTO items (id, user_id, title) VALUES (1000, 'u7', 'empty')").await;
+    wait_persisted(&client, floor, &mut s.sluice).await;
+    let recorded: Vec<String> = versions(&client).await.into_iter().map(|(v, _)| v).collect();
+    assert_eq!(recorded, vec![sha(&by_owner), sha(&bad), sha(&by_owner)]);
+    assert!(s.sluice.log_text().contains("ROLLING BACK the rules"));
+    // The bad version's failures were dead-lettered; after the rollback by-owner buckets again.
+    assert!(count(&client, "SELECT count(*) FROM sync_rule_failures").await >= 20);
+    let last = changelog(&client).await.pop().unwrap();
+    assert_eq!(last, ("user:u7".into(), "items".into(), "1000".into(), 1));
+}
