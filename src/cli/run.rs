@@ -110,10 +110,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 
 async fn run_pipeline(config: Config) -> anyhow::Result<()> {
     let health = Arc::new(Health::default());
-    let (reload, reload_rx) = crate::pipeline::reload::channel();
+    let (handles, receivers) = crate::pipeline::controls();
     if let Some(addr) = config.admin_addr {
         let handle = admin::install_recorder()?;
-        admin::serve(addr, Arc::clone(&health), handle, reload.clone()).await?;
+        admin::serve(addr, Arc::clone(&health), handle, handles.clone()).await?;
     }
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -121,7 +121,7 @@ async fn run_pipeline(config: Config) -> anyhow::Result<()> {
         info!("shutdown requested: finishing the batch in flight");
         let _ = tx.send(true);
     });
-    crate::pipeline::run(config, health, rx, (reload, reload_rx)).await?;
+    crate::pipeline::run(config, health, rx, handles, receivers).await?;
     Ok(())
 }
 

@@ -13,7 +13,9 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing::info;
 
 use crate::pipeline::Health;
-use crate::pipeline::reload::{ReloadHandle, ReloadOutcome, Trigger};
+use crate::pipeline::Handles;
+use crate::pipeline::rebucket::RebucketOutcome;
+use crate::pipeline::reload::{ReloadOutcome, Trigger};
 
 /// Why the admin listener could not start.
 #[derive(Debug, thiserror::Error)]
@@ -28,7 +30,7 @@ pub enum AdminError {
 struct AdminState {
     health: Arc<Health>,
     metrics: PrometheusHandle,
-    reload: ReloadHandle,
+    handles: Handles,
 }
 
 /// Body of `POST /rules/reload`; both fields optional.
@@ -48,7 +50,7 @@ pub fn install_recorder() -> Result<PrometheusHandle, AdminError> {
 
 /// Binds the listener and serves it in the background. Returns the bound address (useful with
 /// port 0).
-pub async fn serve(addr: SocketAddr, health: Arc<Health>, metrics: PrometheusHandle, reload: ReloadHandle) -> Result<SocketAddr, AdminError> {
+pub async fn serve(addr: SocketAddr, health: Arc<Health>, metrics: PrometheusHandle, handles: Handles) -> Result<SocketAddr, AdminError> {
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| AdminError::Bind { addr, source })?;
     let local = listener.local_addr().map_err(|source| AdminError::Bind { addr, source })?;
     let app = Router::new()
@@ -56,13 +58,14 @@ pub async fn serve(addr: SocketAddr, health: Arc<Health>, metrics: PrometheusHan
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_page))
         .route("/rules/reload", post(reload_rules))
-        .with_state(AdminState { health, metrics, reload });
+        .route("/rebucket", post(rebucket))
+        .with_state(AdminState { health, metrics, handles });
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "admin listener stopped");
         }
     });
-    info!(addr = %local, "admin listener ready: /healthz /readyz /metrics, POST /rules/reload");
+    info!(addr = %local, "admin listener ready: /healthz /readyz /metrics, POST /rules/reload, POST /rebucket");
     Ok(local)
 }
 
@@ -82,9 +85,28 @@ async fn metrics_page(State(state): State<AdminState>) -> String {
 /// rejected (422) while the old version keeps running.
 async fn reload_rules(State(state): State<AdminState>, body: Option<Json<ReloadBody>>) -> (StatusCode, Json<ReloadOutcome>) {
     let body = body.map(|Json(b)| b).unwrap_or_default();
-    let outcome = state.reload.reload(body.module, body.rules_config, Trigger::Api).await;
+    let outcome = state.handles.reload.reload(body.module, body.rules_config, Trigger::Api).await;
     let status = match outcome {
         ReloadOutcome::Rejected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        _ => StatusCode::OK,
+    };
+    (status, Json(outcome))
+}
+
+/// Body of `POST /rebucket`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RebucketBody {
+    /// One table (schema-qualified unless public); all published tables when absent.
+    pub table: Option<String>,
+}
+
+/// Re-evaluates existing rows with the active rules; answers when the pass is complete.
+async fn rebucket(State(state): State<AdminState>, body: Option<Json<RebucketBody>>) -> (StatusCode, Json<RebucketOutcome>) {
+    let body = body.map(|Json(b)| b).unwrap_or_default();
+    let outcome = state.handles.rebucket.rebucket(body.table).await;
+    let status = match outcome {
+        RebucketOutcome::Rejected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         _ => StatusCode::OK,
     };
     (status, Json(outcome))

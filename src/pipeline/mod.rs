@@ -11,6 +11,7 @@ pub mod config;
 pub mod metrics;
 pub mod payload;
 pub mod progress;
+pub mod rebucket;
 pub mod reload;
 pub mod snapshot;
 pub mod stream;
@@ -108,6 +109,28 @@ pub struct Context {
     pub swaps: tokio::sync::Mutex<mpsc::Receiver<reload::Swap>>,
     /// Where rollbacks are sent (they take the same path as any other swap).
     pub swap_tx: mpsc::Sender<reload::Swap>,
+    pub rebuckets: tokio::sync::Mutex<mpsc::Receiver<rebucket::RebucketRequest>>,
+}
+
+/// What operators and triggers use to steer a running pipeline.
+#[derive(Clone)]
+pub struct Handles {
+    pub reload: reload::ReloadHandle,
+    pub rebucket: rebucket::RebucketHandle,
+}
+
+/// The pipeline's ends of the control channels.
+pub struct Receivers {
+    reload: mpsc::Receiver<reload::ReloadRequest>,
+    rebucket: mpsc::Receiver<rebucket::RebucketRequest>,
+}
+
+/// Creates the control channels: handles for the admin listener and signals, receivers for
+/// [`run`].
+pub fn controls() -> (Handles, Receivers) {
+    let (reload, reload_rx) = reload::channel();
+    let (rebucket, rebucket_rx) = rebucket::channel();
+    (Handles { reload, rebucket }, Receivers { reload: reload_rx, rebucket: rebucket_rx })
 }
 
 /// Loads the rules module (off the async threads: compiling takes a while).
@@ -130,12 +153,13 @@ pub async fn load_rules(config: &Config) -> Result<(RulesEngine, Arc<RulesModule
 }
 
 /// Runs until shutdown or a fatal error, reconnecting with capped exponential backoff after
-/// lost connections. `reloads` carries hot-reload requests (see [`reload::channel`]).
+/// lost connections. `handles`/`receivers` come from [`controls`].
 pub async fn run(
     config: Config,
     health: Arc<Health>,
     shutdown: watch::Receiver<bool>,
-    reloads: (reload::ReloadHandle, mpsc::Receiver<reload::ReloadRequest>),
+    handles: Handles,
+    receivers: Receivers,
 ) -> Result<(), PipelineError> {
     config.validate()?;
     metrics::describe();
@@ -151,7 +175,8 @@ pub async fn run(
     let module_file = config.rules.module.clone().unwrap_or_default();
     let module_path = module_file.display().to_string();
 
-    let (reload_handle, reload_rx) = reloads;
+    let reload_handle = handles.reload;
+    let reload_rx = receivers.reload;
     let (swap_tx, swap_rx) = mpsc::channel(4);
     let rules_config = config.rules_config_text()?;
     tokio::spawn(reload::validator(
@@ -186,6 +211,7 @@ pub async fn run(
         shutdown,
         swaps: tokio::sync::Mutex::new(swap_rx),
         swap_tx,
+        rebuckets: tokio::sync::Mutex::new(receivers.rebucket),
     };
 
     let mut backoff = Duration::from_millis(250);

@@ -57,6 +57,7 @@ impl Transform<'_> {
                     op: Operation::Delete,
                     buckets: Vec::new(),
                     checksum: None,
+                    membership_only: false,
                 }));
             }
         }
@@ -73,6 +74,7 @@ impl Transform<'_> {
             op,
             buckets: if op == Operation::Delete { Vec::new() } else { buckets },
             checksum,
+            membership_only: false,
         }));
         Ok(())
     }
@@ -207,7 +209,8 @@ mod tests {
                 record_id: "1".into(),
                 op: Operation::Delete,
                 buckets: vec![],
-                checksum: None
+                checksum: None,
+                membership_only: false,
             })]
         );
     }

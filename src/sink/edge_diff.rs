@@ -88,6 +88,9 @@ impl EdgeState {
                 if record.op == Operation::Delete || !seen.insert(bucket.as_str()) {
                     continue;
                 }
+                if record.membership_only && existing.contains(bucket) {
+                    continue;
+                }
                 let op = if existing.contains(bucket) {
                     match record.op {
                         Operation::Insert | Operation::Update => Operation::Update,
@@ -140,6 +143,7 @@ mod tests {
             op,
             buckets: buckets.iter().map(|b| b.to_string()).collect(),
             checksum: Some(7),
+            membership_only: false,
         }
     }
 
@@ -225,6 +229,17 @@ mod tests {
         let mut out = Vec::new();
         state.apply(&rec(Operation::Update, "1", &[]), true, &mut out);
         assert_eq!(ops(&out), vec![("user:a".into(), 3)]);
+    }
+
+    #[test]
+    fn rebucketing_logs_only_membership_changes() {
+        let mut stored = HashMap::new();
+        stored.insert(("items".to_string(), "1".to_string()), BTreeSet::from(["user:a".to_string(), "global".to_string()]));
+        let mut state = EdgeState::new(stored);
+        let mut out = Vec::new();
+        let record = SinkRecord { membership_only: true, ..rec(Operation::Update, "1", &["global", "org:1"]) };
+        state.apply(&record, true, &mut out);
+        assert_eq!(ops(&out), vec![("user:a".into(), 3), ("org:1".into(), 1)]);
     }
 
     #[test]

@@ -3,7 +3,25 @@
 use crate::model::Lsn;
 use crate::sink::{Sink, SinkError};
 
-/// Where the snapshot of one table stands.
+/// Which keyset walk a progress row belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Walk {
+    /// The initial snapshot.
+    Snapshot,
+    /// A re-bucketing pass (`consistent_lsn` holds the LSN at which it was requested).
+    Rebucket,
+}
+
+impl Walk {
+    fn table(self) -> &'static str {
+        match self {
+            Walk::Snapshot => "sluice_snapshot_progress",
+            Walk::Rebucket => "sluice_rebucket_progress",
+        }
+    }
+}
+
+/// Where the keyset walk of one table stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TableProgress {
     pub table_name: String,
@@ -18,11 +36,19 @@ pub struct TableProgress {
 impl Sink {
     /// Snapshot progress of every table for this slot.
     pub async fn snapshot_progress(&self) -> Result<Vec<TableProgress>, SinkError> {
+        self.progress(Walk::Snapshot).await
+    }
+
+    /// Progress of every table of a walk for this slot.
+    pub async fn progress(&self, walk: Walk) -> Result<Vec<TableProgress>, SinkError> {
         let rows = self
             .client()
             .query(
-                "SELECT table_name, last_key, rows_done, done, consistent_lsn FROM sluice_snapshot_progress \
-                 WHERE slot_name = $1 ORDER BY table_name",
+                &format!(
+                    "SELECT table_name, last_key, rows_done, done, consistent_lsn FROM {} \
+                     WHERE slot_name = $1 ORDER BY table_name",
+                    walk.table()
+                ),
                 &[&self.slot()],
             )
             .await
@@ -42,17 +68,34 @@ impl Sink {
     /// Records progress inside the open sink transaction, so progress and the chunk's rows commit
     /// together.
     pub async fn save_snapshot_progress(&mut self, p: &TableProgress) -> Result<(), SinkError> {
+        self.save_progress(Walk::Snapshot, p).await
+    }
+
+    /// Records progress of a walk inside the open sink transaction.
+    pub async fn save_progress(&mut self, walk: Walk, p: &TableProgress) -> Result<(), SinkError> {
         self.begin().await?;
         self.client()
             .execute(
-                "INSERT INTO sluice_snapshot_progress (slot_name, table_name, last_key, rows_done, done, consistent_lsn, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, now()) \
-                 ON CONFLICT (slot_name, table_name) DO UPDATE SET last_key = EXCLUDED.last_key, \
-                 rows_done = EXCLUDED.rows_done, done = EXCLUDED.done, updated_at = now()",
+                &format!(
+                    "INSERT INTO {} (slot_name, table_name, last_key, rows_done, done, consistent_lsn, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, now()) \
+                     ON CONFLICT (slot_name, table_name) DO UPDATE SET last_key = EXCLUDED.last_key, \
+                     rows_done = EXCLUDED.rows_done, done = EXCLUDED.done, consistent_lsn = EXCLUDED.consistent_lsn, updated_at = now()",
+                    walk.table()
+                ),
                 &[&self.slot(), &p.table_name, &p.last_key, &p.rows_done, &p.done, &(p.consistent_lsn.0 as i64)],
             )
             .await
             .map_err(|e| SinkError::sql(format!("saving snapshot progress of {}", p.table_name), e))?;
+        Ok(())
+    }
+
+    /// Forgets a finished re-bucketing pass.
+    pub async fn clear_progress(&self, walk: Walk) -> Result<(), SinkError> {
+        self.client()
+            .execute(&format!("DELETE FROM {} WHERE slot_name = $1", walk.table()), &[&self.slot()])
+            .await
+            .map_err(|e| SinkError::sql("clearing re-bucketing progress", e))?;
         Ok(())
     }
 

@@ -15,6 +15,9 @@ pub struct SinkRecord {
     pub buckets: Vec<String>,
     /// A hash of the row's content, stored on its edges.
     pub checksum: Option<i32>,
+    /// Re-bucketing: log only memberships that change (no update entry for a bucket the row
+    /// stays in).
+    pub membership_only: bool,
 }
 
 /// A change the rules could not evaluate, kept for the operator under the dead-letter policy.

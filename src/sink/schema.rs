@@ -57,6 +57,17 @@ CREATE TABLE IF NOT EXISTS sluice_snapshot_progress (
     PRIMARY KEY (slot_name, table_name)
 );
 
+CREATE TABLE IF NOT EXISTS sluice_rebucket_progress (
+    slot_name   TEXT NOT NULL,
+    table_name  TEXT NOT NULL,
+    last_key    TEXT[],
+    rows_done   BIGINT NOT NULL DEFAULT 0,
+    done        BOOLEAN NOT NULL DEFAULT false,
+    consistent_lsn BIGINT NOT NULL,
+    updated_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (slot_name, table_name)
+);
+
 CREATE TABLE IF NOT EXISTS sluice_rule_versions (
     slot_name    TEXT NOT NULL,
     version      TEXT NOT NULL,
@@ -75,5 +86,6 @@ pub const SIDECAR_TABLES: &[&str] = &[
     "sync_rule_failures",
     "sync_wal_position",
     "sluice_snapshot_progress",
+    "sluice_rebucket_progress",
     "sluice_rule_versions",
 ];

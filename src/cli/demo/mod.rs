@@ -101,8 +101,9 @@ async fn tour(args: DemoArgs) -> anyhow::Result<()> {
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let health = Arc::new(Health::default());
-    let (reload, reload_rx) = crate::pipeline::reload::channel();
-    let pipeline = tokio::spawn(crate::pipeline::run(config, Arc::clone(&health), stop_rx, (reload.clone(), reload_rx)));
+    let (handles, receivers) = crate::pipeline::controls();
+    let reload = handles.reload.clone();
+    let pipeline = tokio::spawn(crate::pipeline::run(config, Arc::clone(&health), stop_rx, handles, receivers));
 
     let result = async {
         let mut last_seq = 0i64;

@@ -1,0 +1,202 @@
+//! Re-bucketing: re-evaluating existing rows with the active rules, online, and logging only the
+//! memberships that change.
+//!
+//! A pass walks each table in primary-key keyset chunks (the snapshot's machinery) and runs on the
+//! stream loop itself, between source transactions, so a chunk's read-diff-write of the edges
+//! never interleaves with a streamed change's. A chunk reads the rows as currently committed,
+//! which may be ahead of the stream: the stream later applies the older changes it still holds,
+//! and then the newer ones, so the edges end at the evaluation of the latest row — never a
+//! change lost or applied twice, at worst a membership that moves and moves back in the changelog.
+//! Progress is persisted per chunk, so an interrupted pass resumes after restart.
+
+use std::time::Instant;
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::Client;
+use tracing::info;
+
+use crate::model::Lsn;
+use crate::pipeline::PipelineError;
+use crate::pipeline::batcher::evaluate_into;
+use crate::pipeline::transform::Transform;
+use crate::rules::RulesInstance;
+use crate::sink::progress::{TableProgress, Walk};
+use crate::sink::{Sink, SinkItem};
+use crate::source::catalog::PublishedTable;
+use crate::source::snapshot::TableReader;
+
+/// A request to re-bucket one table (qualified name) or all published tables.
+pub struct RebucketRequest {
+    pub table: Option<String>,
+    pub reply: Option<oneshot::Sender<RebucketOutcome>>,
+}
+
+/// What a pass did, or why it did not run.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(tag = "status", rename_all = "kebab-case")]
+pub enum RebucketOutcome {
+    Done { tables: Vec<String>, rows: u64, changelog_rows: u64, seconds: f64 },
+    Rejected { reason: String },
+}
+
+#[derive(Clone)]
+pub struct RebucketHandle {
+    tx: mpsc::Sender<RebucketRequest>,
+}
+
+impl RebucketHandle {
+    /// Runs a pass and waits for it to finish.
+    pub async fn rebucket(&self, table: Option<String>) -> RebucketOutcome {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(RebucketRequest { table, reply: Some(reply) }).await.is_err() {
+            return RebucketOutcome::Rejected { reason: "the pipeline is shutting down".into() };
+        }
+        rx.await.unwrap_or(RebucketOutcome::Rejected {
+            reason: "the pipeline stopped before the pass finished; it resumes on restart".into(),
+        })
+    }
+}
+
+pub fn channel() -> (RebucketHandle, mpsc::Receiver<RebucketRequest>) {
+    let (tx, rx) = mpsc::channel(4);
+    (RebucketHandle { tx }, rx)
+}
+
+/// A pass in progress.
+pub struct RebucketJob {
+    tables: Vec<PublishedTable>,
+    progress: Vec<TableProgress>,
+    index: usize,
+    reader: Option<TableReader>,
+    rows: u64,
+    changelog_rows: u64,
+    started: Instant,
+    reply: Option<oneshot::Sender<RebucketOutcome>>,
+}
+
+impl RebucketJob {
+    /// Starts a pass, persisting its plan so it survives a restart.
+    pub async fn start(
+        request: RebucketRequest,
+        published: &[PublishedTable],
+        sink: &mut Sink,
+        at: Lsn,
+    ) -> Result<Option<RebucketJob>, PipelineError> {
+        let tables: Vec<PublishedTable> = published
+            .iter()
+            .filter(|t| request.table.as_deref().is_none_or(|name| t.schema.qualified_name() == name))
+            .cloned()
+            .collect();
+        if tables.is_empty() {
+            let reason = format!(
+                "table {} is not in the publication; published tables: {}",
+                request.table.unwrap_or_default(),
+                published.iter().map(|t| t.schema.qualified_name()).collect::<Vec<_>>().join(", ")
+            );
+            if let Some(reply) = request.reply {
+                let _ = reply.send(RebucketOutcome::Rejected { reason });
+            }
+            return Ok(None);
+        }
+        sink.clear_progress(Walk::Rebucket).await?;
+        let mut progress = Vec::new();
+        for t in &tables {
+            let p = TableProgress { table_name: t.schema.qualified_name(), last_key: None, rows_done: 0, done: false, consistent_lsn: at };
+            sink.save_progress(Walk::Rebucket, &p).await?;
+            progress.push(p);
+        }
+        sink.commit_without_lsn().await?;
+        info!(tables = ?progress.iter().map(|p| &p.table_name).collect::<Vec<_>>(), "re-bucketing started");
+        Ok(Some(RebucketJob::new(tables, progress, request.reply)))
+    }
+
+    /// Resumes a pass that a restart interrupted, if any.
+    pub async fn resume(published: &[PublishedTable], sink: &Sink) -> Result<Option<RebucketJob>, PipelineError> {
+        let progress: Vec<TableProgress> = sink.progress(Walk::Rebucket).await?.into_iter().filter(|p| !p.done).collect();
+        if progress.is_empty() {
+            return Ok(None);
+        }
+        let tables: Vec<PublishedTable> = progress
+            .iter()
+            .filter_map(|p| published.iter().find(|t| t.schema.qualified_name() == p.table_name).cloned())
+            .collect();
+        info!(tables = tables.len(), "resuming an interrupted re-bucketing pass");
+        let progress = progress.into_iter().filter(|p| tables.iter().any(|t| t.schema.qualified_name() == p.table_name)).collect();
+        Ok(Some(RebucketJob::new(tables, progress, None)))
+    }
+
+    fn new(tables: Vec<PublishedTable>, progress: Vec<TableProgress>, reply: Option<oneshot::Sender<RebucketOutcome>>) -> Self {
+        RebucketJob { tables, progress, index: 0, reader: None, rows: 0, changelog_rows: 0, started: Instant::now(), reply }
+    }
+
+    /// Processes one chunk. Returns true when the pass is complete. The sink must have no open
+    /// transaction.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn step(
+        &mut self,
+        source: &Client,
+        sink: &mut Sink,
+        rules: &mut RulesInstance,
+        t: &Transform<'_>,
+        chunk_rows: usize,
+        rules_batch: usize,
+        at: Lsn,
+    ) -> Result<bool, PipelineError> {
+        let Some(table) = self.tables.get(self.index) else {
+            return self.finish(sink).await;
+        };
+        let progress = &mut self.progress[self.index];
+        let reader = self
+            .reader
+            .get_or_insert_with(|| TableReader::new(table.clone(), progress.last_key.clone(), chunk_rows, at));
+        match reader.next_chunk(source).await? {
+            None => {
+                progress.done = true;
+                sink.save_progress(Walk::Rebucket, progress).await?;
+                sink.commit_without_lsn().await?;
+                info!(table = %progress.table_name, rows = progress.rows_done, "re-bucketing of table complete");
+                self.index += 1;
+                self.reader = None;
+                Ok(false)
+            }
+            Some(chunk) => {
+                let n = chunk.changes.len();
+                let mut out = Vec::with_capacity(n);
+                let mut changes = chunk.changes.into_iter().peekable();
+                while changes.peek().is_some() {
+                    let mut run: Vec<_> = changes.by_ref().take(rules_batch).collect();
+                    evaluate_into(&mut run, rules, t, &mut out)?;
+                }
+                for item in &mut out {
+                    if let SinkItem::Record(r) = item {
+                        r.membership_only = true;
+                    }
+                }
+                let stats = sink.write(&out, true).await?;
+                progress.rows_done += n as i64;
+                progress.last_key = Some(chunk.last_key);
+                sink.save_progress(Walk::Rebucket, progress).await?;
+                sink.commit_without_lsn().await?;
+                self.rows += n as u64;
+                self.changelog_rows += stats.changelog_rows;
+                Ok(false)
+            }
+        }
+    }
+
+    async fn finish(&mut self, sink: &mut Sink) -> Result<bool, PipelineError> {
+        sink.clear_progress(Walk::Rebucket).await?;
+        let seconds = self.started.elapsed().as_secs_f64();
+        info!(rows = self.rows, changelog_rows = self.changelog_rows, seconds, "re-bucketing complete");
+        if let Some(reply) = self.reply.take() {
+            let _ = reply.send(RebucketOutcome::Done {
+                tables: self.progress.iter().map(|p| p.table_name.clone()).collect(),
+                rows: self.rows,
+                changelog_rows: self.changelog_rows,
+                seconds,
+            });
+        }
+        Ok(true)
+    }
+}
