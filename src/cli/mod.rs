@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod check;
+mod control;
 pub mod demo;
 mod eval;
 pub mod run;
@@ -36,6 +37,10 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Run the pipeline: snapshot, then stream changes through the rules into the changelog.
     Run(run::RunArgs),
+    /// Ask a running `sluice run` to validate and activate a rules module.
+    Reload(control::ReloadArgs),
+    /// Ask a running `sluice run` to re-evaluate existing rows with the active rules.
+    Rebucket(control::RebucketArgs),
     /// Print decoded changes from a live database as JSON lines.
     Tail(tail::TailArgs),
 }
@@ -47,6 +52,8 @@ pub fn main() -> ExitCode {
         Command::Eval(args) => eval::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Run(args) => run::run(args),
+        Command::Reload(args) => control::reload(args),
+        Command::Rebucket(args) => control::rebucket(args),
         Command::Tail(args) => tail::run(args),
     };
     match result {

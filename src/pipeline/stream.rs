@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use crate::model::Lsn;
+use crate::pipeline::rebucket::RebucketJob;
 use crate::pipeline::reload::{ROLLBACKS, Swap, Trigger};
 use crate::rules::{RulesInstance, RulesModule};
 use crate::sink::Sink;
@@ -57,7 +58,7 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
             // hand-off from snapshot to stream gapless.
             let created = repl.create_slot(slot, SnapshotAction::Export).await?;
             info!(slot, consistent_point = %created.consistent_point, "created replication slot");
-            sink.record_rule_version(module.version(), created.consistent_point, &ctx.module_path).await?;
+            sink.record_rule_version(module.version(), created.consistent_point, &ctx.module_path, false).await?;
             run_snapshot(
                 &source_sql,
                 created.snapshot_name.as_deref(),
@@ -97,7 +98,7 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
         (Some(s), Some(lsn)) => lsn.max(s.confirmed_flush_lsn.unwrap_or_default()),
     };
     let stored = sink.stored_lsn().await?.unwrap_or(start_lsn);
-    sink.record_rule_version(module.version(), start_lsn, &ctx.module_path).await?;
+    sink.record_rule_version(module.version(), start_lsn, &ctx.module_path, false).await?;
 
     let mut stream = repl
         .start_replication(StartOptions {
@@ -117,6 +118,11 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
     let mut server_end = stored;
     let mut shutdown = ctx.shutdown.clone();
     let mut swaps = ctx.swaps.lock().await;
+    let mut rebuckets = ctx.rebuckets.lock().await;
+    let mut job = RebucketJob::resume(&tables, &sink).await?;
+    // Re-bucketing shares the loop with the stream: after each chunk it waits as long as the
+    // chunk took, so a busy stream keeps at least half the time.
+    let mut next_step = Instant::now();
     let mut pending_swap: Option<Swap> = None;
     let mut rollback_watch: Option<RollbackWatch> = None;
     // End LSN of the last commit received: a version swapped in now evaluates every transaction
@@ -136,6 +142,35 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
                         );
                     }
                 }
+                continue;
+            }
+            request = rebuckets.recv(), if job.is_none() => {
+                if let Some(request) = request {
+                    // Edges must reflect every change received before the pass reads them.
+                    if !batcher.in_tx() {
+                        if let Some(p) = batcher.commit(&mut sink, &mut rules, &transform).await? {
+                            confirmed = p.lsn;
+                            stream.confirm(p.lsn);
+                        }
+                    }
+                    job = RebucketJob::start(request, &tables, &mut sink, last_end).await?;
+                }
+                continue;
+            }
+            _ = tokio::time::sleep_until(next_step), if job.is_some() && !batcher.in_tx() => {
+                let started = Instant::now();
+                if let Some(p) = batcher.commit(&mut sink, &mut rules, &transform).await? {
+                    confirmed = p.lsn;
+                    stream.confirm(p.lsn);
+                }
+                let done = match job.as_mut() {
+                    Some(j) => j.step(&source_sql, &mut sink, &mut rules, &transform, config.snapshot.chunk_rows, config.rules.batch_size, last_end).await?,
+                    None => false,
+                };
+                if done {
+                    job = None;
+                }
+                next_step = Instant::now() + started.elapsed();
                 continue;
             }
             _ = sleep_until_opt(deadline) => {
@@ -276,7 +311,7 @@ async fn apply_swap(
     *rules = new_rules;
     transform.rules_version = module.version().to_owned();
     ctx.active.store(Arc::clone(module));
-    sink.record_rule_version(module.version(), last_end, &ctx.module_path).await?;
+    sink.record_rule_version(module.version(), last_end, &ctx.module_path, true).await?;
     let is_rollback = swap.trigger == Trigger::Rollback;
     swap.activated(previous.version(), last_end);
     *watch = (ctx.config.reload.rollback && !is_rollback).then(|| RollbackWatch { previous, seen: 0, errors: 0 });

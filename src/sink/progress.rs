@@ -99,17 +99,18 @@ impl Sink {
         Ok(())
     }
 
-    /// Records that `version` evaluates changes from `first_lsn` on, unless it already is the
-    /// latest recorded version.
-    pub async fn record_rule_version(&self, version: &str, first_lsn: Lsn, module_path: &str) -> Result<bool, SinkError> {
+    /// Records that `version` evaluates changes from `first_lsn` on. At start (`always` false)
+    /// nothing is recorded when it already is the latest recorded version; a swap (`always`
+    /// true) is recorded even with the same bytes, since its configuration changed.
+    pub async fn record_rule_version(&self, version: &str, first_lsn: Lsn, module_path: &str, always: bool) -> Result<bool, SinkError> {
         let n = self
             .client()
             .execute(
                 "INSERT INTO sluice_rule_versions (slot_name, version, first_lsn, module_path) \
-                 SELECT $1, $2, $3, $4 WHERE $2 IS DISTINCT FROM \
+                 SELECT $1, $2, $3, $4 WHERE $5 OR $2 IS DISTINCT FROM \
                    (SELECT version FROM sluice_rule_versions WHERE slot_name = $1 ORDER BY first_lsn DESC, activated_at DESC LIMIT 1) \
                  ON CONFLICT DO NOTHING",
-                &[&self.slot(), &version, &(first_lsn.0 as i64), &module_path],
+                &[&self.slot(), &version, &(first_lsn.0 as i64), &module_path, &always],
             )
             .await
             .map_err(|e| SinkError::sql("recording the rules version", e))?;

@@ -1,0 +1,103 @@
+//! `sluice reload` and `sluice rebucket`: ask a running `sluice run` through its admin listener.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Example:\n  sluice reload --admin-addr 127.0.0.1:9187 --module /srv/rules/v2.wasm")]
+pub struct ReloadArgs {
+    /// Admin address of the running `sluice run` (its --admin-addr). Env: SLUICE_ADMIN_ADDR.
+    #[arg(long, env = "SLUICE_ADMIN_ADDR", default_value = "127.0.0.1:9187")]
+    pub admin_addr: String,
+    /// Load this module instead of re-reading the current one.
+    #[arg(long)]
+    pub module: Option<PathBuf>,
+    /// New rules configuration file for the module's init.
+    #[arg(long)]
+    pub rules_config: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Example:\n  sluice rebucket --admin-addr 127.0.0.1:9187 --table items")]
+pub struct RebucketArgs {
+    /// Admin address of the running `sluice run` (its --admin-addr). Env: SLUICE_ADMIN_ADDR.
+    #[arg(long, env = "SLUICE_ADMIN_ADDR", default_value = "127.0.0.1:9187")]
+    pub admin_addr: String,
+    /// Only this table (schema-qualified unless public); default: every published table.
+    #[arg(long)]
+    pub table: Option<String>,
+}
+
+fn post(addr: &str, path: &str, body: serde_json::Value, timeout: Option<Duration>) -> anyhow::Result<(u16, serde_json::Value)> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(timeout)
+        .build()
+        .into();
+    let url = format!("http://{addr}{path}");
+    let mut resp = agent
+        .post(&url)
+        .send_json(&body)
+        .with_context(|| format!("cannot reach the admin listener at {addr}: is `sluice run --admin-addr {addr}` running?"))?;
+    let status = resp.status().as_u16();
+    let body: serde_json::Value = resp.body_mut().read_json().with_context(|| format!("unexpected answer from {url}"))?;
+    Ok((status, body))
+}
+
+pub fn reload(args: ReloadArgs) -> anyhow::Result<ExitCode> {
+    let module = match &args.module {
+        Some(m) => Some(std::fs::canonicalize(m).with_context(|| format!("module {}", m.display()))?),
+        None => None,
+    };
+    let rules_config = match &args.rules_config {
+        Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("reading rules config {}", p.display()))?),
+        None => None,
+    };
+    let body = serde_json::json!({ "module": module, "rules_config": rules_config });
+    let (status, answer) = post(&args.admin_addr, "/rules/reload", body, Some(Duration::from_secs(300)))?;
+    match answer["status"].as_str() {
+        Some("activated") => {
+            println!(
+                "activated {} (was {}) from LSN {}: compile {} ms, {} ms after the request",
+                answer["version"].as_str().unwrap_or(""),
+                answer["previous"].as_str().unwrap_or(""),
+                answer["first_lsn"].as_str().unwrap_or(""),
+                answer["compile_ms"],
+                answer["latency_ms"]
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Some("unchanged") => {
+            println!("unchanged: {} is already active", answer["version"].as_str().unwrap_or(""));
+            Ok(ExitCode::SUCCESS)
+        }
+        Some("rejected") => bail!(
+            "reload rejected, {} keeps running: {}",
+            answer["active"].as_str().unwrap_or("the active version"),
+            answer["reason"].as_str().unwrap_or("")
+        ),
+        _ => bail!("unexpected answer ({status}): {answer}"),
+    }
+}
+
+pub fn rebucket(args: RebucketArgs) -> anyhow::Result<ExitCode> {
+    eprintln!("re-bucketing (progress is in sluice's log and in sluice_rebucket_progress) ...");
+    let (status, answer) = post(&args.admin_addr, "/rebucket", serde_json::json!({ "table": args.table }), None)?;
+    match answer["status"].as_str() {
+        Some("done") => {
+            println!(
+                "re-bucketed {} rows of {}: {} membership changes written to the changelog in {:.1} s",
+                answer["rows"],
+                answer["tables"],
+                answer["changelog_rows"],
+                answer["seconds"].as_f64().unwrap_or(0.0)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Some("rejected") => bail!("rebucket rejected: {}", answer["reason"].as_str().unwrap_or("")),
+        _ => bail!("unexpected answer ({status}): {answer}"),
+    }
+}
