@@ -245,7 +245,7 @@ mod tests {
     #[test]
     fn malformed_lines_name_the_line() {
         let mut reader = ChangeReader::new();
-        let err = |text: &str| reader_err(&mut reader, text);
+        let mut err = |text: &str| reader_err(&mut reader, text);
         assert_eq!(
             err("nope"),
             "line 7: not a JSON object: expected ident at line 1 column 2"
