@@ -7,7 +7,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Example:\n  sluice reload --admin-addr 127.0.0.1:9187 --module /srv/rules/v2.wasm")]
+#[command(
+    after_help = "Example:\n  sluice reload --admin-addr 127.0.0.1:9187 --module /srv/rules/v2.wasm"
+)]
 pub struct ReloadArgs {
     /// Admin address of the running `sluice run` (its --admin-addr). Env: SLUICE_ADMIN_ADDR.
     #[arg(long, env = "SLUICE_ADMIN_ADDR", default_value = "127.0.0.1:9187")]
@@ -31,7 +33,12 @@ pub struct RebucketArgs {
     pub table: Option<String>,
 }
 
-fn post(addr: &str, path: &str, body: serde_json::Value, timeout: Option<Duration>) -> anyhow::Result<(u16, serde_json::Value)> {
+fn post(
+    addr: &str,
+    path: &str,
+    body: serde_json::Value,
+    timeout: Option<Duration>,
+) -> anyhow::Result<(u16, serde_json::Value)> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(timeout)
@@ -43,21 +50,34 @@ fn post(addr: &str, path: &str, body: serde_json::Value, timeout: Option<Duratio
         .send_json(&body)
         .with_context(|| format!("cannot reach the admin listener at {addr}: is `sluice run --admin-addr {addr}` running?"))?;
     let status = resp.status().as_u16();
-    let body: serde_json::Value = resp.body_mut().read_json().with_context(|| format!("unexpected answer from {url}"))?;
+    let body: serde_json::Value = resp
+        .body_mut()
+        .read_json()
+        .with_context(|| format!("unexpected answer from {url}"))?;
     Ok((status, body))
 }
 
 pub fn reload(args: ReloadArgs) -> anyhow::Result<ExitCode> {
     let module = match &args.module {
-        Some(m) => Some(std::fs::canonicalize(m).with_context(|| format!("module {}", m.display()))?),
+        Some(m) => {
+            Some(std::fs::canonicalize(m).with_context(|| format!("module {}", m.display()))?)
+        }
         None => None,
     };
     let rules_config = match &args.rules_config {
-        Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("reading rules config {}", p.display()))?),
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("reading rules config {}", p.display()))?,
+        ),
         None => None,
     };
     let body = serde_json::json!({ "module": module, "rules_config": rules_config });
-    let (status, answer) = post(&args.admin_addr, "/rules/reload", body, Some(Duration::from_secs(300)))?;
+    let (status, answer) = post(
+        &args.admin_addr,
+        "/rules/reload",
+        body,
+        Some(Duration::from_secs(300)),
+    )?;
     match answer["status"].as_str() {
         Some("activated") => {
             println!(
@@ -71,7 +91,10 @@ pub fn reload(args: ReloadArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Some("unchanged") => {
-            println!("unchanged: {} is already active", answer["version"].as_str().unwrap_or(""));
+            println!(
+                "unchanged: {} is already active",
+                answer["version"].as_str().unwrap_or("")
+            );
             Ok(ExitCode::SUCCESS)
         }
         Some("rejected") => bail!(
@@ -85,7 +108,12 @@ pub fn reload(args: ReloadArgs) -> anyhow::Result<ExitCode> {
 
 pub fn rebucket(args: RebucketArgs) -> anyhow::Result<ExitCode> {
     eprintln!("re-bucketing (progress is in sluice's log and in sluice_rebucket_progress) ...");
-    let (status, answer) = post(&args.admin_addr, "/rebucket", serde_json::json!({ "table": args.table }), None)?;
+    let (status, answer) = post(
+        &args.admin_addr,
+        "/rebucket",
+        serde_json::json!({ "table": args.table }),
+        None,
+    )?;
     match answer["status"].as_str() {
         Some("done") => {
             println!(
@@ -97,7 +125,10 @@ pub fn rebucket(args: RebucketArgs) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Some("rejected") => bail!("rebucket rejected: {}", answer["reason"].as_str().unwrap_or("")),
+        Some("rejected") => bail!(
+            "rebucket rejected: {}",
+            answer["reason"].as_str().unwrap_or("")
+        ),
         _ => bail!("unexpected answer ({status}): {answer}"),
     }
 }

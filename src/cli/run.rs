@@ -13,7 +13,9 @@ use crate::pipeline::config::{Config, FailurePolicy};
 use crate::pipeline::{Health, admin};
 
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Example:\n  sluice run --database-url postgres://sluice@db/app --module rules.wasm --publication app_pub")]
+#[command(
+    after_help = "Example:\n  sluice run --database-url postgres://sluice@db/app --module rules.wasm --publication app_pub"
+)]
 pub struct RunArgs {
     /// Source database URL (or key=value string). Overrides SLUICE_DATABASE_URL and the config file.
     #[arg(long)]
@@ -54,7 +56,10 @@ pub enum LogFormat {
 }
 
 /// Builds the effective configuration: file, then environment, then flags.
-pub fn resolve_config(args: &RunArgs, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<Config> {
+pub fn resolve_config(
+    args: &RunArgs,
+    env: impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<Config> {
     let mut config = match &args.config {
         Some(path) => Config::from_file(path)?,
         None => Config::default(),
@@ -93,7 +98,9 @@ pub fn resolve_config(args: &RunArgs, env: impl Fn(&str) -> Option<String>) -> a
 pub fn init_logging(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Human => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -103,7 +110,10 @@ pub fn init_logging(format: LogFormat, default: &str) {
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     init_logging(args.log_format, "info,wasmtime=warn,cranelift=warn");
     let config = resolve_config(&args, |k| std::env::var(k).ok())?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
     runtime.block_on(run_pipeline(config))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -127,7 +137,10 @@ async fn run_pipeline(config: Config) -> anyhow::Result<()> {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}

@@ -8,20 +8,25 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde::Deserialize;
 use tracing::info;
 
-use crate::pipeline::Health;
 use crate::pipeline::Handles;
+use crate::pipeline::Health;
 use crate::pipeline::rebucket::RebucketOutcome;
 use crate::pipeline::reload::{ReloadOutcome, Trigger};
 
 /// Why the admin listener could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
-    #[error("cannot listen on admin address {addr}: {source}. Choose a free address with --admin-addr")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error(
+        "cannot listen on admin address {addr}: {source}. Choose a free address with --admin-addr"
+    )]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot install the metrics recorder: {0}")]
     Recorder(String),
 }
@@ -45,21 +50,36 @@ pub struct ReloadBody {
 
 /// Installs the Prometheus recorder (process-wide; call once).
 pub fn install_recorder() -> Result<PrometheusHandle, AdminError> {
-    PrometheusBuilder::new().install_recorder().map_err(|e| AdminError::Recorder(e.to_string()))
+    PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| AdminError::Recorder(e.to_string()))
 }
 
 /// Binds the listener and serves it in the background. Returns the bound address (useful with
 /// port 0).
-pub async fn serve(addr: SocketAddr, health: Arc<Health>, metrics: PrometheusHandle, handles: Handles) -> Result<SocketAddr, AdminError> {
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| AdminError::Bind { addr, source })?;
-    let local = listener.local_addr().map_err(|source| AdminError::Bind { addr, source })?;
+pub async fn serve(
+    addr: SocketAddr,
+    health: Arc<Health>,
+    metrics: PrometheusHandle,
+    handles: Handles,
+) -> Result<SocketAddr, AdminError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| AdminError::Bind { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| AdminError::Bind { addr, source })?;
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_page))
         .route("/rules/reload", post(reload_rules))
         .route("/rebucket", post(rebucket))
-        .with_state(AdminState { health, metrics, handles });
+        .with_state(AdminState {
+            health,
+            metrics,
+            handles,
+        });
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "admin listener stopped");
@@ -73,7 +93,10 @@ async fn readyz(State(state): State<AdminState>) -> (StatusCode, &'static str) {
     if state.health.streaming.load(Ordering::Relaxed) {
         (StatusCode::OK, "ready: streaming\n")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: snapshot or connection in progress\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: snapshot or connection in progress\n",
+        )
     }
 }
 
@@ -83,9 +106,16 @@ async fn metrics_page(State(state): State<AdminState>) -> String {
 
 /// Validates and activates a module; answers once it is active (200), or with why it was
 /// rejected (422) while the old version keeps running.
-async fn reload_rules(State(state): State<AdminState>, body: Option<Json<ReloadBody>>) -> (StatusCode, Json<ReloadOutcome>) {
+async fn reload_rules(
+    State(state): State<AdminState>,
+    body: Option<Json<ReloadBody>>,
+) -> (StatusCode, Json<ReloadOutcome>) {
     let body = body.map(|Json(b)| b).unwrap_or_default();
-    let outcome = state.handles.reload.reload(body.module, body.rules_config, Trigger::Api).await;
+    let outcome = state
+        .handles
+        .reload
+        .reload(body.module, body.rules_config, Trigger::Api)
+        .await;
     let status = match outcome {
         ReloadOutcome::Rejected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         _ => StatusCode::OK,
@@ -102,7 +132,10 @@ pub struct RebucketBody {
 }
 
 /// Re-evaluates existing rows with the active rules; answers when the pass is complete.
-async fn rebucket(State(state): State<AdminState>, body: Option<Json<RebucketBody>>) -> (StatusCode, Json<RebucketOutcome>) {
+async fn rebucket(
+    State(state): State<AdminState>,
+    body: Option<Json<RebucketBody>>,
+) -> (StatusCode, Json<RebucketOutcome>) {
     let body = body.map(|Json(b)| b).unwrap_or_default();
     let outcome = state.handles.rebucket.rebucket(body.table).await;
     let status = match outcome {

@@ -87,7 +87,10 @@ impl Batcher {
 
     /// (evaluated, errored) since the last call.
     pub fn take_outcome_counts(&mut self) -> (u64, u64) {
-        (std::mem::take(&mut self.evaluated), std::mem::take(&mut self.errored))
+        (
+            std::mem::take(&mut self.evaluated),
+            std::mem::take(&mut self.errored),
+        )
     }
 
     pub fn begin_tx(&mut self) {
@@ -130,7 +133,12 @@ impl Batcher {
     }
 
     /// Writes pending items into the open sink transaction (mid source transaction).
-    pub async fn write_chunk(&mut self, sink: &mut Sink, rules: &mut RulesInstance, t: &Transform<'_>) -> Result<(), PipelineError> {
+    pub async fn write_chunk(
+        &mut self,
+        sink: &mut Sink,
+        rules: &mut RulesInstance,
+        t: &Transform<'_>,
+    ) -> Result<(), PipelineError> {
         let items = std::mem::take(&mut self.items);
         self.rows = 0;
         self.bytes = 0;
@@ -143,22 +151,52 @@ impl Batcher {
 
     /// Writes and commits every complete source transaction; the open one (if any, and not yet
     /// written) stays pending. Returns what was persisted.
-    pub async fn commit(&mut self, sink: &mut Sink, rules: &mut RulesInstance, t: &Transform<'_>) -> Result<Option<Persisted>, PipelineError> {
-        let Some((lsn, commit_time_us)) = self.last_commit else { return Ok(None) };
+    pub async fn commit(
+        &mut self,
+        sink: &mut Sink,
+        rules: &mut RulesInstance,
+        t: &Transform<'_>,
+    ) -> Result<Option<Persisted>, PipelineError> {
+        let Some((lsn, commit_time_us)) = self.last_commit else {
+            return Ok(None);
+        };
         debug_assert!(!self.open_tx_written);
         let rest = self.items.split_off(self.tx_start);
         let items = std::mem::replace(&mut self.items, rest);
-        self.rows = self.items.iter().filter(|i| matches!(i, Pending::Change(_))).count();
-        self.bytes = self.items.iter().map(|i| if let Pending::Change(c) = i { approx_size(c) } else { 0 }).sum();
+        self.rows = self
+            .items
+            .iter()
+            .filter(|i| matches!(i, Pending::Change(_)))
+            .count();
+        self.bytes = self
+            .items
+            .iter()
+            .map(|i| {
+                if let Pending::Change(c) = i {
+                    approx_size(c)
+                } else {
+                    0
+                }
+            })
+            .sum();
         self.tx_start = 0;
         self.write_items(items, sink, rules, t).await?;
         sink.commit(lsn).await?;
         self.last_commit = None;
         self.first_commit_at = None;
-        Ok(Some(Persisted { lsn, commit_time_us }))
+        Ok(Some(Persisted {
+            lsn,
+            commit_time_us,
+        }))
     }
 
-    async fn write_items(&mut self, items: Vec<Pending>, sink: &mut Sink, rules: &mut RulesInstance, t: &Transform<'_>) -> Result<(), PipelineError> {
+    async fn write_items(
+        &mut self,
+        items: Vec<Pending>,
+        sink: &mut Sink,
+        rules: &mut RulesInstance,
+        t: &Transform<'_>,
+    ) -> Result<(), PipelineError> {
         if items.is_empty() {
             return Ok(());
         }
@@ -178,7 +216,9 @@ impl Batcher {
                 Pending::Truncate(tables) => {
                     self.evaluated += run.len() as u64;
                     errored += evaluate_into(&mut run, rules, t, &mut out)?;
-                    out.extend(tables.iter().map(|s| SinkItem::Truncate { table_name: s.qualified_name() }));
+                    out.extend(tables.iter().map(|s| SinkItem::Truncate {
+                        table_name: s.qualified_name(),
+                    }));
                 }
             }
         }
@@ -195,14 +235,22 @@ impl Batcher {
 
 /// Runs the rules over `run` (then empties it) and appends the sink items. Returns how many
 /// changes the rules failed on.
-pub fn evaluate_into(run: &mut Vec<Change>, rules: &mut RulesInstance, t: &Transform<'_>, out: &mut Vec<SinkItem>) -> Result<u64, PipelineError> {
+pub fn evaluate_into(
+    run: &mut Vec<Change>,
+    rules: &mut RulesInstance,
+    t: &Transform<'_>,
+    out: &mut Vec<SinkItem>,
+) -> Result<u64, PipelineError> {
     if run.is_empty() {
         return Ok(0);
     }
     let started = Instant::now();
     let outcomes = rules.evaluate(run);
     metrics::record_chunk(run, &outcomes, started.elapsed());
-    let errored = outcomes.iter().filter(|o| matches!(o, crate::model::Outcome::Error(_))).count() as u64;
+    let errored = outcomes
+        .iter()
+        .filter(|o| matches!(o, crate::model::Outcome::Error(_)))
+        .count() as u64;
     for (change, outcome) in run.iter().zip(outcomes) {
         t.apply(change, outcome, out)?;
     }
@@ -217,7 +265,13 @@ fn approx_size(c: &Change) -> usize {
             r.iter()
                 .map(|v| {
                     32 + match v {
-                        Value::Text(s) | Value::Numeric(s) | Value::Json(s) | Value::Date(s) | Value::Time(s) | Value::Timestamp(s) | Value::Timestamptz(s) => s.len(),
+                        Value::Text(s)
+                        | Value::Numeric(s)
+                        | Value::Json(s)
+                        | Value::Date(s)
+                        | Value::Time(s)
+                        | Value::Timestamp(s)
+                        | Value::Timestamptz(s) => s.len(),
                         Value::Bytes(b) => b.len(),
                         _ => 0,
                     }

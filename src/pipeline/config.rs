@@ -100,7 +100,13 @@ pub struct ReloadSection {
 
 impl Default for ReloadSection {
     fn default() -> Self {
-        ReloadSection { watch: true, debounce_ms: 200, rollback: true, rollback_window: 100, rollback_error_rate: 0.5 }
+        ReloadSection {
+            watch: true,
+            debounce_ms: 200,
+            rollback: true,
+            rollback_window: 100,
+            rollback_error_rate: 0.5,
+        }
     }
 }
 

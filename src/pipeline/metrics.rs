@@ -31,10 +31,22 @@ pub fn describe() {
     metrics::describe_histogram!(BATCH_ROWS, "Rows per sink transaction chunk");
     metrics::describe_histogram!(BATCH_SECONDS, "Time to write one sink chunk");
     metrics::describe_histogram!(RULE_SECONDS, "Time spent in the rules module per chunk");
-    metrics::describe_gauge!(CONFIRMED_LSN, "Last LSN persisted and confirmed to PostgreSQL");
-    metrics::describe_gauge!(LAG_BYTES, "WAL bytes between the server's WAL end and the confirmed LSN");
-    metrics::describe_gauge!(LAG_SECONDS, "Seconds between the last persisted commit's timestamp and now");
-    metrics::describe_gauge!(RULES_VERSION, "The active rules module version (label), value 1");
+    metrics::describe_gauge!(
+        CONFIRMED_LSN,
+        "Last LSN persisted and confirmed to PostgreSQL"
+    );
+    metrics::describe_gauge!(
+        LAG_BYTES,
+        "WAL bytes between the server's WAL end and the confirmed LSN"
+    );
+    metrics::describe_gauge!(
+        LAG_SECONDS,
+        "Seconds between the last persisted commit's timestamp and now"
+    );
+    metrics::describe_gauge!(
+        RULES_VERSION,
+        "The active rules module version (label), value 1"
+    );
     metrics::describe_counter!(SNAPSHOT_ROWS, "Rows read by the initial snapshot");
     metrics::describe_counter!(RECONNECTS, "Reconnections after a lost connection");
 }
@@ -44,7 +56,9 @@ pub fn describe() {
 pub fn record_chunk(changes: &[Change], outcomes: &[Outcome], rule_time: Duration) {
     let mut by_table: HashMap<(&str, &str, Operation), u64> = HashMap::new();
     for c in changes {
-        *by_table.entry((c.table.schema.as_str(), c.table.name.as_str(), c.op)).or_default() += 1;
+        *by_table
+            .entry((c.table.schema.as_str(), c.table.name.as_str(), c.op))
+            .or_default() += 1;
     }
     for ((schema, name, op), n) in by_table {
         counter!(CHANGES, "table" => format!("{schema}.{name}"), "op" => op.as_str()).increment(n);

@@ -30,9 +30,9 @@ use crate::pg::PgConfig;
 use crate::rules::{RuleLimits, RulesEngine, RulesModule};
 use crate::sink::schema::SIDECAR_TABLES;
 use crate::sink::{Sink, SinkError};
+use crate::source::SourceError;
 use crate::source::catalog::{self, CatalogError};
 use crate::source::snapshot::SnapshotError;
-use crate::source::SourceError;
 use config::Config;
 use transform::HaltOnFailure;
 
@@ -42,7 +42,7 @@ pub enum PipelineError {
     #[error(transparent)]
     Config(#[from] config::ConfigError),
     #[error(transparent)]
-    Source(#[from] SourceError),
+    Source(Box<SourceError>),
     #[error(transparent)]
     Catalog(#[from] CatalogError),
     #[error(transparent)]
@@ -57,27 +57,50 @@ pub enum PipelineError {
     Pg(#[from] crate::pg::PgError),
     #[error("invalid database URL: {0}")]
     Url(String),
-    #[error("wal_level is {0:?} on the source server; logical replication needs `wal_level = logical` in postgresql.conf (or `ALTER SYSTEM SET wal_level = logical;`) and a server restart")]
+    #[error(
+        "wal_level is {0:?} on the source server; logical replication needs `wal_level = logical` in postgresql.conf (or `ALTER SYSTEM SET wal_level = logical;`) and a server restart"
+    )]
     WalLevel(String),
-    #[error("replication slot {slot:?} no longer exists, but sync_wal_position says changes up to {lsn} were already consumed through it: the WAL in between is gone. To re-snapshot, run `DELETE FROM sync_wal_position WHERE slot_name = '{slot}'; DELETE FROM sluice_snapshot_progress WHERE slot_name = '{slot}';` in the sink database and restart sluice")]
+    #[error(
+        "replication slot {slot:?} no longer exists, but sync_wal_position says changes up to {lsn} were already consumed through it: the WAL in between is gone. To re-snapshot, run `DELETE FROM sync_wal_position WHERE slot_name = '{slot}'; DELETE FROM sluice_snapshot_progress WHERE slot_name = '{slot}';` in the sink database and restart sluice"
+    )]
     SlotDropped { slot: String, lsn: Lsn },
-    #[error("replication slot {slot:?} has been invalidated by the server (wal_status = lost, usually max_slot_wal_keep_size): the WAL it needed is gone. Drop it with `SELECT pg_drop_replication_slot('{slot}');`, then re-snapshot: `DELETE FROM sync_wal_position WHERE slot_name = '{slot}'; DELETE FROM sluice_snapshot_progress WHERE slot_name = '{slot}';` in the sink database, and restart sluice")]
+    #[error(
+        "replication slot {slot:?} has been invalidated by the server (wal_status = lost, usually max_slot_wal_keep_size): the WAL it needed is gone. Drop it with `SELECT pg_drop_replication_slot('{slot}');`, then re-snapshot: `DELETE FROM sync_wal_position WHERE slot_name = '{slot}'; DELETE FROM sluice_snapshot_progress WHERE slot_name = '{slot}';` in the sink database, and restart sluice"
+    )]
     SlotInvalidated { slot: String },
-    #[error("replication slot {slot:?} is in use by another connection (pid {pid}): is another sluice running with the same slot? Stop it, or use a different --slot")]
+    #[error(
+        "replication slot {slot:?} is in use by another connection (pid {pid}): is another sluice running with the same slot? Stop it, or use a different --slot"
+    )]
     SlotBusy { slot: String, pid: i32 },
-    #[error("replication slot {slot:?} uses output plugin {plugin:?}, not pgoutput: choose another --slot name")]
+    #[error(
+        "replication slot {slot:?} uses output plugin {plugin:?}, not pgoutput: choose another --slot name"
+    )]
     SlotPlugin { slot: String, plugin: String },
-    #[error("replication slot {slot:?} belongs to database {database:?}, not the one sluice streams from: choose another --slot name (slots are shared by every database of a server)")]
+    #[error(
+        "replication slot {slot:?} belongs to database {database:?}, not the one sluice streams from: choose another --slot name (slots are shared by every database of a server)"
+    )]
     SlotOtherDatabase { slot: String, database: String },
     #[error("blocking task failed: {0}")]
     Join(String),
+}
+
+impl From<SourceError> for PipelineError {
+    fn from(e: SourceError) -> Self {
+        PipelineError::Source(Box::new(e))
+    }
 }
 
 impl PipelineError {
     /// A lost connection that reconnecting can cure, as opposed to a problem that needs a human.
     pub fn is_transient(&self) -> bool {
         match self {
-            PipelineError::Source(e) => matches!(e, SourceError::ConnectionLost { .. } | SourceError::Connect { .. } | SourceError::Closed),
+            PipelineError::Source(e) => matches!(
+                **e,
+                SourceError::ConnectionLost { .. }
+                    | SourceError::Connect { .. }
+                    | SourceError::Closed
+            ),
             PipelineError::Pg(_) => true,
             PipelineError::Sink(e) => e.is_connection_lost(),
             PipelineError::Snapshot(SnapshotError::Read { source, .. }) => source.is_closed(),
@@ -130,7 +153,13 @@ pub struct Receivers {
 pub fn controls() -> (Handles, Receivers) {
     let (reload, reload_rx) = reload::channel();
     let (rebucket, rebucket_rx) = rebucket::channel();
-    (Handles { reload, rebucket }, Receivers { reload: reload_rx, rebucket: rebucket_rx })
+    (
+        Handles { reload, rebucket },
+        Receivers {
+            reload: reload_rx,
+            rebucket: rebucket_rx,
+        },
+    )
 }
 
 /// Loads the rules module (off the async threads: compiling takes a while).
@@ -141,7 +170,9 @@ pub async fn load_rules(config: &Config) -> Result<(RulesEngine, Arc<RulesModule
         max_buckets_per_change: config.rules.max_buckets_per_change,
         ..RuleLimits::default()
     };
-    let path = config.rules.module.clone().ok_or_else(|| config::ConfigError::Invalid("no rules module: pass --module PATH".into()))?;
+    let path = config.rules.module.clone().ok_or_else(|| {
+        config::ConfigError::Invalid("no rules module: pass --module PATH".into())
+    })?;
     let rules_config = config.rules_config_text()?;
     tokio::task::spawn_blocking(move || {
         let engine = RulesEngine::new(limits)?;
@@ -189,7 +220,11 @@ pub async fn run(
     ));
     // Kept alive for the whole run: dropping the watcher stops it.
     let _watcher = if config.reload.watch {
-        match reload::watch_file(&module_file, Duration::from_millis(config.reload.debounce_ms), reload_handle.clone()) {
+        match reload::watch_file(
+            &module_file,
+            Duration::from_millis(config.reload.debounce_ms),
+            reload_handle.clone(),
+        ) {
             Ok(w) => Some(w),
             Err(e) => {
                 warn!(error = %e, module = %module_path, "cannot watch the module file; reload with SIGHUP or POST /rules/reload instead");
@@ -218,7 +253,11 @@ pub async fn run(
     loop {
         match stream::session(&ctx).await {
             Ok(()) => return Ok(()),
-            Err(e) if e.is_transient() && ctx.health.has_streamed.load(Ordering::Relaxed) && !*ctx.shutdown.borrow() => {
+            Err(e)
+                if e.is_transient()
+                    && ctx.health.has_streamed.load(Ordering::Relaxed)
+                    && !*ctx.shutdown.borrow() =>
+            {
                 ctx.health.streaming.store(false, Ordering::Relaxed);
                 ::metrics::counter!(metrics::RECONNECTS).increment(1);
                 warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "connection lost; reconnecting and resuming from the stored LSN");
@@ -251,7 +290,10 @@ fn spawn_sighup(handle: reload::ReloadHandle) {
 }
 
 /// Checks the source server, the publication and its tables before anything is created.
-pub async fn preflight(client: &tokio_postgres::Client, config: &Config) -> Result<Vec<catalog::PublishedTable>, PipelineError> {
+pub async fn preflight(
+    client: &tokio_postgres::Client,
+    config: &Config,
+) -> Result<Vec<catalog::PublishedTable>, PipelineError> {
     let wal_level: String = client
         .query_one("SELECT current_setting('wal_level')", &[])
         .await
@@ -260,10 +302,18 @@ pub async fn preflight(client: &tokio_postgres::Client, config: &Config) -> Resu
     if wal_level != "logical" {
         return Err(PipelineError::WalLevel(wal_level));
     }
-    if config.create_publication && !catalog::publication_exists(client, &config.publication).await? {
+    if config.create_publication
+        && !catalog::publication_exists(client, &config.publication).await?
+    {
         let tables: Vec<String> = config.tables.iter().map(|t| quote_qualified(t)).collect();
-        let sql = format!("CREATE PUBLICATION {} FOR TABLE {}", catalog::quote_ident(&config.publication), tables.join(", "));
-        client.batch_execute(&sql).await.map_err(|e| SinkError::sql(format!("creating publication {}", config.publication), e))?;
+        let sql = format!(
+            "CREATE PUBLICATION {} FOR TABLE {}",
+            catalog::quote_ident(&config.publication),
+            tables.join(", ")
+        );
+        client.batch_execute(&sql).await.map_err(|e| {
+            SinkError::sql(format!("creating publication {}", config.publication), e)
+        })?;
         info!(publication = %config.publication, tables = ?config.tables, "created the publication");
     }
     Ok(catalog::published_tables(client, &config.publication, SIDECAR_TABLES).await?)
@@ -272,7 +322,11 @@ pub async fn preflight(client: &tokio_postgres::Client, config: &Config) -> Resu
 /// `schema.table` or `table`, each part quoted.
 fn quote_qualified(name: &str) -> String {
     match name.split_once('.') {
-        Some((schema, table)) => format!("{}.{}", catalog::quote_ident(schema), catalog::quote_ident(table)),
+        Some((schema, table)) => format!(
+            "{}.{}",
+            catalog::quote_ident(schema),
+            catalog::quote_ident(table)
+        ),
         None => catalog::quote_ident(name),
     }
 }

@@ -15,7 +15,9 @@ pub fn value_json(value: &Value) -> Json {
         Value::Float(f) if f.is_finite() => json!(f),
         Value::Float(f) => Json::String(f.to_string()),
         Value::Bytes(b) => Json::String(format!("\\x{}", hex::encode(b))),
-        Value::Json(text) => serde_json::from_str(text).unwrap_or_else(|_| Json::String(text.clone())),
+        Value::Json(text) => {
+            serde_json::from_str(text).unwrap_or_else(|_| Json::String(text.clone()))
+        }
         Value::Text(s)
         | Value::Numeric(s)
         | Value::Date(s)

@@ -21,13 +21,22 @@ impl SnapshotProgressView {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::new_spinner();
             bar.set_style(
-                ProgressStyle::with_template("{spinner} snapshot {msg} {human_pos} rows ({per_sec}) {elapsed}")
-                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                ProgressStyle::with_template(
+                    "{spinner} snapshot {msg} {human_pos} rows ({per_sec}) {elapsed}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
             );
             bar.enable_steady_tick(Duration::from_millis(200));
             bar
         });
-        SnapshotProgressView { bar, tables_total, tables_done: 0, rows: 0, started: Instant::now(), last_log: Instant::now() }
+        SnapshotProgressView {
+            bar,
+            tables_total,
+            tables_done: 0,
+            rows: 0,
+            started: Instant::now(),
+            last_log: Instant::now(),
+        }
     }
 
     pub fn table_started(&mut self, table: &str) {
@@ -35,7 +44,12 @@ impl SnapshotProgressView {
         if let Some(bar) = &self.bar {
             bar.set_message(msg);
         } else {
-            info!(table, tables_done = self.tables_done, tables_total = self.tables_total, "snapshot of table started");
+            info!(
+                table,
+                tables_done = self.tables_done,
+                tables_total = self.tables_total,
+                "snapshot of table started"
+            );
         }
     }
 
@@ -46,7 +60,11 @@ impl SnapshotProgressView {
         } else if self.last_log.elapsed() >= Duration::from_secs(5) {
             self.last_log = Instant::now();
             let rate = self.rows as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
-            info!(rows = self.rows, rows_per_sec = rate as u64, "snapshot progress");
+            info!(
+                rows = self.rows,
+                rows_per_sec = rate as u64,
+                "snapshot progress"
+            );
         }
     }
 
@@ -58,6 +76,11 @@ impl SnapshotProgressView {
         if let Some(bar) = self.bar {
             bar.finish_and_clear();
         }
-        info!(rows = total, tables = self.tables_total, seconds = self.started.elapsed().as_secs_f64(), "snapshot complete");
+        info!(
+            rows = total,
+            tables = self.tables_total,
+            seconds = self.started.elapsed().as_secs_f64(),
+            "snapshot complete"
+        );
     }
 }

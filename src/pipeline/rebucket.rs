@@ -36,8 +36,15 @@ pub struct RebucketRequest {
 #[derive(Clone, Debug, Serialize, PartialEq)]
 #[serde(tag = "status", rename_all = "kebab-case")]
 pub enum RebucketOutcome {
-    Done { tables: Vec<String>, rows: u64, changelog_rows: u64, seconds: f64 },
-    Rejected { reason: String },
+    Done {
+        tables: Vec<String>,
+        rows: u64,
+        changelog_rows: u64,
+        seconds: f64,
+    },
+    Rejected {
+        reason: String,
+    },
 }
 
 #[derive(Clone)]
@@ -49,8 +56,18 @@ impl RebucketHandle {
     /// Runs a pass and waits for it to finish.
     pub async fn rebucket(&self, table: Option<String>) -> RebucketOutcome {
         let (reply, rx) = oneshot::channel();
-        if self.tx.send(RebucketRequest { table, reply: Some(reply) }).await.is_err() {
-            return RebucketOutcome::Rejected { reason: "the pipeline is shutting down".into() };
+        if self
+            .tx
+            .send(RebucketRequest {
+                table,
+                reply: Some(reply),
+            })
+            .await
+            .is_err()
+        {
+            return RebucketOutcome::Rejected {
+                reason: "the pipeline is shutting down".into(),
+            };
         }
         rx.await.unwrap_or(RebucketOutcome::Rejected {
             reason: "the pipeline stopped before the pass finished; it resumes on restart".into(),
@@ -85,14 +102,23 @@ impl RebucketJob {
     ) -> Result<Option<RebucketJob>, PipelineError> {
         let tables: Vec<PublishedTable> = published
             .iter()
-            .filter(|t| request.table.as_deref().is_none_or(|name| t.schema.qualified_name() == name))
+            .filter(|t| {
+                request
+                    .table
+                    .as_deref()
+                    .is_none_or(|name| t.schema.qualified_name() == name)
+            })
             .cloned()
             .collect();
         if tables.is_empty() {
             let reason = format!(
                 "table {} is not in the publication; published tables: {}",
                 request.table.unwrap_or_default(),
-                published.iter().map(|t| t.schema.qualified_name()).collect::<Vec<_>>().join(", ")
+                published
+                    .iter()
+                    .map(|t| t.schema.qualified_name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
             if let Some(reply) = request.reply {
                 let _ = reply.send(RebucketOutcome::Rejected { reason });
@@ -102,7 +128,13 @@ impl RebucketJob {
         sink.clear_progress(Walk::Rebucket).await?;
         let mut progress = Vec::new();
         for t in &tables {
-            let p = TableProgress { table_name: t.schema.qualified_name(), last_key: None, rows_done: 0, done: false, consistent_lsn: at };
+            let p = TableProgress {
+                table_name: t.schema.qualified_name(),
+                last_key: None,
+                rows_done: 0,
+                done: false,
+                consistent_lsn: at,
+            };
             sink.save_progress(Walk::Rebucket, &p).await?;
             progress.push(p);
         }
@@ -112,22 +144,58 @@ impl RebucketJob {
     }
 
     /// Resumes a pass that a restart interrupted, if any.
-    pub async fn resume(published: &[PublishedTable], sink: &Sink) -> Result<Option<RebucketJob>, PipelineError> {
-        let progress: Vec<TableProgress> = sink.progress(Walk::Rebucket).await?.into_iter().filter(|p| !p.done).collect();
+    pub async fn resume(
+        published: &[PublishedTable],
+        sink: &Sink,
+    ) -> Result<Option<RebucketJob>, PipelineError> {
+        let progress: Vec<TableProgress> = sink
+            .progress(Walk::Rebucket)
+            .await?
+            .into_iter()
+            .filter(|p| !p.done)
+            .collect();
         if progress.is_empty() {
             return Ok(None);
         }
         let tables: Vec<PublishedTable> = progress
             .iter()
-            .filter_map(|p| published.iter().find(|t| t.schema.qualified_name() == p.table_name).cloned())
+            .filter_map(|p| {
+                published
+                    .iter()
+                    .find(|t| t.schema.qualified_name() == p.table_name)
+                    .cloned()
+            })
             .collect();
-        info!(tables = tables.len(), "resuming an interrupted re-bucketing pass");
-        let progress = progress.into_iter().filter(|p| tables.iter().any(|t| t.schema.qualified_name() == p.table_name)).collect();
+        info!(
+            tables = tables.len(),
+            "resuming an interrupted re-bucketing pass"
+        );
+        let progress = progress
+            .into_iter()
+            .filter(|p| {
+                tables
+                    .iter()
+                    .any(|t| t.schema.qualified_name() == p.table_name)
+            })
+            .collect();
         Ok(Some(RebucketJob::new(tables, progress, None)))
     }
 
-    fn new(tables: Vec<PublishedTable>, progress: Vec<TableProgress>, reply: Option<oneshot::Sender<RebucketOutcome>>) -> Self {
-        RebucketJob { tables, progress, index: 0, reader: None, rows: 0, changelog_rows: 0, started: Instant::now(), reply }
+    fn new(
+        tables: Vec<PublishedTable>,
+        progress: Vec<TableProgress>,
+        reply: Option<oneshot::Sender<RebucketOutcome>>,
+    ) -> Self {
+        RebucketJob {
+            tables,
+            progress,
+            index: 0,
+            reader: None,
+            rows: 0,
+            changelog_rows: 0,
+            started: Instant::now(),
+            reply,
+        }
     }
 
     /// Processes one chunk. Returns true when the pass is complete. The sink must have no open
@@ -147,9 +215,9 @@ impl RebucketJob {
             return self.finish(sink).await;
         };
         let progress = &mut self.progress[self.index];
-        let reader = self
-            .reader
-            .get_or_insert_with(|| TableReader::new(table.clone(), progress.last_key.clone(), chunk_rows, at));
+        let reader = self.reader.get_or_insert_with(|| {
+            TableReader::new(table.clone(), progress.last_key.clone(), chunk_rows, at)
+        });
         match reader.next_chunk(source).await? {
             None => {
                 progress.done = true;
@@ -188,7 +256,12 @@ impl RebucketJob {
     async fn finish(&mut self, sink: &mut Sink) -> Result<bool, PipelineError> {
         sink.clear_progress(Walk::Rebucket).await?;
         let seconds = self.started.elapsed().as_secs_f64();
-        info!(rows = self.rows, changelog_rows = self.changelog_rows, seconds, "re-bucketing complete");
+        info!(
+            rows = self.rows,
+            changelog_rows = self.changelog_rows,
+            seconds,
+            "re-bucketing complete"
+        );
         if let Some(reply) = self.reply.take() {
             let _ = reply.send(RebucketOutcome::Done {
                 tables: self.progress.iter().map(|p| p.table_name.clone()).collect(),

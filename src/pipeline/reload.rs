@@ -54,7 +54,13 @@ impl Trigger {
 #[serde(tag = "status", rename_all = "kebab-case")]
 pub enum ReloadOutcome {
     /// The new version evaluates every transaction from `first_lsn` on.
-    Activated { version: String, previous: String, first_lsn: String, compile_ms: u64, latency_ms: u64 },
+    Activated {
+        version: String,
+        previous: String,
+        first_lsn: String,
+        compile_ms: u64,
+        latency_ms: u64,
+    },
     /// Same bytes and configuration as the active version: nothing to do.
     Unchanged { version: String },
     /// Validation failed; the old version keeps running.
@@ -114,11 +120,24 @@ pub struct ReloadHandle {
 
 impl ReloadHandle {
     /// Asks for a reload and waits for the outcome.
-    pub async fn reload(&self, module: Option<PathBuf>, rules_config: Option<String>, trigger: Trigger) -> ReloadOutcome {
+    pub async fn reload(
+        &self,
+        module: Option<PathBuf>,
+        rules_config: Option<String>,
+        trigger: Trigger,
+    ) -> ReloadOutcome {
         let (reply, rx) = oneshot::channel();
-        let request = ReloadRequest { module, rules_config, trigger, reply: Some(reply) };
+        let request = ReloadRequest {
+            module,
+            rules_config,
+            trigger,
+            reply: Some(reply),
+        };
         if self.tx.send(request).await.is_err() {
-            return ReloadOutcome::Rejected { reason: "the pipeline is shutting down".into(), active: String::new() };
+            return ReloadOutcome::Rejected {
+                reason: "the pipeline is shutting down".into(),
+                active: String::new(),
+            };
         }
         rx.await.unwrap_or(ReloadOutcome::Rejected {
             reason: "the pipeline stopped before the new version became active".into(),
@@ -128,7 +147,12 @@ impl ReloadHandle {
 
     /// Fire and forget (file watch, SIGHUP).
     pub fn nudge(&self, trigger: Trigger) {
-        let _ = self.tx.try_send(ReloadRequest { module: None, rules_config: None, trigger, reply: None });
+        let _ = self.tx.try_send(ReloadRequest {
+            module: None,
+            rules_config: None,
+            trigger,
+            reply: None,
+        });
     }
 }
 
@@ -154,16 +178,25 @@ pub async fn validator(
         let bytes = match tokio::fs::read(&candidate_path).await {
             Ok(b) => b,
             Err(e) => {
-                reject(req, format!("cannot read {}: {e}", candidate_path.display()), &active.0);
+                reject(
+                    req,
+                    format!("cannot read {}: {e}", candidate_path.display()),
+                    &active.0,
+                );
                 continue;
             }
         };
         let version = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
         if version == active.0 && candidate_config == active.1 {
             if req.trigger != Trigger::File {
-                info!(version, trigger = req.trigger.as_str(), "reload requested but the module and its configuration are unchanged");
+                info!(
+                    version,
+                    trigger = req.trigger.as_str(),
+                    "reload requested but the module and its configuration are unchanged"
+                );
             }
-            counter!(RELOADS, "result" => "unchanged", "trigger" => req.trigger.as_str()).increment(1);
+            counter!(RELOADS, "result" => "unchanged", "trigger" => req.trigger.as_str())
+                .increment(1);
             if let Some(reply) = req.reply {
                 let _ = reply.send(ReloadOutcome::Unchanged { version });
             }
@@ -188,7 +221,13 @@ pub async fn validator(
         path = candidate_path;
         config = candidate_config.clone();
         active = (module.version().to_owned(), candidate_config);
-        let swap = Swap { module, trigger: req.trigger, requested_at, compile, reply: req.reply };
+        let swap = Swap {
+            module,
+            trigger: req.trigger,
+            requested_at,
+            compile,
+            reply: req.reply,
+        };
         if swaps.send(swap).await.is_err() {
             return;
         }
@@ -199,14 +238,25 @@ fn reject(req: ReloadRequest, reason: String, active: &str) {
     warn!(reason = %reason, trigger = req.trigger.as_str(), active, "rules reload rejected; the active version keeps running");
     counter!(RELOADS, "result" => "rejected", "trigger" => req.trigger.as_str()).increment(1);
     if let Some(reply) = req.reply {
-        let _ = reply.send(ReloadOutcome::Rejected { reason, active: active.to_owned() });
+        let _ = reply.send(ReloadOutcome::Rejected {
+            reason,
+            active: active.to_owned(),
+        });
     }
 }
 
 /// Watches the module file and nudges the validator after writes settle. Watching the directory
 /// catches editors and deploy tools that replace the file rather than write it in place.
-pub fn watch_file(path: &Path, debounce: Duration, handle: ReloadHandle) -> Result<notify::RecommendedWatcher, notify::Error> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_owned();
+pub fn watch_file(
+    path: &Path,
+    debounce: Duration,
+    handle: ReloadHandle,
+) -> Result<notify::RecommendedWatcher, notify::Error> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_owned();
     let name = path.file_name().map(|n| n.to_owned());
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {

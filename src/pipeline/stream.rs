@@ -21,7 +21,9 @@ use crate::pipeline::snapshot::run_snapshot;
 use crate::pipeline::transform::Transform;
 use crate::pipeline::{Context, PipelineError, metrics, open_sink, preflight};
 use crate::sink::schema::SIDECAR_TABLES;
-use crate::source::{ReplicationConnection, SourceError, SnapshotAction, SourceEvent, StartOptions, lookup_slot};
+use crate::source::{
+    ReplicationConnection, SnapshotAction, SourceError, SourceEvent, StartOptions, lookup_slot,
+};
 
 /// Runs one session. `Ok(())` means a clean shutdown.
 pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
@@ -33,32 +35,58 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
     let mut module = ctx.active.load_full();
     let mut rules = module.instantiate()?;
     let soft_delete = |table: &str| config.soft_delete_column_for(table).map(str::to_owned);
-    let mut transform = Transform { policy: config.failure_policy, rules_version: module.version().to_owned(), soft_delete: &soft_delete };
+    let mut transform = Transform {
+        policy: config.failure_policy,
+        rules_version: module.version().to_owned(),
+        soft_delete: &soft_delete,
+    };
 
     let stored = sink.stored_lsn().await?;
     let slot_state = lookup_slot(&source_sql, slot).await?;
     let mut repl = ReplicationConnection::connect(&ctx.source).await?;
 
     let start_lsn = match (&slot_state, stored) {
-        (None, Some(lsn)) => return Err(PipelineError::SlotDropped { slot: slot.to_owned(), lsn }),
+        (None, Some(lsn)) => {
+            return Err(PipelineError::SlotDropped {
+                slot: slot.to_owned(),
+                lsn,
+            });
+        }
         (Some(s), _) if s.wal_status.as_deref() == Some("lost") => {
-            return Err(PipelineError::SlotInvalidated { slot: slot.to_owned() });
+            return Err(PipelineError::SlotInvalidated {
+                slot: slot.to_owned(),
+            });
         }
         (Some(s), _) if s.plugin.as_deref() != Some("pgoutput") => {
-            return Err(PipelineError::SlotPlugin { slot: slot.to_owned(), plugin: s.plugin.clone().unwrap_or_default() });
+            return Err(PipelineError::SlotPlugin {
+                slot: slot.to_owned(),
+                plugin: s.plugin.clone().unwrap_or_default(),
+            });
         }
         (Some(s), _) if s.database.as_deref() != Some(ctx.source.dbname.as_str()) => {
-            return Err(PipelineError::SlotOtherDatabase { slot: slot.to_owned(), database: s.database.clone().unwrap_or_default() });
+            return Err(PipelineError::SlotOtherDatabase {
+                slot: slot.to_owned(),
+                database: s.database.clone().unwrap_or_default(),
+            });
         }
         (Some(s), _) if s.active => {
-            return Err(PipelineError::SlotBusy { slot: slot.to_owned(), pid: s.active_pid.unwrap_or(0) });
+            return Err(PipelineError::SlotBusy {
+                slot: slot.to_owned(),
+                pid: s.active_pid.unwrap_or(0),
+            });
         }
         (None, None) => {
             // First start: the slot's exported snapshot and its consistent point make the
             // hand-off from snapshot to stream gapless.
             let created = repl.create_slot(slot, SnapshotAction::Export).await?;
             info!(slot, consistent_point = %created.consistent_point, "created replication slot");
-            sink.record_rule_version(module.version(), created.consistent_point, &ctx.module_path, false).await?;
+            sink.record_rule_version(
+                module.version(),
+                created.consistent_point,
+                &ctx.module_path,
+                false,
+            )
+            .await?;
             run_snapshot(
                 &source_sql,
                 created.snapshot_name.as_deref(),
@@ -78,7 +106,11 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
             // The slot exists but the snapshot never finished: resume it without the exported
             // snapshot (see pipeline::snapshot for what that costs).
             let progress = sink.snapshot_progress().await?;
-            let consistent = progress.first().map_or(s.confirmed_flush_lsn.unwrap_or_default(), |p| p.consistent_lsn);
+            let consistent = progress
+                .first()
+                .map_or(s.confirmed_flush_lsn.unwrap_or_default(), |p| {
+                    p.consistent_lsn
+                });
             warn!(slot, %consistent, "resuming an interrupted snapshot without its exported snapshot");
             run_snapshot(
                 &source_sql,
@@ -98,7 +130,8 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
         (Some(s), Some(lsn)) => lsn.max(s.confirmed_flush_lsn.unwrap_or_default()),
     };
     let stored = sink.stored_lsn().await?.unwrap_or(start_lsn);
-    sink.record_rule_version(module.version(), start_lsn, &ctx.module_path, false).await?;
+    sink.record_rule_version(module.version(), start_lsn, &ctx.module_path, false)
+        .await?;
 
     let mut stream = repl
         .start_replication(StartOptions {
@@ -135,23 +168,23 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
             _ = shutdown.changed() => None,
             swap = swaps.recv(), if pending_swap.is_none() => {
                 pending_swap = swap;
-                if !batcher.in_tx() {
-                    if let Some(swap) = pending_swap.take() {
-                        confirmed = confirmed.max(
-                            apply_swap(ctx, swap, &mut module, &mut rules, &mut transform, &mut batcher, &mut sink, &stream, last_end, &mut rollback_watch).await?,
-                        );
-                    }
+                if !batcher.in_tx()
+                    && let Some(swap) = pending_swap.take()
+                {
+                    confirmed = confirmed.max(
+                        apply_swap(ctx, swap, &mut module, &mut rules, &mut transform, &mut batcher, &mut sink, &stream, last_end, &mut rollback_watch).await?,
+                    );
                 }
                 continue;
             }
             request = rebuckets.recv(), if job.is_none() => {
                 if let Some(request) = request {
                     // Edges must reflect every change received before the pass reads them.
-                    if !batcher.in_tx() {
-                        if let Some(p) = batcher.commit(&mut sink, &mut rules, &transform).await? {
-                            confirmed = p.lsn;
-                            stream.confirm(p.lsn);
-                        }
+                    if !batcher.in_tx()
+                        && let Some(p) = batcher.commit(&mut sink, &mut rules, &transform).await?
+                    {
+                        confirmed = p.lsn;
+                        stream.confirm(p.lsn);
                     }
                     job = RebucketJob::start(request, &tables, &mut sink, last_end).await?;
                 }
@@ -186,10 +219,10 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
         };
         let Some(event) = event else {
             // Shutdown: persist every complete transaction received, confirm, close cleanly.
-            if batcher.can_commit_now() {
-                if let Some(p) = batcher.commit(&mut sink, &mut rules, &transform).await? {
-                    stream.confirm(p.lsn);
-                }
+            if batcher.can_commit_now()
+                && let Some(p) = batcher.commit(&mut sink, &mut rules, &transform).await?
+            {
+                stream.confirm(p.lsn);
             }
             sink.rollback().await?;
             stream.send_status_now().await?;
@@ -198,7 +231,7 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
             return Ok(());
         };
         let Some(event) = event else {
-            return Err(PipelineError::Source(SourceError::ConnectionLost {
+            return Err(PipelineError::from(SourceError::ConnectionLost {
                 target: ctx.source.redacted(),
                 last_lsn: confirmed,
                 reason: "the server ended the stream".into(),
@@ -220,19 +253,28 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
                 }
                 batcher.push(Pending::Change(change));
                 if batcher.over_limits() {
-                    batcher.write_chunk(&mut sink, &mut rules, &transform).await?;
+                    batcher
+                        .write_chunk(&mut sink, &mut rules, &transform)
+                        .await?;
                 }
             }
             SourceEvent::Truncate { tables, .. } => {
                 if skipping {
                     continue;
                 }
-                let tables: Vec<_> = tables.into_iter().filter(|t| !is_sidecar(&t.schema, &t.name)).collect();
+                let tables: Vec<_> = tables
+                    .into_iter()
+                    .filter(|t| !is_sidecar(&t.schema, &t.name))
+                    .collect();
                 if !tables.is_empty() {
                     batcher.push(Pending::Truncate(tables));
                 }
             }
-            SourceEvent::Commit { end_lsn, commit_time_us, .. } => {
+            SourceEvent::Commit {
+                end_lsn,
+                commit_time_us,
+                ..
+            } => {
                 server_end = server_end.max(end_lsn);
                 last_end = last_end.max(end_lsn);
                 if skipping {
@@ -242,7 +284,19 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
                 batcher.commit_tx(end_lsn, commit_time_us);
                 if let Some(swap) = pending_swap.take() {
                     confirmed = confirmed.max(
-                        apply_swap(ctx, swap, &mut module, &mut rules, &mut transform, &mut batcher, &mut sink, &stream, last_end, &mut rollback_watch).await?,
+                        apply_swap(
+                            ctx,
+                            swap,
+                            &mut module,
+                            &mut rules,
+                            &mut transform,
+                            &mut batcher,
+                            &mut sink,
+                            &stream,
+                            last_end,
+                            &mut rollback_watch,
+                        )
+                        .await?,
                     );
                 } else if batcher.over_limits() {
                     if let Some(p) = batcher.commit(&mut sink, &mut rules, &transform).await? {
@@ -311,10 +365,15 @@ async fn apply_swap(
     *rules = new_rules;
     transform.rules_version = module.version().to_owned();
     ctx.active.store(Arc::clone(module));
-    sink.record_rule_version(module.version(), last_end, &ctx.module_path, true).await?;
+    sink.record_rule_version(module.version(), last_end, &ctx.module_path, true)
+        .await?;
     let is_rollback = swap.trigger == Trigger::Rollback;
     swap.activated(previous.version(), last_end);
-    *watch = (ctx.config.reload.rollback && !is_rollback).then(|| RollbackWatch { previous, seen: 0, errors: 0 });
+    *watch = (ctx.config.reload.rollback && !is_rollback).then(|| RollbackWatch {
+        previous,
+        seen: 0,
+        errors: 0,
+    });
     Ok(persisted)
 }
 
@@ -329,7 +388,10 @@ async fn check_rollback(ctx: &Context, watch: &mut Option<RollbackWatch>, batche
         return;
     }
     let rate = w.errors as f64 / w.seen as f64;
-    if let Some(w) = watch.take().filter(|_| rate > ctx.config.reload.rollback_error_rate) {
+    if let Some(w) = watch
+        .take()
+        .filter(|_| rate > ctx.config.reload.rollback_error_rate)
+    {
         error!(
             error_rate = rate,
             threshold = ctx.config.reload.rollback_error_rate,

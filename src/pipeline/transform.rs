@@ -11,7 +11,9 @@ use crate::sink::{RuleFailure, SinkItem, SinkRecord, record_id};
 
 /// A change the rules failed on, under the `halt` policy.
 #[derive(Debug, thiserror::Error)]
-#[error("rules failed on {table} key {record_id} at LSN {lsn} (rules version {version:.12}): {message}. Policy is halt: nothing after the previous transaction was stored; fix the rules or switch to failure_policy = \"dead-letter\", then restart")]
+#[error(
+    "rules failed on {table} key {record_id} at LSN {lsn} (rules version {version:.12}): {message}. Policy is halt: nothing after the previous transaction was stored; fix the rules or switch to failure_policy = \"dead-letter\", then restart"
+)]
 pub struct HaltOnFailure {
     pub table: String,
     pub record_id: String,
@@ -30,7 +32,12 @@ pub struct Transform<'a> {
 
 impl Transform<'_> {
     /// Appends the sink items for one change.
-    pub fn apply(&self, change: &Change, outcome: Outcome, out: &mut Vec<SinkItem>) -> Result<(), HaltOnFailure> {
+    pub fn apply(
+        &self,
+        change: &Change,
+        outcome: Outcome,
+        out: &mut Vec<SinkItem>,
+    ) -> Result<(), HaltOnFailure> {
         let table_name = change.table.qualified_name();
         let new_id = change.new.as_deref().and_then(|row| key_of(change, row));
         let old_id = change.old.as_deref().and_then(|row| key_of(change, row));
@@ -39,27 +46,36 @@ impl Transform<'_> {
             _ => new_id.clone(),
         };
         let Some(record_id) = record_id else {
-            return self.fail(change, table_name, None, "cannot determine the row's primary key (key columns missing, NULL or unchanged)".into(), out);
+            return self.fail(
+                change,
+                table_name,
+                None,
+                "cannot determine the row's primary key (key columns missing, NULL or unchanged)"
+                    .into(),
+                out,
+            );
         };
 
         let buckets = match outcome {
             Outcome::Keep(buckets) => buckets,
             Outcome::Drop => Vec::new(),
-            Outcome::Error(message) => return self.fail(change, table_name, Some(record_id), message, out),
+            Outcome::Error(message) => {
+                return self.fail(change, table_name, Some(record_id), message, out);
+            }
         };
 
         // An update that changes the key is the old row leaving and a new row arriving.
-        if change.op == Operation::Update {
-            if let Some(old_id) = old_id.filter(|old| *old != record_id) {
-                out.push(SinkItem::Record(SinkRecord {
-                    table_name: table_name.clone(),
-                    record_id: old_id,
-                    op: Operation::Delete,
-                    buckets: Vec::new(),
-                    checksum: None,
-                    membership_only: false,
-                }));
-            }
+        if change.op == Operation::Update
+            && let Some(old_id) = old_id.filter(|old| *old != record_id)
+        {
+            out.push(SinkItem::Record(SinkRecord {
+                table_name: table_name.clone(),
+                record_id: old_id,
+                op: Operation::Delete,
+                buckets: Vec::new(),
+                checksum: None,
+                membership_only: false,
+            }));
         }
 
         let op = if change.op != Operation::Delete && self.is_soft_deleted(change, &table_name) {
@@ -67,12 +83,20 @@ impl Transform<'_> {
         } else {
             change.op
         };
-        let checksum = change.new.as_deref().filter(|_| op != Operation::Delete).map(row_checksum);
+        let checksum = change
+            .new
+            .as_deref()
+            .filter(|_| op != Operation::Delete)
+            .map(row_checksum);
         out.push(SinkItem::Record(SinkRecord {
             table_name,
             record_id,
             op,
-            buckets: if op == Operation::Delete { Vec::new() } else { buckets },
+            buckets: if op == Operation::Delete {
+                Vec::new()
+            } else {
+                buckets
+            },
             checksum,
             membership_only: false,
         }));
@@ -80,8 +104,12 @@ impl Transform<'_> {
     }
 
     fn is_soft_deleted(&self, change: &Change, table_name: &str) -> bool {
-        let Some(column) = (self.soft_delete)(table_name) else { return false };
-        let Some(index) = change.table.column_index(&column) else { return false };
+        let Some(column) = (self.soft_delete)(table_name) else {
+            return false;
+        };
+        let Some(index) = change.table.column_index(&column) else {
+            return false;
+        };
         matches!(change.new.as_ref().and_then(|r| r.get(index)), Some(v) if !matches!(v, Value::Null | Value::Unchanged))
     }
 
@@ -174,18 +202,33 @@ mod tests {
     use crate::model::{Column, Lsn, ReplicaIdentity, TableSchema};
 
     fn table() -> Arc<TableSchema> {
-        let col = |name: &str, key| Column { name: name.into(), type_oid: 25, type_modifier: -1, key };
+        let col = |name: &str, key| Column {
+            name: name.into(),
+            type_oid: 25,
+            type_modifier: -1,
+            key,
+        };
         Arc::new(TableSchema {
             oid: 1,
             schema: "public".into(),
             name: "items".into(),
             replica_identity: ReplicaIdentity::Default,
-            columns: vec![col("id", true), col("user_id", false), col("deleted_at", false)],
+            columns: vec![
+                col("id", true),
+                col("user_id", false),
+                col("deleted_at", false),
+            ],
         })
     }
 
     fn change(op: Operation, new: Option<Vec<Value>>, old: Option<Vec<Value>>) -> Change {
-        Change { table: table(), op, new, old, lsn: Lsn(0x10) }
+        Change {
+            table: table(),
+            op,
+            new,
+            old,
+            lsn: Lsn(0x10),
+        }
     }
 
     fn t(s: &str) -> Value {
@@ -194,14 +237,24 @@ mod tests {
 
     fn transform(policy: FailurePolicy) -> Transform<'static> {
         static SOFT: fn(&str) -> Option<String> = |_| Some("deleted_at".into());
-        Transform { policy, rules_version: "abc".into(), soft_delete: &SOFT }
+        Transform {
+            policy,
+            rules_version: "abc".into(),
+            soft_delete: &SOFT,
+        }
     }
 
     #[test]
     fn soft_delete_becomes_a_delete_with_no_buckets() {
         let mut out = Vec::new();
-        let c = change(Operation::Update, Some(vec![t("1"), t("u1"), t("2024-01-01")]), None);
-        transform(FailurePolicy::DeadLetter).apply(&c, Outcome::Keep(vec!["user:u1".into()]), &mut out).unwrap();
+        let c = change(
+            Operation::Update,
+            Some(vec![t("1"), t("u1"), t("2024-01-01")]),
+            None,
+        );
+        transform(FailurePolicy::DeadLetter)
+            .apply(&c, Outcome::Keep(vec!["user:u1".into()]), &mut out)
+            .unwrap();
         assert_eq!(
             out,
             vec![SinkItem::Record(SinkRecord {
@@ -218,8 +271,14 @@ mod tests {
     #[test]
     fn key_change_is_a_delete_of_the_old_key_then_the_new_row() {
         let mut out = Vec::new();
-        let c = change(Operation::Update, Some(vec![t("2"), t("u1"), Value::Null]), Some(vec![t("1"), Value::Null, Value::Null]));
-        transform(FailurePolicy::DeadLetter).apply(&c, Outcome::Keep(vec!["user:u1".into()]), &mut out).unwrap();
+        let c = change(
+            Operation::Update,
+            Some(vec![t("2"), t("u1"), Value::Null]),
+            Some(vec![t("1"), Value::Null, Value::Null]),
+        );
+        transform(FailurePolicy::DeadLetter)
+            .apply(&c, Outcome::Keep(vec!["user:u1".into()]), &mut out)
+            .unwrap();
         let ids: Vec<(String, Operation)> = out
             .iter()
             .map(|i| match i {
@@ -227,14 +286,26 @@ mod tests {
                 other => panic!("unexpected {other:?}"),
             })
             .collect();
-        assert_eq!(ids, vec![("1".into(), Operation::Delete), ("2".into(), Operation::Update)]);
+        assert_eq!(
+            ids,
+            vec![
+                ("1".into(), Operation::Delete),
+                ("2".into(), Operation::Update)
+            ]
+        );
     }
 
     #[test]
     fn errors_follow_the_policy() {
-        let c = change(Operation::Insert, Some(vec![t("7"), t("u1"), Value::Null]), None);
+        let c = change(
+            Operation::Insert,
+            Some(vec![t("7"), t("u1"), Value::Null]),
+            None,
+        );
         let mut out = Vec::new();
-        transform(FailurePolicy::DeadLetter).apply(&c, Outcome::Error("boom".into()), &mut out).unwrap();
+        transform(FailurePolicy::DeadLetter)
+            .apply(&c, Outcome::Error("boom".into()), &mut out)
+            .unwrap();
         match &out[..] {
             [SinkItem::Failure(f)] => {
                 assert_eq!(f.error_text, "boom");
@@ -243,7 +314,13 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
-        let err = transform(FailurePolicy::Halt).apply(&c, Outcome::Error("boom".into()), &mut Vec::new()).unwrap_err();
-        assert!(err.to_string().starts_with("rules failed on items key 7 at LSN 0/10 (rules version abc): boom."), "{err}");
+        let err = transform(FailurePolicy::Halt)
+            .apply(&c, Outcome::Error("boom".into()), &mut Vec::new())
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("rules failed on items key 7 at LSN 0/10 (rules version abc): boom."),
+            "{err}"
+        );
     }
 }

@@ -234,10 +234,16 @@ mod tests {
     #[test]
     fn rebucketing_logs_only_membership_changes() {
         let mut stored = HashMap::new();
-        stored.insert(("items".to_string(), "1".to_string()), BTreeSet::from(["user:a".to_string(), "global".to_string()]));
+        stored.insert(
+            ("items".to_string(), "1".to_string()),
+            BTreeSet::from(["user:a".to_string(), "global".to_string()]),
+        );
         let mut state = EdgeState::new(stored);
         let mut out = Vec::new();
-        let record = SinkRecord { membership_only: true, ..rec(Operation::Update, "1", &["global", "org:1"]) };
+        let record = SinkRecord {
+            membership_only: true,
+            ..rec(Operation::Update, "1", &["global", "org:1"])
+        };
         state.apply(&record, true, &mut out);
         assert_eq!(ops(&out), vec![("user:a".into(), 3), ("org:1".into(), 1)]);
     }

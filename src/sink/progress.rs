@@ -93,7 +93,10 @@ impl Sink {
     /// Forgets a finished re-bucketing pass.
     pub async fn clear_progress(&self, walk: Walk) -> Result<(), SinkError> {
         self.client()
-            .execute(&format!("DELETE FROM {} WHERE slot_name = $1", walk.table()), &[&self.slot()])
+            .execute(
+                &format!("DELETE FROM {} WHERE slot_name = $1", walk.table()),
+                &[&self.slot()],
+            )
             .await
             .map_err(|e| SinkError::sql("clearing re-bucketing progress", e))?;
         Ok(())
@@ -102,7 +105,13 @@ impl Sink {
     /// Records that `version` evaluates changes from `first_lsn` on. At start (`always` false)
     /// nothing is recorded when it already is the latest recorded version; a swap (`always`
     /// true) is recorded even with the same bytes, since its configuration changed.
-    pub async fn record_rule_version(&self, version: &str, first_lsn: Lsn, module_path: &str, always: bool) -> Result<bool, SinkError> {
+    pub async fn record_rule_version(
+        &self,
+        version: &str,
+        first_lsn: Lsn,
+        module_path: &str,
+        always: bool,
+    ) -> Result<bool, SinkError> {
         let n = self
             .client()
             .execute(

@@ -20,13 +20,24 @@ pub struct PublishedTable {
 /// Why the catalog cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
-    #[error("publication {publication:?} does not exist in database {database:?}: create it with `CREATE PUBLICATION {publication} FOR TABLE ...;`, or set create_publication = true and tables = [...] in the config")]
-    MissingPublication { publication: String, database: String },
-    #[error("publication {0:?} has no tables: add some with `ALTER PUBLICATION {0} ADD TABLE ...;`")]
+    #[error(
+        "publication {publication:?} does not exist in database {database:?}: create it with `CREATE PUBLICATION {publication} FOR TABLE ...;`, or set create_publication = true and tables = [...] in the config"
+    )]
+    MissingPublication {
+        publication: String,
+        database: String,
+    },
+    #[error(
+        "publication {0:?} has no tables: add some with `ALTER PUBLICATION {0} ADD TABLE ...;`"
+    )]
     EmptyPublication(String),
-    #[error("table {table} has no primary key{ri}: sluice identifies rows by their key. Add one with `ALTER TABLE {table} ADD PRIMARY KEY (...)`, or remove the table from the publication")]
+    #[error(
+        "table {table} has no primary key{ri}: sluice identifies rows by their key. Add one with `ALTER TABLE {table} ADD PRIMARY KEY (...)`, or remove the table from the publication"
+    )]
     NoPrimaryKey { table: String, ri: &'static str },
-    #[error("table {table} has REPLICA IDENTITY NOTHING, so PostgreSQL does not send which row an update or delete touched: run `ALTER TABLE {table} REPLICA IDENTITY DEFAULT;`")]
+    #[error(
+        "table {table} has REPLICA IDENTITY NOTHING, so PostgreSQL does not send which row an update or delete touched: run `ALTER TABLE {table} REPLICA IDENTITY DEFAULT;`"
+    )]
     ReplicaIdentityNothing { table: String },
     #[error("reading the catalog of the source database ({what}): {source}")]
     Sql {
@@ -43,7 +54,10 @@ fn sql(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> CatalogError
 /// Whether the publication exists.
 pub async fn publication_exists(client: &Client, publication: &str) -> Result<bool, CatalogError> {
     let row = client
-        .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&publication])
+        .query_opt(
+            "SELECT 1 FROM pg_publication WHERE pubname = $1",
+            &[&publication],
+        )
         .await
         .map_err(sql("looking up the publication"))?;
     Ok(row.is_some())
@@ -62,7 +76,10 @@ pub async fn published_tables(
             .await
             .map_err(sql("reading the database name"))?
             .get(0);
-        return Err(CatalogError::MissingPublication { publication: publication.to_owned(), database });
+        return Err(CatalogError::MissingPublication {
+            publication: publication.to_owned(),
+            database,
+        });
     }
     let rows = client
         .query(
@@ -116,7 +133,12 @@ pub async fn published_tables(
             if key_pos > 0 {
                 key_positions.push((key_pos, i));
             }
-            shape.columns.push(Column { name: c.get(0), type_oid: c.get(1), type_modifier: c.get(2), key: key_pos > 0 });
+            shape.columns.push(Column {
+                name: c.get(0),
+                type_oid: c.get(1),
+                type_modifier: c.get(2),
+                key: key_pos > 0,
+            });
         }
         key_positions.sort();
         let key: Vec<usize> = key_positions.into_iter().map(|(_, i)| i).collect();
@@ -124,10 +146,20 @@ pub async fn published_tables(
             return Err(CatalogError::ReplicaIdentityNothing { table: qualified });
         }
         if key.is_empty() {
-            let ri = if shape.replica_identity == ReplicaIdentity::Full { " (REPLICA IDENTITY FULL is not enough)" } else { "" };
-            return Err(CatalogError::NoPrimaryKey { table: qualified, ri });
+            let ri = if shape.replica_identity == ReplicaIdentity::Full {
+                " (REPLICA IDENTITY FULL is not enough)"
+            } else {
+                ""
+            };
+            return Err(CatalogError::NoPrimaryKey {
+                table: qualified,
+                ri,
+            });
         }
-        tables.push(PublishedTable { schema: Arc::new(shape), key });
+        tables.push(PublishedTable {
+            schema: Arc::new(shape),
+            key,
+        });
     }
     if tables.is_empty() {
         return Err(CatalogError::EmptyPublication(publication.to_owned()));
@@ -149,6 +181,10 @@ pub fn quote_literal(value: &str) -> String {
 impl PublishedTable {
     /// `"schema"."table"`, quoted for SQL.
     pub fn sql_name(&self) -> String {
-        format!("{}.{}", quote_ident(&self.schema.schema), quote_ident(&self.schema.name))
+        format!(
+            "{}.{}",
+            quote_ident(&self.schema.schema),
+            quote_ident(&self.schema.name)
+        )
     }
 }

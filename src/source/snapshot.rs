@@ -10,13 +10,15 @@ use std::sync::Arc;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::model::{Change, Lsn, Operation, Value};
-use crate::source::catalog::{quote_ident, quote_literal, PublishedTable};
+use crate::source::catalog::{PublishedTable, quote_ident, quote_literal};
 use crate::source::values::decode_text;
 
 /// A snapshot failure, naming the table.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
-    #[error("cannot import the exported snapshot {name:?} (it is only valid while the replication connection that created the slot stays idle): {source}")]
+    #[error(
+        "cannot import the exported snapshot {name:?} (it is only valid while the replication connection that created the slot stays idle): {source}"
+    )]
     Import {
         name: String,
         #[source]
@@ -28,7 +30,9 @@ pub enum SnapshotError {
         #[source]
         source: tokio_postgres::Error,
     },
-    #[error("snapshot of {table}: key column {column} is NULL in a row; primary key columns cannot be NULL")]
+    #[error(
+        "snapshot of {table}: key column {column} is NULL in a row; primary key columns cannot be NULL"
+    )]
     NullKey { table: String, column: String },
 }
 
@@ -47,12 +51,18 @@ pub struct SnapshotChunk {
 pub async fn begin(client: &Client, exported: Option<&str>) -> Result<(), SnapshotError> {
     let mut sql = String::from("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;");
     if let Some(name) = exported {
-        sql.push_str(&format!(" SET TRANSACTION SNAPSHOT {};", quote_literal(name)));
+        sql.push_str(&format!(
+            " SET TRANSACTION SNAPSHOT {};",
+            quote_literal(name)
+        ));
     }
     client
         .batch_execute(&sql)
         .await
-        .map_err(|source| SnapshotError::Import { name: exported.unwrap_or("(fresh)").to_owned(), source })
+        .map_err(|source| SnapshotError::Import {
+            name: exported.unwrap_or("(fresh)").to_owned(),
+            source,
+        })
 }
 
 /// Ends the snapshot transaction.
@@ -60,7 +70,10 @@ pub async fn end(client: &Client) -> Result<(), SnapshotError> {
     client
         .batch_execute("COMMIT")
         .await
-        .map_err(|source| SnapshotError::Read { table: "(commit)".to_owned(), source })
+        .map_err(|source| SnapshotError::Read {
+            table: "(commit)".to_owned(),
+            source,
+        })
 }
 
 /// Reads one table chunk by chunk.
@@ -77,12 +90,25 @@ pub struct TableReader {
 impl TableReader {
     /// `after` resumes after a persisted key; `lsn` is stamped on every change (the consistent
     /// point).
-    pub fn new(table: PublishedTable, after: Option<Vec<String>>, chunk_rows: usize, lsn: Lsn) -> Self {
+    pub fn new(
+        table: PublishedTable,
+        after: Option<Vec<String>>,
+        chunk_rows: usize,
+        lsn: Lsn,
+    ) -> Self {
         let cols = &table.schema.columns;
         // Qualified with the alias: an unqualified ORDER BY name would pick the text-cast output
         // column of the same name and sort keys as text.
-        let select_list = cols.iter().map(|c| format!("t.{}::text", quote_ident(&c.name))).collect::<Vec<_>>().join(", ");
-        let keys: Vec<String> = table.key.iter().map(|&i| format!("t.{}", quote_ident(&cols[i].name))).collect();
+        let select_list = cols
+            .iter()
+            .map(|c| format!("t.{}::text", quote_ident(&c.name)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let keys: Vec<String> = table
+            .key
+            .iter()
+            .map(|&i| format!("t.{}", quote_ident(&cols[i].name)))
+            .collect();
         TableReader {
             order_by: keys.join(", "),
             key_tuple: format!("({})", keys.join(", ")),
@@ -99,25 +125,44 @@ impl TableReader {
     }
 
     /// The next chunk, or `None` when the table is done.
-    pub async fn next_chunk(&mut self, client: &Client) -> Result<Option<SnapshotChunk>, SnapshotError> {
-        let mut sql = format!("SELECT {} FROM {} AS t", self.select_list, self.table.sql_name());
+    pub async fn next_chunk(
+        &mut self,
+        client: &Client,
+    ) -> Result<Option<SnapshotChunk>, SnapshotError> {
+        let mut sql = format!(
+            "SELECT {} FROM {} AS t",
+            self.select_list,
+            self.table.sql_name()
+        );
         if let Some(last) = &self.last_key {
             // Untyped literals take the key columns' types, so the comparison uses the same btree
             // order as ORDER BY.
             let lits: Vec<String> = last.iter().map(|v| quote_literal(v)).collect();
-            sql.push_str(&format!(" WHERE {} > ({})", self.key_tuple, lits.join(", ")));
+            sql.push_str(&format!(
+                " WHERE {} > ({})",
+                self.key_tuple,
+                lits.join(", ")
+            ));
         }
-        sql.push_str(&format!(" ORDER BY {} LIMIT {}", self.order_by, self.chunk_rows));
+        sql.push_str(&format!(
+            " ORDER BY {} LIMIT {}",
+            self.order_by, self.chunk_rows
+        ));
         let qualified = self.table.schema.qualified_name();
         let messages = client
             .simple_query(&sql)
             .await
-            .map_err(|source| SnapshotError::Read { table: qualified.clone(), source })?;
+            .map_err(|source| SnapshotError::Read {
+                table: qualified.clone(),
+                source,
+            })?;
         let shape = &self.table.schema;
         let mut changes = Vec::with_capacity(self.chunk_rows.min(messages.len()));
         let mut last_key = None;
         for message in &messages {
-            let SimpleQueryMessage::Row(row) = message else { continue };
+            let SimpleQueryMessage::Row(row) = message else {
+                continue;
+            };
             let mut values = Vec::with_capacity(shape.columns.len());
             for (i, column) in shape.columns.iter().enumerate() {
                 values.push(match row.get(i) {
@@ -130,7 +175,10 @@ impl TableReader {
                 match row.get(i) {
                     Some(text) => key.push(text.to_owned()),
                     None => {
-                        return Err(SnapshotError::NullKey { table: qualified, column: shape.columns[i].name.clone() });
+                        return Err(SnapshotError::NullKey {
+                            table: qualified,
+                            column: shape.columns[i].name.clone(),
+                        });
                     }
                 }
             }
@@ -147,7 +195,10 @@ impl TableReader {
             None => Ok(None),
             Some(key) => {
                 self.last_key = Some(key.clone());
-                Ok(Some(SnapshotChunk { changes, last_key: key }))
+                Ok(Some(SnapshotChunk {
+                    changes,
+                    last_key: key,
+                }))
             }
         }
     }

@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 const CHANGES: f64 = 170_000.0;
 
 fn workload(name: &str) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/workloads").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/workloads")
+        .join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 
@@ -35,7 +37,10 @@ fn main() {
     let cluster = pg::cluster();
     let db = cluster.create_db_blocking("bench_w1");
     cluster.psql(&db.name, &workload("w1-schema.sql"));
-    cluster.psql(&db.name, "CREATE TABLE marker (id int PRIMARY KEY); ALTER PUBLICATION w1_pub ADD TABLE marker;");
+    cluster.psql(
+        &db.name,
+        "CREATE TABLE marker (id int PRIMARY KEY); ALTER PUBLICATION w1_pub ADD TABLE marker;",
+    );
     let module = wasm::module("by-owner");
 
     // sluice takes its own slot and snapshots the still-empty table, then stops: the whole
@@ -57,7 +62,11 @@ fn main() {
     }
     unsafe { libc::kill(first.id() as i32, libc::SIGTERM) };
     first.wait().unwrap();
-    query(cluster, &db.name, "SELECT pg_create_logical_replication_slot('bench_recv', 'pgoutput')");
+    query(
+        cluster,
+        &db.name,
+        "SELECT pg_create_logical_replication_slot('bench_recv', 'pgoutput')",
+    );
 
     let started = Instant::now();
     cluster.psql(&db.name, &workload("w1.sql"));
@@ -69,7 +78,20 @@ fn main() {
     let out = tempfile::NamedTempFile::new().unwrap();
     let started = Instant::now();
     let status = Command::new(cluster.bin("pg_recvlogical"))
-        .args(["-d", &db.url, "-S", "bench_recv", "--start", "-E", &end_lsn, "-o", "proto_version=1", "-o", "publication_names=w1_pub", "-f"])
+        .args([
+            "-d",
+            &db.url,
+            "-S",
+            "bench_recv",
+            "--start",
+            "-E",
+            &end_lsn,
+            "-o",
+            "proto_version=1",
+            "-o",
+            "publication_names=w1_pub",
+            "-f",
+        ])
         .arg(out.path())
         .status()
         .expect("run pg_recvlogical");
@@ -77,13 +99,23 @@ fn main() {
     assert!(status.success(), "pg_recvlogical failed");
 
     // sluice: from start until sync_wal_position passes the marker's commit.
-    let marker_floor: i64 = query(cluster, &db.name, &format!("SELECT ('{end_lsn}'::pg_lsn - '0/0')::int8 - 1")).parse().unwrap();
+    let marker_floor: i64 = query(
+        cluster,
+        &db.name,
+        &format!("SELECT ('{end_lsn}'::pg_lsn - '0/0')::int8 - 1"),
+    )
+    .parse()
+    .unwrap();
     let started = Instant::now();
     let mut child = run_args(&[]).spawn().expect("start sluice");
     let mut peak = 0;
     loop {
         peak = peak.max(peak_rss_kib(child.id()).unwrap_or(0));
-        let stored = query(cluster, &db.name, "SELECT coalesce(max(confirmed_lsn), 0) FROM sync_wal_position");
+        let stored = query(
+            cluster,
+            &db.name,
+            "SELECT coalesce(max(confirmed_lsn), 0) FROM sync_wal_position",
+        );
         if stored.parse::<i64>().unwrap_or(0) >= marker_floor {
             break;
         }
@@ -97,13 +129,26 @@ fn main() {
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     child.wait().unwrap();
 
-    let rows = query(cluster, &db.name, "SELECT count(*) FROM sync_changelog WHERE table_name = 'items'");
-    let edges = query(cluster, &db.name, "SELECT count(*) FROM sync_bucket_edges WHERE table_name = 'items'");
+    let rows = query(
+        cluster,
+        &db.name,
+        "SELECT count(*) FROM sync_changelog WHERE table_name = 'items'",
+    );
+    let edges = query(
+        cluster,
+        &db.name,
+        "SELECT count(*) FROM sync_bucket_edges WHERE table_name = 'items'",
+    );
     let recv_rate = CHANGES / recv_secs;
     let sluice_rate = CHANGES / sluice_secs;
     println!("pg_recvlogical: {recv_secs:.2} s, {recv_rate:.0} changes/s");
-    println!("sluice (by-owner, end to end): {sluice_secs:.2} s, {sluice_rate:.0} changes/s (includes process start and module compile)");
-    println!("ratio sluice / pg_recvlogical: {:.2}", sluice_rate / recv_rate);
+    println!(
+        "sluice (by-owner, end to end): {sluice_secs:.2} s, {sluice_rate:.0} changes/s (includes process start and module compile)"
+    );
+    println!(
+        "ratio sluice / pg_recvlogical: {:.2}",
+        sluice_rate / recv_rate
+    );
     println!("sluice peak RSS: {:.1} MiB", peak as f64 / 1024.0);
     println!("changelog rows: {rows} (expected 180000), edges: {edges} (expected 90000)");
     assert_eq!(rows, "180000");

@@ -12,7 +12,9 @@ use crate::support::{RunOpts, Sluice, changelog, count, wait_for, wait_persisted
 use crate::wasm;
 
 fn workload(name: &str) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/workloads").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/workloads")
+        .join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!("cannot read the shared workload {}: {e}. The repository must be checked out with ../shared beside it", path.display())
     })
@@ -25,7 +27,11 @@ fn w1_oracle(id: i64) -> Vec<(String, i16)> {
     let owner = format!("user:u{}", id % 1000);
     match id {
         1..=50_000 => vec![(owner.clone(), 1), (owner, 2)],
-        50_001..=60_000 => vec![(owner.clone(), 1), (owner, 3), (format!("user:u{}", (id + 7) % 1000), 1)],
+        50_001..=60_000 => vec![
+            (owner.clone(), 1),
+            (owner, 3),
+            (format!("user:u{}", (id + 7) % 1000), 1),
+        ],
         60_001..=70_000 => vec![(owner.clone(), 1), (owner, 3)],
         _ => vec![(owner, 1)],
     }
@@ -37,7 +43,12 @@ async fn kill_9_at_random_moments_during_w1_loses_and_duplicates_nothing() {
     let db = cluster.create_db("crash_w1").await;
     let client = db.client().await;
     cluster.psql(&db.name, &workload("w1-schema.sql"));
-    client.batch_execute("CREATE TABLE marker (id int PRIMARY KEY); ALTER PUBLICATION w1_pub ADD TABLE marker;").await.unwrap();
+    client
+        .batch_execute(
+            "CREATE TABLE marker (id int PRIMARY KEY); ALTER PUBLICATION w1_pub ADD TABLE marker;",
+        )
+        .await
+        .unwrap();
     let opts = RunOpts {
         publication: Some("w1_pub".into()),
         config_toml: Some("[batch]\nmax_rows = 3000\n".into()),
@@ -47,9 +58,12 @@ async fn kill_9_at_random_moments_during_w1_loses_and_duplicates_nothing() {
 
     // Snapshot of the empty table, so the whole workload comes through the stream.
     let mut sluice = Sluice::start(&db, &module, opts.clone());
-    wait_for("the snapshot", Duration::from_secs(60), &mut sluice, || async {
-        crate::support::stored_lsn(&client).await.is_some()
-    })
+    wait_for(
+        "the snapshot",
+        Duration::from_secs(60),
+        &mut sluice,
+        || async { crate::support::stored_lsn(&client).await.is_some() },
+    )
     .await;
 
     let w1 = workload("w1.sql");
@@ -75,10 +89,17 @@ async fn kill_9_at_random_moments_during_w1_loses_and_duplicates_nothing() {
 
     let entries = changelog(&client).await;
     let items: Vec<_> = entries.iter().filter(|e| e.1 == "items").collect();
-    assert_eq!(items.len(), 180_000, "W1 with by-owner gives exactly 180,000 changelog rows");
+    assert_eq!(
+        items.len(),
+        180_000,
+        "W1 with by-owner gives exactly 180,000 changelog rows"
+    );
     let mut per_record: HashMap<i64, Vec<(String, i16)>> = HashMap::new();
     for (bucket, _, id, op) in &items {
-        per_record.entry(id.parse().unwrap()).or_default().push((bucket.clone(), *op));
+        per_record
+            .entry(id.parse().unwrap())
+            .or_default()
+            .push((bucket.clone(), *op));
     }
     assert_eq!(per_record.len(), 100_000);
     for (id, history) in &per_record {
@@ -97,8 +118,18 @@ async fn kill_9_at_random_moments_during_w1_loses_and_duplicates_nothing() {
             3 if id <= 60_000 => 2,
             _ => 3,
         };
-        assert!(phase >= last_phase, "record {id} op {op} (phase {phase}) after phase {last_phase}: out of commit order");
+        assert!(
+            phase >= last_phase,
+            "record {id} op {op} (phase {phase}) after phase {last_phase}: out of commit order"
+        );
         last_phase = phase;
     }
-    assert_eq!(count(&client, "SELECT count(*) FROM sync_bucket_edges WHERE table_name = 'items'").await, 90_000);
+    assert_eq!(
+        count(
+            &client,
+            "SELECT count(*) FROM sync_bucket_edges WHERE table_name = 'items'"
+        )
+        .await,
+        90_000
+    );
 }

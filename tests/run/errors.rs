@@ -16,7 +16,10 @@ fn fails(db: &pg::TestDb, module: &std::path::Path, opts: RunOpts) -> String {
 }
 
 fn error_line(log: &str) -> &str {
-    log.lines().rev().find(|l| l.starts_with("error: ")).unwrap_or_else(|| panic!("no error line in:\n{log}"))
+    log.lines()
+        .rev()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("no error line in:\n{log}"))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -57,14 +60,26 @@ async fn missing_publication_is_refused_with_the_fix() {
     let db = pg::cluster().create_db("err_nopub").await;
     let log = fails(&db, &wasm::module("by-owner"), RunOpts::default());
     let line = error_line(&log);
-    assert!(line.starts_with("error: publication \"sluice_pub\" does not exist in database \"err_nopub"), "{line}");
-    assert!(line.contains("CREATE PUBLICATION sluice_pub FOR TABLE"), "{line}");
+    assert!(
+        line.starts_with(
+            "error: publication \"sluice_pub\" does not exist in database \"err_nopub"
+        ),
+        "{line}"
+    );
+    assert!(
+        line.contains("CREATE PUBLICATION sluice_pub FOR TABLE"),
+        "{line}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn missing_module_is_refused_before_connecting() {
     let db = pg::cluster().create_db("err_nomodule").await;
-    let log = fails(&db, std::path::Path::new("/nonexistent/rules.wasm"), RunOpts::default());
+    let log = fails(
+        &db,
+        std::path::Path::new("/nonexistent/rules.wasm"),
+        RunOpts::default(),
+    );
     let line = error_line(&log);
     assert!(line.starts_with("error: "), "{line}");
     assert!(line.contains("/nonexistent/rules.wasm"), "{line}");
@@ -76,10 +91,16 @@ async fn bad_config_key_is_refused_with_its_name() {
     let log = fails(
         &db,
         &wasm::module("by-owner"),
-        RunOpts { config_toml: Some("[batch]\nmax_rowz = 3\n".into()), ..Default::default() },
+        RunOpts {
+            config_toml: Some("[batch]\nmax_rowz = 3\n".into()),
+            ..Default::default()
+        },
     );
     let line = error_line(&log);
-    assert!(line.contains("is invalid") && line.contains("unknown field `max_rowz`"), "{line}");
+    assert!(
+        line.contains("is invalid") && line.contains("unknown field `max_rowz`"),
+        "{line}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -110,16 +131,31 @@ async fn dropped_slot_is_fatal_with_how_to_resnapshot_and_keeps_the_changelog() 
         .await
         .unwrap();
     let mut sluice = Sluice::start(&db, &wasm::module("by-owner"), RunOpts::default());
-    wait_for("the snapshot", Duration::from_secs(60), &mut sluice, || async {
-        crate::support::stored_lsn(&client).await.is_some()
-    })
+    wait_for(
+        "the snapshot",
+        Duration::from_secs(60),
+        &mut sluice,
+        || async { crate::support::stored_lsn(&client).await.is_some() },
+    )
     .await;
     assert!(sluice.stop().success());
     let slot = crate::support::slot_for(&db);
-    client.batch_execute(&format!("SELECT pg_drop_replication_slot('{slot}')")).await.unwrap();
+    client
+        .batch_execute(&format!("SELECT pg_drop_replication_slot('{slot}')"))
+        .await
+        .unwrap();
     let log = fails(&db, &wasm::module("by-owner"), RunOpts::default());
     let line = error_line(&log);
     assert!(line.starts_with(&format!("error: replication slot \"{slot}\" no longer exists, but sync_wal_position says changes up to ")), "{line}");
-    assert!(line.contains(&format!("DELETE FROM sync_wal_position WHERE slot_name = '{slot}'")), "{line}");
-    assert_eq!(changelog(&client).await.len(), 1, "nothing already written is lost");
+    assert!(
+        line.contains(&format!(
+            "DELETE FROM sync_wal_position WHERE slot_name = '{slot}'"
+        )),
+        "{line}"
+    );
+    assert_eq!(
+        changelog(&client).await.len(),
+        1,
+        "nothing already written is lost"
+    );
 }

@@ -22,15 +22,24 @@ fn install(path: &Path, bytes: &[u8]) {
 
 /// POST /rules/reload; returns (status, body).
 fn post_reload(addr: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    let mut resp = agent.post(&format!("http://{addr}/rules/reload")).send_json(&body).unwrap();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut resp = agent
+        .post(&format!("http://{addr}/rules/reload"))
+        .send_json(&body)
+        .unwrap();
     let status = resp.status().as_u16();
     (status, resp.body_mut().read_json().unwrap())
 }
 
 async fn versions(client: &tokio_postgres::Client) -> Vec<(String, i64)> {
     client
-        .query("SELECT version, first_lsn FROM sluice_rule_versions ORDER BY first_lsn, activated_at", &[])
+        .query(
+            "SELECT version, first_lsn FROM sluice_rule_versions ORDER BY first_lsn, activated_at",
+            &[],
+        )
         .await
         .unwrap()
         .iter()
@@ -72,11 +81,19 @@ async fn start_with(db: &pg::TestDb, initial: &Path, toml: &str) -> Started {
         },
     );
     let client = db.client().await;
-    wait_for("streaming", Duration::from_secs(60), &mut sluice, || async {
-        crate::support::stored_lsn(&client).await.is_some()
-    })
+    wait_for(
+        "streaming",
+        Duration::from_secs(60),
+        &mut sluice,
+        || async { crate::support::stored_lsn(&client).await.is_some() },
+    )
     .await;
-    Started { sluice, admin, dir, module }
+    Started {
+        sluice,
+        admin,
+        dir,
+        module,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -86,7 +103,10 @@ async fn reload_under_load_by_file_sighup_and_endpoint_is_exactly_once_and_per_t
     client.batch_execute(SCHEMA).await.unwrap();
     let by_owner = wasm::module("by-owner");
     let multi = wasm::module("multi-tenant");
-    let (a, b) = (std::fs::read(&by_owner).unwrap(), std::fs::read(&multi).unwrap());
+    let (a, b) = (
+        std::fs::read(&by_owner).unwrap(),
+        std::fs::read(&multi).unwrap(),
+    );
     let (va, vb) = (sha(&by_owner), sha(&multi));
     let mut s = start_with(&db, &by_owner, "").await;
 
@@ -118,7 +138,10 @@ async fn reload_under_load_by_file_sighup_and_endpoint_is_exactly_once_and_per_t
         async move {
             let start = std::time::Instant::now();
             while versions(client).await.len() < expected {
-                assert!(start.elapsed() < Duration::from_secs(60), "swap {expected} never became active");
+                assert!(
+                    start.elapsed() < Duration::from_secs(60),
+                    "swap {expected} never became active"
+                );
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
@@ -149,7 +172,10 @@ async fn reload_under_load_by_file_sighup_and_endpoint_is_exactly_once_and_per_t
     // 5, 6: endpoint again, then SIGHUP again.
     let third = s.dir.path().join("third.wasm");
     std::fs::write(&third, &b).unwrap();
-    assert_eq!(post_reload(&s.admin, serde_json::json!({ "module": third })).0, 200);
+    assert_eq!(
+        post_reload(&s.admin, serde_json::json!({ "module": third })).0,
+        200
+    );
     swap_to(6).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     std::fs::write(&third, &a).unwrap();
@@ -158,13 +184,21 @@ async fn reload_under_load_by_file_sighup_and_endpoint_is_exactly_once_and_per_t
     tokio::time::sleep(Duration::from_millis(200)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let floors = writer.await.unwrap();
-    let floor = write(&client, "INSERT INTO items (id, user_id, title) VALUES (-1, 'u1', 'end')").await;
+    let floor = write(
+        &client,
+        "INSERT INTO items (id, user_id, title) VALUES (-1, 'u1', 'end')",
+    )
+    .await;
     wait_persisted(&client, floor, &mut s.sluice).await;
 
     // The versions follow the swap order.
     let recorded = versions(&client).await;
     let order: Vec<&str> = recorded.iter().map(|(v, _)| v.as_str()).collect();
-    assert_eq!(order, vec![&va, &vb, &va, &vb, &va, &vb, &va], "recorded versions: {recorded:?}");
+    assert_eq!(
+        order,
+        vec![&va, &vb, &va, &vb, &va, &vb, &va],
+        "recorded versions: {recorded:?}"
+    );
 
     // Every change exactly once.
     let entries = changelog(&client).await;
@@ -174,7 +208,12 @@ async fn reload_under_load_by_file_sighup_and_endpoint_is_exactly_once_and_per_t
     let mut by_id = std::collections::HashMap::new();
     for (bucket, _, id, op) in &entries {
         assert_eq!(*op, 1);
-        assert!(by_id.insert(id.parse::<i64>().unwrap(), bucket.clone()).is_none(), "row {id} twice");
+        assert!(
+            by_id
+                .insert(id.parse::<i64>().unwrap(), bucket.clone())
+                .is_none(),
+            "row {id} twice"
+        );
     }
     // Each transaction wholly by one version, and the one active at its commit LSN.
     let prefix_of = |v: &str| if v == va { "user:" } else { "org:" };
@@ -183,7 +222,11 @@ async fn reload_under_load_by_file_sighup_and_endpoint_is_exactly_once_and_per_t
         let prefixes: std::collections::BTreeSet<&str> = (k as i64 * 50..k as i64 * 50 + 50)
             .map(|id| by_id[&id].split(':').next().unwrap())
             .collect();
-        assert_eq!(prefixes.len(), 1, "transaction {k} was evaluated by more than one version: {prefixes:?}");
+        assert_eq!(
+            prefixes.len(),
+            1,
+            "transaction {k} was evaluated by more than one version: {prefixes:?}"
+        );
         let seen = format!("{}:", prefixes.iter().next().unwrap());
         // Versions possibly active for a commit somewhere in (floor, next).
         let allowed: std::collections::BTreeSet<&str> = recorded
@@ -195,7 +238,10 @@ async fn reload_under_load_by_file_sighup_and_endpoint_is_exactly_once_and_per_t
             })
             .map(|(_, (v, _))| prefix_of(v))
             .collect();
-        assert!(allowed.contains(seen.as_str()), "transaction {k} used {seen} but the versions active around its commit were {allowed:?}");
+        assert!(
+            allowed.contains(seen.as_str()),
+            "transaction {k} used {seen} but the versions active around its commit were {allowed:?}"
+        );
     }
 }
 
@@ -224,7 +270,10 @@ async fn bad_modules_are_rejected_and_the_old_version_keeps_running() {
     .unwrap();
     let cases = [
         (core, "is a core wasm module, not a component"),
-        (other_world, "does not export `init` and `evaluate` of world sluice:rules/rules@0.1.0"),
+        (
+            other_world,
+            "does not export `init` and `evaluate` of world sluice:rules/rules@0.1.0",
+        ),
         (wasm::module("failing-init"), "init failed"),
     ];
     for (path, expected) in &cases {
@@ -233,31 +282,60 @@ async fn bad_modules_are_rejected_and_the_old_version_keeps_running() {
         assert_eq!(body["status"], "rejected");
         assert_eq!(body["active"], active.as_str());
         let reason = body["reason"].as_str().unwrap();
-        assert!(reason.contains(expected), "reason {reason:?} should contain {expected:?}");
+        assert!(
+            reason.contains(expected),
+            "reason {reason:?} should contain {expected:?}"
+        );
     }
     // A truncated file written in two steps: the half is rejected, the whole is picked up.
     let multi = std::fs::read(wasm::module("multi-tenant")).unwrap();
     {
         use std::io::Write;
-        let mut f = std::fs::OpenOptions::new().write(true).truncate(true).open(&s.module).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&s.module)
+            .unwrap();
         f.write_all(&multi[..multi.len() / 2]).unwrap();
         f.sync_all().unwrap();
         tokio::time::sleep(Duration::from_millis(800)).await;
-        write(&client, "INSERT INTO items (id, user_id, title) VALUES (1, 'u1', 'during')").await;
+        write(
+            &client,
+            "INSERT INTO items (id, user_id, title) VALUES (1, 'u1', 'during')",
+        )
+        .await;
         f.write_all(&multi[multi.len() / 2..]).unwrap();
     }
     let start = std::time::Instant::now();
     while versions(&client).await.len() < 2 {
-        assert!(start.elapsed() < Duration::from_secs(30), "the complete file was never activated; log:\n{}", s.sluice.log_text());
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the complete file was never activated; log:\n{}",
+            s.sluice.log_text()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let floor = write(&client, "INSERT INTO items (id, user_id, title) VALUES (2, 'u2', 'after')").await;
+    let floor = write(
+        &client,
+        "INSERT INTO items (id, user_id, title) VALUES (2, 'u2', 'after')",
+    )
+    .await;
     wait_persisted(&client, floor, &mut s.sluice).await;
-    let recorded: Vec<String> = versions(&client).await.into_iter().map(|(v, _)| v).collect();
-    assert_eq!(recorded, vec![active.clone(), sha(&wasm::module("multi-tenant"))]);
+    let recorded: Vec<String> = versions(&client)
+        .await
+        .into_iter()
+        .map(|(v, _)| v)
+        .collect();
+    assert_eq!(
+        recorded,
+        vec![active.clone(), sha(&wasm::module("multi-tenant"))]
+    );
     assert_eq!(
         changelog(&client).await,
-        vec![("user:u1".into(), "items".into(), "1".into(), 1), ("org:u2".into(), "items".into(), "2".into(), 1)]
+        vec![
+            ("user:u1".into(), "items".into(), "1".into(), 1),
+            ("org:u2".into(), "items".into(), "2".into(), 1)
+        ]
     );
     let log = s.sluice.log_text();
     assert!(log.contains("rules reload rejected"), "{log}");
@@ -269,7 +347,12 @@ async fn a_version_that_fails_every_change_is_rolled_back() {
     let client = db.client().await;
     client.batch_execute(SCHEMA).await.unwrap();
     let by_owner = wasm::module("by-owner");
-    let mut s = start_with(&db, &by_owner, "[reload]\nrollback_window = 20\nrollback_error_rate = 0.5\n").await;
+    let mut s = start_with(
+        &db,
+        &by_owner,
+        "[reload]\nrollback_window = 20\nrollback_error_rate = 0.5\n",
+    )
+    .await;
     let bad = wasm::module("invalid-bucket-id");
     let (status, body) = post_reload(&s.admin, serde_json::json!({ "module": bad }));
     assert_eq!(status, 200, "{body}");
@@ -277,10 +360,24 @@ async fn a_version_that_fails_every_change_is_rolled_back() {
     for k in 0..5 {
         write(&client, &format!("INSERT INTO items (id, user_id, title) SELECT g, 'u1', 'empty' FROM generate_series({}, {}) g", k * 10, k * 10 + 9)).await;
     }
-    wait_for("the rollback", Duration::from_secs(60), &mut s.sluice, || async { versions(&client).await.len() >= 3 }).await;
-    let floor = write(&client, "INSERT INTO items (id, user_id, title) VALUES (1000, 'u7', 'empty')").await;
+    wait_for(
+        "the rollback",
+        Duration::from_secs(60),
+        &mut s.sluice,
+        || async { versions(&client).await.len() >= 3 },
+    )
+    .await;
+    let floor = write(
+        &client,
+        "INSERT INTO items (id, user_id, title) VALUES (1000, 'u7', 'empty')",
+    )
+    .await;
     wait_persisted(&client, floor, &mut s.sluice).await;
-    let recorded: Vec<String> = versions(&client).await.into_iter().map(|(v, _)| v).collect();
+    let recorded: Vec<String> = versions(&client)
+        .await
+        .into_iter()
+        .map(|(v, _)| v)
+        .collect();
     assert_eq!(recorded, vec![sha(&by_owner), sha(&bad), sha(&by_owner)]);
     assert!(s.sluice.log_text().contains("ROLLING BACK the rules"));
     // The bad version's failures were dead-lettered; after the rollback by-owner buckets again.
@@ -310,19 +407,27 @@ async fn rebucket_after_a_rule_change_logs_exactly_the_moves_while_a_writer_runs
         &multi,
         RunOpts {
             rules_config: Some("[tenant_columns]\nitems = \"org_id\"\n".into()),
-            config_toml: Some(format!("admin_addr = \"{admin}\"\n[snapshot]\nchunk_rows = 500\n")),
+            config_toml: Some(format!(
+                "admin_addr = \"{admin}\"\n[snapshot]\nchunk_rows = 500\n"
+            )),
             ..Default::default()
         },
     );
-    wait_for("the snapshot", Duration::from_secs(60), &mut sluice, || async {
-        crate::support::stored_lsn(&client).await.is_some()
-    })
+    wait_for(
+        "the snapshot",
+        Duration::from_secs(60),
+        &mut sluice,
+        || async { crate::support::stored_lsn(&client).await.is_some() },
+    )
     .await;
     let snapshot_rows = changelog(&client).await.len();
     assert_eq!(snapshot_rows, 3000);
 
     // New rules: bucket by user_id. Even ids have org_id = user_id (no move); odd ids move.
-    let (status, body) = post_reload(&admin, serde_json::json!({ "rules_config": "[tenant_columns]\nitems = \"user_id\"\n" }));
+    let (status, body) = post_reload(
+        &admin,
+        serde_json::json!({ "rules_config": "[tenant_columns]\nitems = \"user_id\"\n" }),
+    );
     assert_eq!(status, 200, "{body}");
 
     let writer = {
@@ -338,9 +443,18 @@ async fn rebucket_after_a_rule_change_logs_exactly_the_moves_while_a_writer_runs
     };
     let admin2 = admin.clone();
     let answer = tokio::task::spawn_blocking(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-        let mut resp = agent.post(&format!("http://{admin2}/rebucket")).send_json(serde_json::json!({})).unwrap();
-        (resp.status().as_u16(), resp.body_mut().read_json::<serde_json::Value>().unwrap())
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut resp = agent
+            .post(&format!("http://{admin2}/rebucket"))
+            .send_json(serde_json::json!({}))
+            .unwrap();
+        (
+            resp.status().as_u16(),
+            resp.body_mut().read_json::<serde_json::Value>().unwrap(),
+        )
     })
     .await
     .unwrap();
@@ -352,12 +466,26 @@ async fn rebucket_after_a_rule_change_logs_exactly_the_moves_while_a_writer_runs
     let entries = changelog(&client).await;
     let after = &entries[snapshot_rows..];
     // The snapshot's rows: exactly one move (delete + insert) for every odd id, nothing else.
-    let mut moves: Vec<_> = after.iter().filter(|e| e.2.parse::<i64>().unwrap() < 10_000).cloned().collect();
+    let mut moves: Vec<_> = after
+        .iter()
+        .filter(|e| e.2.parse::<i64>().unwrap() < 10_000)
+        .cloned()
+        .collect();
     moves.sort();
     let mut expected = Vec::new();
     for g in (1..=3000i64).filter(|g| g % 2 == 1) {
-        expected.push((format!("org:o{}", g % 10), "items".to_string(), g.to_string(), 1i16));
-        expected.push((format!("org:x{}", g % 10), "items".to_string(), g.to_string(), 3i16));
+        expected.push((
+            format!("org:o{}", g % 10),
+            "items".to_string(),
+            g.to_string(),
+            1i16,
+        ));
+        expected.push((
+            format!("org:x{}", g % 10),
+            "items".to_string(),
+            g.to_string(),
+            3i16,
+        ));
     }
     expected.sort();
     assert_eq!(moves.len(), expected.len(), "exactly the moves");
@@ -366,10 +494,15 @@ async fn rebucket_after_a_rule_change_logs_exactly_the_moves_while_a_writer_runs
     // stream did, which turns the stream's insert into an update of the same membership).
     for k in 0..100i64 {
         let id = (10_000 + k).to_string();
-        let ops: Vec<(String, i16)> = after.iter().filter(|e| e.2 == id).map(|e| (e.0.clone(), e.3)).collect();
+        let ops: Vec<(String, i16)> = after
+            .iter()
+            .filter(|e| e.2 == id)
+            .map(|e| (e.0.clone(), e.3))
+            .collect();
         let bucket = format!("org:w{}", k % 3);
         assert!(
-            ops == vec![(bucket.clone(), 1)] || ops == vec![(bucket.clone(), 1), (bucket.clone(), 2)],
+            ops == vec![(bucket.clone(), 1)]
+                || ops == vec![(bucket.clone(), 1), (bucket.clone(), 2)],
             "row {id}: {ops:?}"
         );
     }
@@ -379,9 +512,19 @@ async fn rebucket_after_a_rule_change_logs_exactly_the_moves_while_a_writer_runs
         .await
         .unwrap()
         .iter()
-        .map(|r| ("items".to_string(), r.get::<_, String>(0), format!("org:{}", r.get::<_, String>(1))))
+        .map(|r| {
+            (
+                "items".to_string(),
+                r.get::<_, String>(0),
+                format!("org:{}", r.get::<_, String>(1)),
+            )
+        })
         .collect();
     fresh.sort();
     crate::support::assert_same_edges(&crate::support::edges(&client).await, &fresh);
-    assert_eq!(count(&client, "SELECT count(*) FROM sluice_rebucket_progress").await, 0, "progress is cleared when done");
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM sluice_rebucket_progress").await,
+        0,
+        "progress is cleared when done"
+    );
 }

@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use crate::pg;
-use crate::support::{Entry, RunOpts, Sluice, changelog, count, edges, wait_for, wait_persisted, write};
+use crate::support::{
+    Entry, RunOpts, Sluice, changelog, count, edges, wait_for, wait_persisted, write,
+};
 use crate::wasm;
 
 const ITEMS: &str = "CREATE TABLE items (id bigint PRIMARY KEY, user_id text, title text NOT NULL, \
@@ -18,9 +20,12 @@ fn e(bucket: &str, table: &str, id: &str, op: i16) -> Entry {
 async fn started(db: &pg::TestDb, opts: RunOpts) -> Sluice {
     let mut sluice = Sluice::start(db, &wasm::module("by-owner"), opts);
     let client = db.client().await;
-    wait_for("the snapshot to finish", Duration::from_secs(60), &mut sluice, || async {
-        crate::support::stored_lsn(&client).await.is_some()
-    })
+    wait_for(
+        "the snapshot to finish",
+        Duration::from_secs(60),
+        &mut sluice,
+        || async { crate::support::stored_lsn(&client).await.is_some() },
+    )
     .await;
     sluice
 }
@@ -32,10 +37,18 @@ async fn synchro_cases_insert_update_soft_delete_null_owner_and_move() {
     client.batch_execute(ITEMS).await.unwrap();
     let mut sluice = started(&db, RunOpts::default()).await;
 
-    write(&client, "INSERT INTO items (id, user_id, title) VALUES (1, 'u1', 'a'), (2, NULL, 'b')").await;
+    write(
+        &client,
+        "INSERT INTO items (id, user_id, title) VALUES (1, 'u1', 'a'), (2, NULL, 'b')",
+    )
+    .await;
     write(&client, "UPDATE items SET title = 'a2' WHERE id = 1").await;
     write(&client, "UPDATE items SET deleted_at = now() WHERE id = 1").await;
-    write(&client, "INSERT INTO items (id, user_id, title) VALUES (3, 'u1', 'c')").await;
+    write(
+        &client,
+        "INSERT INTO items (id, user_id, title) VALUES (3, 'u1', 'c')",
+    )
+    .await;
     let floor = write(&client, "UPDATE items SET user_id = 'u2' WHERE id = 3").await;
     wait_persisted(&client, floor, &mut sluice).await;
 
@@ -53,9 +66,16 @@ async fn synchro_cases_insert_update_soft_delete_null_owner_and_move() {
     );
     assert_eq!(
         edges(&client).await,
-        vec![("items".into(), "2".into(), "global".into()), ("items".into(), "3".into(), "user:u2".into())]
+        vec![
+            ("items".into(), "2".into(), "global".into()),
+            ("items".into(), "3".into(), "user:u2".into())
+        ]
     );
-    assert!(sluice.stop().success(), "SIGTERM must exit 0; log:\n{}", sluice.log_text());
+    assert!(
+        sluice.stop().success(),
+        "SIGTERM must exit 0; log:\n{}",
+        sluice.log_text()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -64,8 +84,16 @@ async fn truncate_deletes_every_membership_of_the_table() {
     let client = db.client().await;
     client.batch_execute(ITEMS).await.unwrap();
     let mut sluice = started(&db, RunOpts::default()).await;
-    write(&client, "INSERT INTO items (id, user_id, title) VALUES (1, 'u1', 'a'), (2, 'u2', 'b')").await;
-    let floor = write(&client, "TRUNCATE items; INSERT INTO items (id, user_id, title) VALUES (3, 'u3', 'c')").await;
+    write(
+        &client,
+        "INSERT INTO items (id, user_id, title) VALUES (1, 'u1', 'a'), (2, 'u2', 'b')",
+    )
+    .await;
+    let floor = write(
+        &client,
+        "TRUNCATE items; INSERT INTO items (id, user_id, title) VALUES (3, 'u3', 'c')",
+    )
+    .await;
     wait_persisted(&client, floor, &mut sluice).await;
     assert_eq!(
         changelog(&client).await,
@@ -77,7 +105,10 @@ async fn truncate_deletes_every_membership_of_the_table() {
             e("user:u3", "items", "3", 1),
         ]
     );
-    assert_eq!(edges(&client).await, vec![("items".into(), "3".into(), "user:u3".into())]);
+    assert_eq!(
+        edges(&client).await,
+        vec![("items".into(), "3".into(), "user:u3".into())]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -95,11 +126,23 @@ async fn unchanged_toast_column_is_not_null_and_composite_keys_and_new_columns_w
         .unwrap();
     let mut sluice = started(&db, RunOpts::default()).await;
     // A 100 kB body is stored out of line; updating only the title leaves it unchanged in WAL.
-    write(&client, "INSERT INTO items (id, user_id, title, body) VALUES (1, 'u1', 'a', repeat('x', 100000))").await;
+    write(
+        &client,
+        "INSERT INTO items (id, user_id, title, body) VALUES (1, 'u1', 'a', repeat('x', 100000))",
+    )
+    .await;
     write(&client, "UPDATE items SET title = 'b' WHERE id = 1").await;
     write(&client, "INSERT INTO memberships VALUES ('o,1', 7, 'u9')").await;
-    write(&client, "ALTER TABLE items ADD COLUMN priority int DEFAULT 0").await;
-    let floor = write(&client, "INSERT INTO items (id, user_id, title, priority) VALUES (2, 'u2', 'c', 5)").await;
+    write(
+        &client,
+        "ALTER TABLE items ADD COLUMN priority int DEFAULT 0",
+    )
+    .await;
+    let floor = write(
+        &client,
+        "INSERT INTO items (id, user_id, title, priority) VALUES (2, 'u2', 'c', 5)",
+    )
+    .await;
     wait_persisted(&client, floor, &mut sluice).await;
     assert_eq!(
         changelog(&client).await,
@@ -112,7 +155,10 @@ async fn unchanged_toast_column_is_not_null_and_composite_keys_and_new_columns_w
     );
     // The checksum of the update must differ from a row whose body is NULL.
     let checksums: Vec<Option<i32>> = client
-        .query("SELECT checksum FROM sync_bucket_edges WHERE table_name = 'items' ORDER BY record_id", &[])
+        .query(
+            "SELECT checksum FROM sync_bucket_edges WHERE table_name = 'items' ORDER BY record_id",
+            &[],
+        )
         .await
         .unwrap()
         .iter()
@@ -120,7 +166,10 @@ async fn unchanged_toast_column_is_not_null_and_composite_keys_and_new_columns_w
         .collect();
     assert_eq!(checksums.len(), 2);
     assert!(checksums.iter().all(Option::is_some));
-    assert_eq!(count(&client, "SELECT count(*) FROM sync_rule_failures").await, 0);
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM sync_rule_failures").await,
+        0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -135,12 +184,19 @@ async fn for_all_tables_publication_with_sidecar_in_the_same_database_does_not_f
         .await
         .unwrap();
     let mut sluice = started(&db, RunOpts::default()).await;
-    write(&client, "INSERT INTO items (id, user_id, title) VALUES (1, 'u1', 'a')").await;
+    write(
+        &client,
+        "INSERT INTO items (id, user_id, title) VALUES (1, 'u1', 'a')",
+    )
+    .await;
     let floor = write(&client, "UPDATE items SET title = 'b' WHERE id = 1").await;
     wait_persisted(&client, floor, &mut sluice).await;
     // Let a few more status intervals pass: a feedback loop would keep adding rows.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(changelog(&client).await, vec![e("user:u1", "items", "1", 1), e("user:u1", "items", "1", 2)]);
+    assert_eq!(
+        changelog(&client).await,
+        vec![e("user:u1", "items", "1", 1), e("user:u1", "items", "1", 2)]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -151,16 +207,33 @@ async fn sink_url_writes_the_sidecar_into_another_database() {
     let client = db.client().await;
     let sink = sink_db.client().await;
     client.batch_execute(ITEMS).await.unwrap();
-    client.batch_execute("INSERT INTO items (id, user_id, title) VALUES (1, 'u1', 'a')").await.unwrap();
+    client
+        .batch_execute("INSERT INTO items (id, user_id, title) VALUES (1, 'u1', 'a')")
+        .await
+        .unwrap();
     let mut sluice = Sluice::start(
         &db,
         &wasm::module("by-owner"),
-        RunOpts { extra_args: vec!["--sink-url".into(), sink_db.url.clone()], ..Default::default() },
+        RunOpts {
+            extra_args: vec!["--sink-url".into(), sink_db.url.clone()],
+            ..Default::default()
+        },
     );
-    let floor = write(&client, "INSERT INTO items (id, user_id, title) VALUES (2, 'u2', 'b')").await;
+    let floor = write(
+        &client,
+        "INSERT INTO items (id, user_id, title) VALUES (2, 'u2', 'b')",
+    )
+    .await;
     wait_persisted(&sink, floor, &mut sluice).await;
-    assert_eq!(changelog(&sink).await, vec![e("user:u1", "items", "1", 1), e("user:u2", "items", "2", 1)]);
-    let in_source: i64 = count(&client, "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'sync_%'").await;
+    assert_eq!(
+        changelog(&sink).await,
+        vec![e("user:u1", "items", "1", 1), e("user:u2", "items", "2", 1)]
+    );
+    let in_source: i64 = count(
+        &client,
+        "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'sync_%'",
+    )
+    .await;
     assert_eq!(in_source, 0, "no sidecar tables in the source database");
 }
 
@@ -174,7 +247,10 @@ async fn dead_letter_records_the_failure_and_goes_on() {
     wait_persisted(&client, floor, &mut sluice).await;
     assert_eq!(
         changelog(&client).await,
-        vec![e("id:Value::Int(1)", "items", "1", 1), e("id:Value::Int(3)", "items", "3", 1)]
+        vec![
+            e("id:Value::Int(1)", "items", "1", 1),
+            e("id:Value::Int(3)", "items", "3", 1)
+        ]
     );
     let row = client
         .query_one("SELECT table_name, record_id, operation, payload->'new'->>'title', error_text FROM sync_rule_failures", &[])
@@ -196,19 +272,37 @@ async fn halt_stops_before_the_failed_transaction_is_stored() {
     let mut sluice = Sluice::start(
         &db,
         &wasm::module("panic-on-value"),
-        RunOpts { extra_args: vec!["--failure-policy".into(), "halt".into()], ..Default::default() },
+        RunOpts {
+            extra_args: vec!["--failure-policy".into(), "halt".into()],
+            ..Default::default()
+        },
     );
-    let floor = write(&client, "INSERT INTO items (id, user_id, title) VALUES (1, 'u1', 'a')").await;
+    let floor = write(
+        &client,
+        "INSERT INTO items (id, user_id, title) VALUES (1, 'u1', 'a')",
+    )
+    .await;
     wait_persisted(&client, floor, &mut sluice).await;
     let before = crate::support::stored_lsn(&client).await;
-    write(&client, "INSERT INTO items (id, user_id, title) VALUES (2, 'u2', 'panic')").await;
+    write(
+        &client,
+        "INSERT INTO items (id, user_id, title) VALUES (2, 'u2', 'panic')",
+    )
+    .await;
     let status = sluice.wait(Duration::from_secs(60));
     assert!(!status.success());
     let log = sluice.log_text();
     assert!(log.contains("rules failed on items key 2 at LSN"), "{log}");
     assert!(log.contains("Policy is halt"), "{log}");
-    assert_eq!(crate::support::stored_lsn(&client).await, before, "the LSN must not advance past the failure");
-    assert_eq!(changelog(&client).await, vec![e("id:Value::Int(1)", "items", "1", 1)]);
+    assert_eq!(
+        crate::support::stored_lsn(&client).await,
+        before,
+        "the LSN must not advance past the failure"
+    );
+    assert_eq!(
+        changelog(&client).await,
+        vec![e("id:Value::Int(1)", "items", "1", 1)]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -216,21 +310,38 @@ async fn idle_publication_does_not_pin_wal_while_other_tables_are_busy() {
     let db = pg::cluster().create_db("run_idle").await;
     let client = db.client().await;
     client
-        .batch_execute(&format!("{ITEMS} CREATE TABLE busy (id serial PRIMARY KEY, v text);"))
+        .batch_execute(&format!(
+            "{ITEMS} CREATE TABLE busy (id serial PRIMARY KEY, v text);"
+        ))
         .await
         .unwrap();
-    let mut sluice = started(&db, RunOpts { config_toml: Some("status_interval_ms = 200\n".into()), ..Default::default() }).await;
+    let mut sluice = started(
+        &db,
+        RunOpts {
+            config_toml: Some("status_interval_ms = 200\n".into()),
+            ..Default::default()
+        },
+    )
+    .await;
     let slot_lsn = || async {
         count(&client, &format!("SELECT (confirmed_flush_lsn - '0/0')::int8 FROM pg_replication_slots WHERE slot_name = '{}'", crate::support::slot_for(&db))).await
     };
     let first = slot_lsn().await;
     for _ in 0..20 {
-        client.batch_execute("INSERT INTO busy (v) SELECT repeat('x', 1000) FROM generate_series(1, 200)").await.unwrap();
+        client
+            .batch_execute(
+                "INSERT INTO busy (v) SELECT repeat('x', 1000) FROM generate_series(1, 200)",
+            )
+            .await
+            .unwrap();
     }
     let written = count(&client, "SELECT (pg_current_wal_lsn() - '0/0')::int8").await;
-    wait_for("confirmed_flush_lsn to pass the unpublished writes", Duration::from_secs(60), &mut sluice, || async {
-        slot_lsn().await >= written
-    })
+    wait_for(
+        "confirmed_flush_lsn to pass the unpublished writes",
+        Duration::from_secs(60),
+        &mut sluice,
+        || async { slot_lsn().await >= written },
+    )
     .await;
     assert!(slot_lsn().await > first);
     assert_eq!(changelog(&client).await, vec![]);

@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::pg;
-use crate::support::{RunOpts, Sluice, by_owner_bucket, changelog, edges, wait_for, wait_persisted, write};
+use crate::support::{
+    RunOpts, Sluice, by_owner_bucket, changelog, edges, wait_for, wait_persisted, write,
+};
 use crate::wasm;
 
 const SCHEMA: &str = "CREATE TABLE items (id bigint PRIMARY KEY, user_id text, title text NOT NULL, deleted_at timestamptz); \
@@ -15,11 +17,20 @@ const SCHEMA: &str = "CREATE TABLE items (id bigint PRIMARY KEY, user_id text, t
 /// Edges from a fresh evaluation of the current rows with the by-owner rule.
 async fn fresh_edges(client: &tokio_postgres::Client) -> Vec<(String, String, String)> {
     let mut out: Vec<(String, String, String)> = client
-        .query("SELECT id::text, user_id FROM items WHERE deleted_at IS NULL", &[])
+        .query(
+            "SELECT id::text, user_id FROM items WHERE deleted_at IS NULL",
+            &[],
+        )
         .await
         .unwrap()
         .iter()
-        .map(|r| ("items".to_string(), r.get::<_, String>(0), by_owner_bucket(r.get::<_, Option<&str>>(1))))
+        .map(|r| {
+            (
+                "items".to_string(),
+                r.get::<_, String>(0),
+                by_owner_bucket(r.get::<_, Option<&str>>(1)),
+            )
+        })
         .collect();
     out.sort();
     out
@@ -68,13 +79,20 @@ async fn snapshot_hand_off_under_concurrent_writes_has_no_gap_and_no_duplicate()
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut sluice = Sluice::start(&db, &wasm::module("by-owner"), RunOpts {
-        config_toml: Some("[snapshot]\nchunk_rows = 1000\n".into()),
-        ..Default::default()
-    });
-    wait_for("the snapshot", Duration::from_secs(120), &mut sluice, || async {
-        crate::support::stored_lsn(&client).await.is_some()
-    })
+    let mut sluice = Sluice::start(
+        &db,
+        &wasm::module("by-owner"),
+        RunOpts {
+            config_toml: Some("[snapshot]\nchunk_rows = 1000\n".into()),
+            ..Default::default()
+        },
+    );
+    wait_for(
+        "the snapshot",
+        Duration::from_secs(120),
+        &mut sluice,
+        || async { crate::support::stored_lsn(&client).await.is_some() },
+    )
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
@@ -85,7 +103,10 @@ async fn snapshot_hand_off_under_concurrent_writes_has_no_gap_and_no_duplicate()
     crate::support::assert_same_edges(&edges(&client).await, &fresh_edges(&client).await);
 
     let consistent: i64 = client
-        .query_one("SELECT min(consistent_lsn) FROM sluice_snapshot_progress", &[])
+        .query_one(
+            "SELECT min(consistent_lsn) FROM sluice_snapshot_progress",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -120,18 +141,35 @@ async fn snapshot_hand_off_under_concurrent_writes_has_no_gap_and_no_duplicate()
             other => panic!("unexpected operation {other} for {id}"),
         }
     }
-    let rows: i64 = client.query_one("SELECT count(*) FROM items", &[]).await.unwrap().get(0);
-    assert_eq!(inserts.len() as i64, rows, "every row has exactly one insert entry");
+    let rows: i64 = client
+        .query_one("SELECT count(*) FROM items", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        inserts.len() as i64,
+        rows,
+        "every row has exactly one insert entry"
+    );
     assert!(inserts.values().all(|&n| n == 1), "no row inserted twice");
     for (id, n) in &updates {
         let lo = min_updates.get(id).copied().unwrap_or(0);
         let hi = max_updates.get(id).copied().unwrap_or(0);
-        assert!(lo <= *n && *n <= hi, "record {id}: {n} update entries, expected {lo}..={hi}");
+        assert!(
+            lo <= *n && *n <= hi,
+            "record {id}: {n} update entries, expected {lo}..={hi}"
+        );
     }
     for (id, lo) in &min_updates {
-        assert!(updates.get(id).copied().unwrap_or(0) >= *lo, "record {id}: updates missing");
+        assert!(
+            updates.get(id).copied().unwrap_or(0) >= *lo,
+            "record {id}: updates missing"
+        );
     }
-    assert!(!inserted_after.is_empty(), "the writer must have overlapped the stream");
+    assert!(
+        !inserted_after.is_empty(),
+        "the writer must have overlapped the stream"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -140,9 +178,12 @@ async fn restart_mid_stream_resumes_with_no_duplicates_and_no_gaps() {
     let client = db.client().await;
     client.batch_execute(SCHEMA).await.unwrap();
     let mut sluice = Sluice::start(&db, &wasm::module("by-owner"), RunOpts::default());
-    wait_for("the snapshot", Duration::from_secs(60), &mut sluice, || async {
-        crate::support::stored_lsn(&client).await.is_some()
-    })
+    wait_for(
+        "the snapshot",
+        Duration::from_secs(60),
+        &mut sluice,
+        || async { crate::support::stored_lsn(&client).await.is_some() },
+    )
     .await;
     let mut expected = Vec::new();
     for k in 0..300i64 {
@@ -152,14 +193,39 @@ async fn restart_mid_stream_resumes_with_no_duplicates_and_no_gaps() {
         if k == 200 {
             sluice = Sluice::start(&db, &wasm::module("by-owner"), RunOpts::default());
         }
-        write(&client, &format!("INSERT INTO items (id, user_id, title) VALUES ({k}, 'u{}', 't')", k % 3)).await;
-        expected.push((format!("user:u{}", k % 3), "items".to_string(), k.to_string(), 1i16));
+        write(
+            &client,
+            &format!(
+                "INSERT INTO items (id, user_id, title) VALUES ({k}, 'u{}', 't')",
+                k % 3
+            ),
+        )
+        .await;
+        expected.push((
+            format!("user:u{}", k % 3),
+            "items".to_string(),
+            k.to_string(),
+            1i16,
+        ));
         if k % 2 == 1 {
-            write(&client, &format!("UPDATE items SET title = 'u' WHERE id = {}", k - 1)).await;
-            expected.push((format!("user:u{}", (k - 1) % 3), "items".to_string(), (k - 1).to_string(), 2i16));
+            write(
+                &client,
+                &format!("UPDATE items SET title = 'u' WHERE id = {}", k - 1),
+            )
+            .await;
+            expected.push((
+                format!("user:u{}", (k - 1) % 3),
+                "items".to_string(),
+                (k - 1).to_string(),
+                2i16,
+            ));
         }
     }
-    let floor = write(&client, "INSERT INTO items (id, user_id, title) VALUES (-1, NULL, 'end')").await;
+    let floor = write(
+        &client,
+        "INSERT INTO items (id, user_id, title) VALUES (-1, NULL, 'end')",
+    )
+    .await;
     expected.push(("global".into(), "items".into(), "-1".into(), 1));
     wait_persisted(&client, floor, &mut sluice).await;
     assert_eq!(changelog(&client).await, expected);

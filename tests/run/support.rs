@@ -29,8 +29,15 @@ impl Sluice {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("sluice.log");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
-        cmd.arg("run").arg("--database-url").arg(&db.url).arg("--module").arg(module);
-        cmd.args(["--publication", opts.publication.as_deref().unwrap_or("sluice_pub")]);
+        cmd.arg("run")
+            .arg("--database-url")
+            .arg(&db.url)
+            .arg("--module")
+            .arg(module);
+        cmd.args([
+            "--publication",
+            opts.publication.as_deref().unwrap_or("sluice_pub"),
+        ]);
         // Slots are cluster-wide: each test database gets its own.
         let slot = opts.slot.clone().unwrap_or_else(|| slot_for(db));
         cmd.args(["--slot", &slot]);
@@ -53,7 +60,11 @@ impl Sluice {
         let out = std::fs::File::create(&log).unwrap();
         cmd.stdout(Stdio::null()).stderr(out);
         let child = cmd.spawn().expect("spawn sluice");
-        Sluice { child: Some(child), log, _dir: dir }
+        Sluice {
+            child: Some(child),
+            log,
+            _dir: dir,
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -92,7 +103,10 @@ impl Sluice {
             }
             if start.elapsed() > timeout {
                 let _ = child.kill();
-                panic!("sluice did not exit within {timeout:?}; log:\n{}", self.log_text());
+                panic!(
+                    "sluice did not exit within {timeout:?}; log:\n{}",
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -114,7 +128,12 @@ impl Drop for Sluice {
 
 /// The default slot of a test database.
 pub fn slot_for(db: &TestDb) -> String {
-    db.name.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(63).collect::<String>().to_lowercase()
+    db.name
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .take(63)
+        .collect::<String>()
+        .to_lowercase()
 }
 
 /// Polls `check` until it returns true, panicking with `what` (and the sluice log) on timeout.
@@ -129,10 +148,16 @@ where
             return;
         }
         if !sluice.is_running() {
-            panic!("sluice exited while waiting for {what}; log:\n{}", sluice.log_text());
+            panic!(
+                "sluice exited while waiting for {what}; log:\n{}",
+                sluice.log_text()
+            );
         }
         if start.elapsed() > timeout {
-            panic!("timed out after {timeout:?} waiting for {what}; log:\n{}", sluice.log_text());
+            panic!(
+                "timed out after {timeout:?} waiting for {what}; log:\n{}",
+                sluice.log_text()
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -144,7 +169,10 @@ pub type Entry = (String, String, String, i16);
 /// The changelog in seq order.
 pub async fn changelog(client: &tokio_postgres::Client) -> Vec<Entry> {
     client
-        .query("SELECT bucket_id, table_name, record_id, operation FROM sync_changelog ORDER BY seq", &[])
+        .query(
+            "SELECT bucket_id, table_name, record_id, operation FROM sync_changelog ORDER BY seq",
+            &[],
+        )
         .await
         .unwrap()
         .iter()
@@ -155,7 +183,10 @@ pub async fn changelog(client: &tokio_postgres::Client) -> Vec<Entry> {
 /// The edges, sorted: (table, record, bucket).
 pub async fn edges(client: &tokio_postgres::Client) -> Vec<(String, String, String)> {
     client
-        .query("SELECT table_name, record_id, bucket_id FROM sync_bucket_edges ORDER BY 1, 2, 3", &[])
+        .query(
+            "SELECT table_name, record_id, bucket_id FROM sync_bucket_edges ORDER BY 1, 2, 3",
+            &[],
+        )
         .await
         .unwrap()
         .iter()
@@ -184,7 +215,10 @@ pub async fn stored_lsn(client: &tokio_postgres::Client) -> Option<i64> {
 /// `pg_current_wal_lsn()` after the commit would not work: the cluster's WAL is shared with the
 /// other tests' databases.)
 pub async fn write(client: &tokio_postgres::Client, sql: &str) -> i64 {
-    client.batch_execute(&format!("BEGIN; {sql}")).await.unwrap();
+    client
+        .batch_execute(&format!("BEGIN; {sql}"))
+        .await
+        .unwrap();
     let floor: i64 = client
         .query_one("SELECT (pg_current_wal_insert_lsn() - '0/0')::int8", &[])
         .await
@@ -196,9 +230,12 @@ pub async fn write(client: &tokio_postgres::Client, sql: &str) -> i64 {
 
 /// Waits until sluice has persisted every transaction up to the one `write` returned `floor` for.
 pub async fn wait_persisted(client: &tokio_postgres::Client, floor: i64, sluice: &mut Sluice) {
-    wait_for("sluice to persist the last transaction", Duration::from_secs(180), sluice, || async {
-        stored_lsn(client).await.is_some_and(|l| l > floor)
-    })
+    wait_for(
+        "sluice to persist the last transaction",
+        Duration::from_secs(180),
+        sluice,
+        || async { stored_lsn(client).await.is_some_and(|l| l > floor) },
+    )
     .await;
 }
 
@@ -211,7 +248,10 @@ pub fn by_owner_bucket(user_id: Option<&str>) -> String {
 }
 
 /// Asserts two sorted edge lists are equal, printing only the differences.
-pub fn assert_same_edges(actual: &[(String, String, String)], expected: &[(String, String, String)]) {
+pub fn assert_same_edges(
+    actual: &[(String, String, String)],
+    expected: &[(String, String, String)],
+) {
     let a: std::collections::BTreeSet<_> = actual.iter().collect();
     let e: std::collections::BTreeSet<_> = expected.iter().collect();
     let missing: Vec<_> = e.difference(&a).take(20).collect();

@@ -15,7 +15,9 @@ use crate::pipeline::config::Config;
 use throwaway_pg::ThrowawayPg;
 
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Example:\n  sluice demo          # about 20 seconds, cleans up after itself\n  sluice demo --keep   # leave the database running to explore it with psql")]
+#[command(
+    after_help = "Example:\n  sluice demo          # about 20 seconds, cleans up after itself\n  sluice demo --keep   # leave the database running to explore it with psql"
+)]
 pub struct DemoArgs {
     /// Leave the throwaway database running at the end and print how to connect to it.
     #[arg(long)]
@@ -50,11 +52,23 @@ CREATE PUBLICATION demo_pub FOR TABLE users, lists, items;
 
 /// The scripted changes, each with what it shows.
 const STEPS: &[(&str, &str)] = &[
-    ("insert an item for alice", "INSERT INTO items (id, list_id, user_id, title) VALUES (3, 1, 'alice', 'Bread')"),
+    (
+        "insert an item for alice",
+        "INSERT INTO items (id, list_id, user_id, title) VALUES (3, 1, 'alice', 'Bread')",
+    ),
     ("update it", "UPDATE items SET done = true WHERE id = 3"),
-    ("move an item from bob to alice (ownership change)", "UPDATE items SET user_id = 'alice' WHERE id = 2"),
-    ("an item on the shared list", "INSERT INTO items (id, list_id, user_id, title) VALUES (4, 3, NULL, 'Tent')"),
-    ("soft delete", "UPDATE items SET deleted_at = now() WHERE id = 1"),
+    (
+        "move an item from bob to alice (ownership change)",
+        "UPDATE items SET user_id = 'alice' WHERE id = 2",
+    ),
+    (
+        "an item on the shared list",
+        "INSERT INTO items (id, list_id, user_id, title) VALUES (4, 3, NULL, 'Tent')",
+    ),
+    (
+        "soft delete",
+        "UPDATE items SET deleted_at = now() WHERE id = 1",
+    ),
     ("hard delete", "DELETE FROM items WHERE id = 3"),
 ];
 
@@ -62,14 +76,22 @@ const MULTI_TENANT_CONFIG: &str = "[tenant_columns]\nitems = \"org_id\"\n";
 
 /// Changes made after the multi-tenant rules are active.
 const AFTER_RELOAD: &[(&str, &str)] = &[
-    ("an update moves the row from its owner's bucket to its org's", "UPDATE items SET title = 'Dishes (urgent)' WHERE id = 2"),
-    ("an admins-only item also lands in org:acme:admins", "INSERT INTO items (id, list_id, user_id, title, visibility) VALUES (5, 1, 'alice', 'Budget', 'admins')"),
+    (
+        "an update moves the row from its owner's bucket to its org's",
+        "UPDATE items SET title = 'Dishes (urgent)' WHERE id = 2",
+    ),
+    (
+        "an admins-only item also lands in org:acme:admins",
+        "INSERT INTO items (id, list_id, user_id, title, visibility) VALUES (5, 1, 'alice', 'Budget', 'admins')",
+    ),
 ];
 
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     // The tour prints what matters itself; SLUICE_LOG=info shows the pipeline's own log.
     crate::cli::run::init_logging(crate::cli::run::LogFormat::Human, "warn");
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(tour(args))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -85,9 +107,14 @@ async fn tour(args: DemoArgs) -> anyhow::Result<()> {
     let mut pg = tokio::task::spawn_blocking(ThrowawayPg::start).await??;
     println!("   {} (port {})", pg.root().display(), pg.port);
     let url = pg.url("postgres");
-    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.context("connecting to the demo database")?;
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .context("connecting to the demo database")?;
     tokio::spawn(conn);
-    client.batch_execute(SCHEMA).await.context("creating the demo schema")?;
+    client
+        .batch_execute(SCHEMA)
+        .await
+        .context("creating the demo schema")?;
     println!("2. created users, lists (one shared) and items, and publication demo_pub");
 
     println!("3. running the pipeline with rules {}", module.display());
@@ -95,7 +122,10 @@ async fn tour(args: DemoArgs) -> anyhow::Result<()> {
         database_url: Some(url.clone()),
         publication: "demo_pub".into(),
         slot: "sluice_demo".into(),
-        rules: crate::pipeline::config::RulesSection { module: Some(module), ..Default::default() },
+        rules: crate::pipeline::config::RulesSection {
+            module: Some(module),
+            ..Default::default()
+        },
         status_interval_ms: 1000,
         ..Config::default()
     };
@@ -103,7 +133,13 @@ async fn tour(args: DemoArgs) -> anyhow::Result<()> {
     let health = Arc::new(Health::default());
     let (handles, receivers) = crate::pipeline::controls();
     let reload = handles.reload.clone();
-    let pipeline = tokio::spawn(crate::pipeline::run(config, Arc::clone(&health), stop_rx, handles, receivers));
+    let pipeline = tokio::spawn(crate::pipeline::run(
+        config,
+        Arc::clone(&health),
+        stop_rx,
+        handles,
+        receivers,
+    ));
 
     let result = async {
         let mut last_seq = 0i64;
@@ -147,7 +183,11 @@ async fn tour(args: DemoArgs) -> anyhow::Result<()> {
     let _ = pipeline.await;
     if args.keep && result.is_ok() {
         pg.keep();
-        println!("\nThe database is still running. Connect with:\n  psql {url}\nStop it with:\n  {} stop -D {}", pg.bindir().join("pg_ctl").display(), pg.root().join("data").display());
+        println!(
+            "\nThe database is still running. Connect with:\n  psql {url}\nStop it with:\n  {} stop -D {}",
+            pg.bindir().join("pg_ctl").display(),
+            pg.root().join("data").display()
+        );
     } else {
         tokio::task::spawn_blocking(move || pg.stop()).await?;
         println!("\nstopped the throwaway PostgreSQL and removed its directory");
@@ -165,7 +205,10 @@ async fn print_edges(client: &tokio_postgres::Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_ready(health: &Health, pipeline: &tokio::task::JoinHandle<Result<(), crate::pipeline::PipelineError>>) -> anyhow::Result<()> {
+async fn wait_ready(
+    health: &Health,
+    pipeline: &tokio::task::JoinHandle<Result<(), crate::pipeline::PipelineError>>,
+) -> anyhow::Result<()> {
     for _ in 0..600 {
         if health.streaming.load(std::sync::atomic::Ordering::Relaxed) {
             return Ok(());
@@ -179,7 +222,11 @@ async fn wait_ready(health: &Health, pipeline: &tokio::task::JoinHandle<Result<(
 }
 
 /// Prints changelog rows after `last_seq` as they arrive, for up to `wait`.
-async fn print_new_rows(client: &tokio_postgres::Client, mut last_seq: i64, wait: Duration) -> anyhow::Result<i64> {
+async fn print_new_rows(
+    client: &tokio_postgres::Client,
+    mut last_seq: i64,
+    wait: Duration,
+) -> anyhow::Result<i64> {
     let deadline = tokio::time::Instant::now() + wait;
     let mut printed_header = false;
     loop {
@@ -188,7 +235,10 @@ async fn print_new_rows(client: &tokio_postgres::Client, mut last_seq: i64, wait
             .await?;
         for row in &rows {
             if !printed_header {
-                println!("   {:>4}  {:<16} {:<6} {:<6} op", "seq", "bucket", "table", "record");
+                println!(
+                    "   {:>4}  {:<16} {:<6} {:<6} op",
+                    "seq", "bucket", "table", "record"
+                );
                 printed_header = true;
             }
             let op = match row.get::<_, i16>(4) {
@@ -197,14 +247,23 @@ async fn print_new_rows(client: &tokio_postgres::Client, mut last_seq: i64, wait
                 _ => "delete",
             };
             last_seq = row.get(0);
-            println!("   {:>4}  {:<16} {:<6} {:<6} {op}", last_seq, row.get::<_, String>(1), row.get::<_, String>(2), row.get::<_, String>(3));
+            println!(
+                "   {:>4}  {:<16} {:<6} {:<6} {op}",
+                last_seq,
+                row.get::<_, String>(1),
+                row.get::<_, String>(2),
+                row.get::<_, String>(3)
+            );
         }
         if (!rows.is_empty() && printed_header) || tokio::time::Instant::now() >= deadline {
             // Give rows of the same transaction a moment to land before moving on.
             if !rows.is_empty() {
                 tokio::time::sleep(Duration::from_millis(150)).await;
                 let more = client
-                    .query("SELECT count(*) FROM sync_changelog WHERE seq > $1", &[&last_seq])
+                    .query(
+                        "SELECT count(*) FROM sync_changelog WHERE seq > $1",
+                        &[&last_seq],
+                    )
                     .await?;
                 if more[0].get::<_, i64>(0) > 0 {
                     continue;
@@ -220,24 +279,49 @@ async fn print_new_rows(client: &tokio_postgres::Client, mut last_seq: i64, wait
 pub fn build_example(name: &str) -> anyhow::Result<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     if !root.join("examples").join(name).is_dir() {
-        bail!("the {name} example sources are not at {}; pass --module PATH to a built rules module", root.display());
+        bail!(
+            "the {name} example sources are not at {}; pass --module PATH to a built rules module",
+            root.display()
+        );
     }
     let target_dir = root.join("target").join("wasm-modules");
     println!("0. building the {name} rules module (cargo build --target wasm32-wasip2) ...");
-    let ensure_target = Command::new("rustup").args(["target", "add", "wasm32-wasip2"]).output();
-    if let Ok(out) = ensure_target {
-        if !out.status.success() {
-            eprintln!("warning: rustup target add wasm32-wasip2 failed: {}", String::from_utf8_lossy(&out.stderr).trim());
-        }
+    let ensure_target = Command::new("rustup")
+        .args(["target", "add", "wasm32-wasip2"])
+        .output();
+    if let Ok(out) = ensure_target
+        && !out.status.success()
+    {
+        eprintln!(
+            "warning: rustup target add wasm32-wasip2 failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(root)
-        .args(["build", "--quiet", "--target", "wasm32-wasip2", "--profile", "wasm", "-p", name, "--target-dir"])
+        .args([
+            "build",
+            "--quiet",
+            "--target",
+            "wasm32-wasip2",
+            "--profile",
+            "wasm",
+            "-p",
+            name,
+            "--target-dir",
+        ])
         .arg(&target_dir)
         .status()
-        .context("running cargo to build the rules module; pass --module PATH to use a built one")?;
+        .context(
+            "running cargo to build the rules module; pass --module PATH to use a built one",
+        )?;
     if !status.success() {
-        bail!("building the {name} example failed (see cargo's output above); is the wasm32-wasip2 target installed? `rustup target add wasm32-wasip2`");
+        bail!(
+            "building the {name} example failed (see cargo's output above); is the wasm32-wasip2 target installed? `rustup target add wasm32-wasip2`"
+        );
     }
-    Ok(target_dir.join("wasm32-wasip2").join("wasm").join(format!("{}.wasm", name.replace('-', "_"))))
+    Ok(target_dir
+        .join("wasm32-wasip2")
+        .join("wasm")
+        .join(format!("{}.wasm", name.replace('-', "_"))))
 }

@@ -38,7 +38,9 @@ pub fn find_bindir() -> anyhow::Result<PathBuf> {
     found.sort();
     match found.pop() {
         Some((_, bin)) => Ok(bin),
-        None => bail!("PostgreSQL server binaries (initdb, pg_ctl) not found via pg_config or /usr/lib/postgresql/*/bin: {INSTALL}"),
+        None => bail!(
+            "PostgreSQL server binaries (initdb, pg_ctl) not found via pg_config or /usr/lib/postgresql/*/bin: {INSTALL}"
+        ),
     }
 }
 
@@ -65,7 +67,11 @@ fn run(bindir: &Path, program: &str, args: &[&str]) -> anyhow::Result<()> {
         .output()
         .with_context(|| format!("cannot run {}", path.display()))?;
     if !out.status.success() {
-        bail!("{program} failed: {}{}", String::from_utf8_lossy(&out.stdout).trim(), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "{program} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout).trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }
@@ -76,26 +82,62 @@ impl ThrowawayPg {
         let root = std::env::temp_dir().join(format!("sluice-demo-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         let data = root.join("data");
-        std::fs::create_dir_all(root.join("sock")).with_context(|| format!("creating {}", root.display()))?;
-        let mut pg = ThrowawayPg { bindir, root, port: 0, keep: false };
+        std::fs::create_dir_all(root.join("sock"))
+            .with_context(|| format!("creating {}", root.display()))?;
+        let mut pg = ThrowawayPg {
+            bindir,
+            root,
+            port: 0,
+            keep: false,
+        };
         if is_root() {
-            let status = Command::new("chown").args(["-R", "postgres:postgres"]).arg(&pg.root).status()?;
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&pg.root)
+                .status()?;
             if !status.success() {
-                bail!("cannot hand {} to the postgres user (does it exist? it comes with the postgresql package)", pg.root.display());
+                bail!(
+                    "cannot hand {} to the postgres user (does it exist? it comes with the postgresql package)",
+                    pg.root.display()
+                );
             }
         }
         let data_s = data.display().to_string();
-        run(&pg.bindir, "initdb", &["-D", &data_s, "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8", "--no-locale"])?;
-        pg.port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        run(
+            &pg.bindir,
+            "initdb",
+            &[
+                "-D",
+                &data_s,
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--no-locale",
+            ],
+        )?;
+        pg.port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
         let conf = format!(
             "\nlisten_addresses = '127.0.0.1'\nport = {}\nunix_socket_directories = '{}'\nwal_level = logical\nmax_replication_slots = 10\nmax_wal_senders = 10\nfsync = off\n",
             pg.port,
             pg.root.join("sock").display()
         );
         use std::io::Write;
-        std::fs::OpenOptions::new().append(true).open(data.join("postgresql.conf"))?.write_all(conf.as_bytes())?;
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))?
+            .write_all(conf.as_bytes())?;
         let log = pg.root.join("server.log").display().to_string();
-        run(&pg.bindir, "pg_ctl", &["start", "-D", &data_s, "-w", "-t", "60", "-l", &log])?;
+        run(
+            &pg.bindir,
+            "pg_ctl",
+            &["start", "-D", &data_s, "-w", "-t", "60", "-l", &log],
+        )?;
         Ok(pg)
     }
 
@@ -118,7 +160,11 @@ impl ThrowawayPg {
 
     pub fn stop(&mut self) {
         let data = self.root.join("data").display().to_string();
-        let _ = run(&self.bindir, "pg_ctl", &["stop", "-D", &data, "-m", "fast", "-w", "-t", "30"]);
+        let _ = run(
+            &self.bindir,
+            "pg_ctl",
+            &["stop", "-D", &data, "-m", "fast", "-w", "-t", "30"],
+        );
         let _ = std::fs::remove_dir_all(&self.root);
     }
 }
