@@ -8,6 +8,9 @@ use anyhow::Context;
 use crate::rules::{RuleLimits, RulesEngine};
 
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Example:\n  sluice check --module target/wasm32-wasip2/release/by_owner.wasm --rules-config rules.toml"
+)]
 pub struct CheckArgs {
     /// The rules module (a wasm32-wasip2 component).
     #[arg(long)]

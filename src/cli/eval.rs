@@ -11,6 +11,9 @@ use crate::rules::jsonl::{ChangeReader, write_outcome};
 use crate::rules::{RuleLimits, RulesEngine};
 
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Example:\n  sluice eval --module by_owner.wasm --input changes.jsonl\n  cat changes.jsonl | sluice eval --module by_owner.wasm --input -"
+)]
 pub struct EvalArgs {
     /// The rules module (a wasm32-wasip2 component).
     #[arg(long)]

@@ -10,6 +10,7 @@ mod support;
 
 mod crash;
 mod errors;
+mod readme;
 mod reload;
 mod semantics;
 mod snapshot;
