@@ -9,6 +9,7 @@ mod errors;
 mod harness;
 mod oracle;
 mod stream;
+mod tail;
 
 use std::time::Duration;
 
