@@ -73,9 +73,9 @@ async fn tail(args: TailArgs, cfg: PgConfig) -> anyhow::Result<()> {
         let Some(event) = event else { break };
         let line = match &event {
             SourceEvent::Change(c) => change_json(c),
-            SourceEvent::Begin {
-                final_lsn, xid, ..
-            } => json!({"kind": "begin", "xid": xid, "lsn": final_lsn.to_string()}),
+            SourceEvent::Begin { final_lsn, xid, .. } => {
+                json!({"kind": "begin", "xid": xid, "lsn": final_lsn.to_string()})
+            }
             SourceEvent::Commit { end_lsn, .. } => {
                 json!({"kind": "commit", "end_lsn": end_lsn.to_string()})
             }

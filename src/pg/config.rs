@@ -185,10 +185,7 @@ impl PgConfig {
         };
         if self.sslmode == SslMode::Disable || unix {
             cfg.ssl_mode(tokio_postgres::config::SslMode::Disable);
-            let (client, conn) = cfg
-                .connect(tokio_postgres::NoTls)
-                .await
-                .map_err(map_err)?;
+            let (client, conn) = cfg.connect(tokio_postgres::NoTls).await.map_err(map_err)?;
             tokio::spawn(async move {
                 if let Err(e) = conn.await {
                     tracing::debug!(error = %e, "SQL connection ended");
@@ -239,8 +236,14 @@ impl Builder {
             "connect_timeout" => &mut self.connect_timeout,
             "options" => &mut self.options,
             // Accepted for compatibility with libpq strings; they do not change our behaviour.
-            "replication" | "target_session_attrs" | "keepalives" | "keepalives_idle"
-            | "keepalives_interval" | "keepalives_count" | "gssencmode" | "channel_binding"
+            "replication"
+            | "target_session_attrs"
+            | "keepalives"
+            | "keepalives_idle"
+            | "keepalives_interval"
+            | "keepalives_count"
+            | "gssencmode"
+            | "channel_binding"
             | "client_encoding" => return Ok(()),
             other => return Err(PgConfigError::UnknownOption(other.to_owned())),
         };
@@ -364,9 +367,9 @@ fn parse_url(s: &str, b: &mut Builder) -> Result<(), PgConfigError> {
     }
     if let Some(q) = query {
         for pair in q.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair
-                .split_once('=')
-                .ok_or_else(|| PgConfigError::Url(format!("query parameter {pair:?} has no '='")))?;
+            let (k, v) = pair.split_once('=').ok_or_else(|| {
+                PgConfigError::Url(format!("query parameter {pair:?} has no '='"))
+            })?;
             b.set(&decode(k)?, decode(v)?)?;
         }
     }
@@ -486,7 +489,10 @@ mod tests {
             "unsupported sslmode \"verify-ca\"; use disable, prefer, require or verify-full (verify-full checks the certificate and host name)"
         );
         let e = PgConfig::parse("host=h prot=1").unwrap_err();
-        assert!(e.to_string().starts_with("unknown connection option \"prot\""));
+        assert!(
+            e.to_string()
+                .starts_with("unknown connection option \"prot\"")
+        );
         let e = PgConfig::parse("postgres://u@h:99999/d").unwrap_err();
         assert_eq!(
             e.to_string(),

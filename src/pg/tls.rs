@@ -13,7 +13,9 @@ use super::{Host, PgConfig, SslMode};
 /// A TLS setting that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot read sslrootcert {path}: {source}; point sslrootcert at a PEM file of CA certificates")]
+    #[error(
+        "cannot read sslrootcert {path}: {source}; point sslrootcert at a PEM file of CA certificates"
+    )]
     ReadRoot {
         path: PathBuf,
         #[source]

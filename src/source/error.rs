@@ -19,7 +19,11 @@ pub struct ServerError {
 
 impl std::fmt::Display for ServerError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {} (SQLSTATE {})", self.severity, self.message, self.code)?;
+        write!(
+            f,
+            "{}: {} (SQLSTATE {})",
+            self.severity, self.message, self.code
+        )?;
         if let Some(d) = &self.detail {
             write!(f, "; detail: {d}")?;
         }
@@ -32,7 +36,9 @@ impl std::fmt::Display for ServerError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("cannot connect to {target}: {source}; check that PostgreSQL is running and the host and port are right")]
+    #[error(
+        "cannot connect to {target}: {source}; check that PostgreSQL is running and the host and port are right"
+    )]
     Connect {
         target: String,
         #[source]
@@ -40,50 +46,87 @@ pub enum SourceError {
     },
     #[error(transparent)]
     TlsConfig(#[from] TlsError),
-    #[error("TLS handshake with {target} failed: {source}; check sslmode, sslrootcert and that the certificate names the host")]
+    #[error(
+        "TLS handshake with {target} failed: {source}; check sslmode, sslrootcert and that the certificate names the host"
+    )]
     TlsHandshake {
         target: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("{target} does not accept TLS but sslmode={sslmode} requires it; enable ssl on the server or use sslmode=prefer")]
-    TlsRefused { target: String, sslmode: &'static str },
-    #[error("password authentication failed for user {user:?} at {target}; check the password in the connection string (sluice never logs it)")]
+    #[error(
+        "{target} does not accept TLS but sslmode={sslmode} requires it; enable ssl on the server or use sslmode=prefer"
+    )]
+    TlsRefused {
+        target: String,
+        sslmode: &'static str,
+    },
+    #[error(
+        "password authentication failed for user {user:?} at {target}; check the password in the connection string (sluice never logs it)"
+    )]
     WrongPassword { user: String, target: String },
-    #[error("{target} asks user {user:?} for a password but the connection string has none; add password=... or a URL user:password@")]
+    #[error(
+        "{target} asks user {user:?} for a password but the connection string has none; add password=... or a URL user:password@"
+    )]
     PasswordRequired { user: String, target: String },
-    #[error("{target} asks for authentication method {method}, which sluice does not support; use scram-sha-256, md5, password or trust in pg_hba.conf")]
+    #[error(
+        "{target} asks for authentication method {method}, which sluice does not support; use scram-sha-256, md5, password or trust in pg_hba.conf"
+    )]
     UnsupportedAuth { target: String, method: String },
-    #[error("{target} rejected the connection: {server}; add a pg_hba.conf line such as `host replication {user} <client-address> scram-sha-256` (replication connections need their own line) and reload")]
+    #[error(
+        "{target} rejected the connection: {server}; add a pg_hba.conf line such as `host replication {user} <client-address> scram-sha-256` (replication connections need their own line) and reload"
+    )]
     HbaRejected {
         target: String,
         user: String,
-        server: ServerError,
+        server: Box<ServerError>,
     },
-    #[error("role {user:?} lacks the REPLICATION attribute; run `ALTER ROLE {user} REPLICATION` as a superuser")]
+    #[error(
+        "role {user:?} lacks the REPLICATION attribute; run `ALTER ROLE {user} REPLICATION` as a superuser"
+    )]
     LacksReplication { user: String },
-    #[error("logical decoding needs wal_level = logical but the server has wal_level = {current}; set wal_level = logical in postgresql.conf and restart PostgreSQL")]
+    #[error(
+        "logical decoding needs wal_level = logical but the server has wal_level = {current}; set wal_level = logical in postgresql.conf and restart PostgreSQL"
+    )]
     WalLevel { current: String },
-    #[error("PostgreSQL {version} is too old: sluice needs PostgreSQL 14 or newer; upgrade the server")]
+    #[error(
+        "PostgreSQL {version} is too old: sluice needs PostgreSQL 14 or newer; upgrade the server"
+    )]
     ServerTooOld { version: String },
-    #[error("replication slot {slot:?} does not exist; create it (sluice tail --create-slot, or SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput'))")]
+    #[error(
+        "replication slot {slot:?} does not exist; create it (sluice tail --create-slot, or SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput'))"
+    )]
     SlotMissing { slot: String },
-    #[error("replication slot {slot:?} is active for PID {pid}; stop that consumer (SELECT pg_terminate_backend({pid})) or use another slot")]
+    #[error(
+        "replication slot {slot:?} is active for PID {pid}; stop that consumer (SELECT pg_terminate_backend({pid})) or use another slot"
+    )]
     SlotActive { slot: String, pid: i64 },
-    #[error("replication slot {slot:?} already exists; reuse it or drop it with SELECT pg_drop_replication_slot('{slot}')")]
+    #[error(
+        "replication slot {slot:?} already exists; reuse it or drop it with SELECT pg_drop_replication_slot('{slot}')"
+    )]
     SlotExists { slot: String },
-    #[error("replication slot name {slot:?} is invalid: use 1 to 63 lowercase letters, digits and underscores")]
+    #[error(
+        "replication slot name {slot:?} is invalid: use 1 to 63 lowercase letters, digits and underscores"
+    )]
     InvalidSlotName { slot: String },
     #[error("publication {} does not exist in database {database:?}; create it with CREATE PUBLICATION {} FOR TABLE ...", names.join(", "), names.first().map(String::as_str).unwrap_or("name"))]
-    PublicationMissing { names: Vec<String>, database: String },
-    #[error("the replication connection to {target} was lost after LSN {last_lsn}: {reason}; reconnect and resume from the last confirmed LSN")]
+    PublicationMissing {
+        names: Vec<String>,
+        database: String,
+    },
+    #[error(
+        "the replication connection to {target} was lost after LSN {last_lsn}: {reason}; reconnect and resume from the last confirmed LSN"
+    )]
     ConnectionLost {
         target: String,
         last_lsn: Lsn,
         reason: String,
     },
     #[error("server error while {context}: {server}")]
-    Server { context: String, server: ServerError },
+    Server {
+        context: String,
+        server: Box<ServerError>,
+    },
     #[error("replication protocol error while {context}: {what}")]
     Protocol { context: String, what: String },
     #[error("cannot decode the pgoutput message at LSN {lsn}: {source}")]
@@ -92,7 +135,9 @@ pub enum SourceError {
         #[source]
         source: DecodeError,
     },
-    #[error("pgoutput referenced relation OID {oid} at LSN {lsn} before sending its Relation message")]
+    #[error(
+        "pgoutput referenced relation OID {oid} at LSN {lsn} before sending its Relation message"
+    )]
     UnknownRelation { oid: u32, lsn: Lsn },
     #[error("{what} at LSN {lsn}: the tuple has {got} columns but relation {table} has {expected}")]
     ColumnCount {

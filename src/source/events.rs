@@ -70,11 +70,16 @@ impl EventDecoder {
 
     /// Decodes the pgoutput message carried by one XLogData at `wal_start`. `None` for messages
     /// that carry nothing for the pipeline (Origin, Type, stream boundaries).
-    pub fn decode(&mut self, wal_start: Lsn, data: &[u8]) -> Result<Option<SourceEvent>, SourceError> {
-        let msg = pgoutput::decode_with(data, self.in_stream).map_err(|source| SourceError::Decode {
-            lsn: wal_start,
-            source,
-        })?;
+    pub fn decode(
+        &mut self,
+        wal_start: Lsn,
+        data: &[u8],
+    ) -> Result<Option<SourceEvent>, SourceError> {
+        let msg =
+            pgoutput::decode_with(data, self.in_stream).map_err(|source| SourceError::Decode {
+                lsn: wal_start,
+                source,
+            })?;
         let lsn = self.xact_lsn;
         Ok(Some(match msg {
             PgOutputMessage::Begin {

@@ -167,7 +167,11 @@ pub fn decode_with(buf: &[u8], in_stream: bool) -> Result<PgOutputMessage<'_>, D
         message,
     };
     let stream_xid = |r: &mut Reader<'_>| -> Result<Option<u32>, DecodeError> {
-        if in_stream { r.u32().map(Some) } else { Ok(None) }
+        if in_stream {
+            r.u32().map(Some)
+        } else {
+            Ok(None)
+        }
     };
     let msg = match tag {
         b'B' => PgOutputMessage::Begin {
@@ -436,7 +440,8 @@ impl<'a> Reader<'a> {
                 offset: self.buf.len(),
                 needed: 1,
             })?;
-        let s = std::str::from_utf8(&rest[..nul]).map_err(|_| self.invalid("UTF-8 string", self.pos))?;
+        let s = std::str::from_utf8(&rest[..nul])
+            .map_err(|_| self.invalid("UTF-8 string", self.pos))?;
         self.pos += nul + 1;
         Ok(s)
     }
@@ -487,7 +492,11 @@ mod tests {
         m.push(b'N');
         tuple_bytes(&mut m);
         let expected_tuple = TupleData {
-            columns: vec![TupleValue::Null, TupleValue::Unchanged, TupleValue::Text(b"42")],
+            columns: vec![
+                TupleValue::Null,
+                TupleValue::Unchanged,
+                TupleValue::Text(b"42"),
+            ],
         };
         assert_eq!(
             decode(&m).unwrap(),

@@ -84,13 +84,17 @@ impl ReplicationConnection {
     }
 
     pub async fn identify_system(&mut self) -> Result<SystemInfo, SourceError> {
-        let rows = self.command("IDENTIFY_SYSTEM", "IDENTIFY_SYSTEM", None).await?;
+        let rows = self
+            .command("IDENTIFY_SYSTEM", "IDENTIFY_SYSTEM", None)
+            .await?;
         let get = |c: &str| rows.get(0, c).map(str::to_owned);
         let xlogpos = get("xlogpos").unwrap_or_default();
         Ok(SystemInfo {
             system_id: get("systemid").unwrap_or_default(),
             timeline: get("timeline").and_then(|t| t.parse().ok()).unwrap_or(0),
-            xlogpos: xlogpos.parse().map_err(|_| self.bad_reply("IDENTIFY_SYSTEM", "xlogpos"))?,
+            xlogpos: xlogpos
+                .parse()
+                .map_err(|_| self.bad_reply("IDENTIFY_SYSTEM", "xlogpos"))?,
             dbname: get("dbname"),
         })
     }
@@ -108,7 +112,9 @@ impl ReplicationConnection {
         };
         // The pre-15 syntax, which PostgreSQL 14 and later all accept.
         let sql = format!("CREATE_REPLICATION_SLOT {slot} LOGICAL pgoutput {action}");
-        let rows = self.command(&sql, "creating the replication slot", Some(slot)).await?;
+        let rows = self
+            .command(&sql, "creating the replication slot", Some(slot))
+            .await?;
         let point = rows.get(0, "consistent_point").unwrap_or_default();
         Ok(SlotInfo {
             slot_name: rows.get(0, "slot_name").unwrap_or(slot).to_owned(),
@@ -181,13 +187,23 @@ impl ReplicationConnection {
     }
 
     async fn check_publications(&mut self, names: &[String]) -> Result<(), SourceError> {
-        let list = names.iter().map(|n| quote_literal(n)).collect::<Vec<_>>().join(",");
+        let list = names
+            .iter()
+            .map(|n| quote_literal(n))
+            .collect::<Vec<_>>()
+            .join(",");
         let sql = format!(
             "SELECT n FROM unnest(ARRAY[{list}]::text[]) AS n \
              WHERE n NOT IN (SELECT pubname FROM pg_catalog.pg_publication)"
         );
-        let rows = self.command(&sql, "checking the publications", None).await?;
-        let missing: Vec<String> = rows.rows.iter().filter_map(|r| r.first().cloned().flatten()).collect();
+        let rows = self
+            .command(&sql, "checking the publications", None)
+            .await?;
+        let missing: Vec<String> = rows
+            .rows
+            .iter()
+            .filter_map(|r| r.first().cloned().flatten())
+            .collect();
         if missing.is_empty() {
             Ok(())
         } else {
@@ -267,7 +283,7 @@ pub(crate) fn classify(e: ServerError, context: &str, slot: &str, wire: &Wire) -
         },
         _ => SourceError::Server {
             context: context.to_owned(),
-            server: e,
+            server: Box::new(e),
         },
     }
 }

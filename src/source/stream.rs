@@ -60,7 +60,10 @@ impl ReplicationStream {
         let (tx, events) = mpsc::channel(opts.channel_capacity.max(1));
         let (cmds, cmd_rx) = mpsc::unbounded_channel();
         let Wire {
-            reader, writer, target, ..
+            reader,
+            writer,
+            target,
+            ..
         } = wire;
         let reader = tokio::spawn(read_loop(ReadState {
             frames: reader,
@@ -71,7 +74,12 @@ impl ReplicationStream {
             target: target.clone(),
             slot: opts.slot.clone(),
         }));
-        let writer = tokio::spawn(write_loop(writer, cmd_rx, shared.clone(), opts.status_interval));
+        let writer = tokio::spawn(write_loop(
+            writer,
+            cmd_rx,
+            shared.clone(),
+            opts.status_interval,
+        ));
         ReplicationStream {
             events,
             cmds,
@@ -250,7 +258,7 @@ async fn read_loop(mut st: ReadState) {
                 } else {
                     SourceError::Server {
                         context: format!("streaming from slot {:?}", st.slot),
-                        server: e,
+                        server: Box::new(e),
                     }
                 };
                 let _ = st.tx.send(Err(err)).await;
@@ -265,7 +273,10 @@ async fn read_loop(mut st: ReadState) {
     }
 }
 
-fn handle_copy_data(st: &mut ReadState, mut body: Bytes) -> Result<Option<SourceEvent>, SourceError> {
+fn handle_copy_data(
+    st: &mut ReadState,
+    mut body: Bytes,
+) -> Result<Option<SourceEvent>, SourceError> {
     let short = |what: &str| SourceError::Protocol {
         context: format!("streaming from slot {:?}", st.slot),
         what: format!("short {what} message"),

@@ -104,7 +104,9 @@ fn decode_bytea(text: &str) -> Option<Vec<u8>> {
             if !oct.iter().all(|d| (b'0'..=b'7').contains(d)) {
                 return None;
             }
-            let v = u32::from(oct[0] - b'0') * 64 + u32::from(oct[1] - b'0') * 8 + u32::from(oct[2] - b'0');
+            let v = u32::from(oct[0] - b'0') * 64
+                + u32::from(oct[1] - b'0') * 8
+                + u32::from(oct[2] - b'0');
             out.push(u8::try_from(v).ok()?);
             i += 4;
         }
@@ -346,7 +348,10 @@ impl ArrayParser<'_> {
             }
             // Finite numbers keep their exact text; NaN and infinities have no JSON number form.
             Value::Float(f) if f.is_finite() => self.out.push_str(raw),
-            Value::Numeric(n) if n.bytes().all(|b| b.is_ascii_digit() || b == b'-' || b == b'.') => {
+            Value::Numeric(n)
+                if n.bytes()
+                    .all(|b| b.is_ascii_digit() || b == b'-' || b == b'.') =>
+            {
                 self.out.push_str(&n)
             }
             Value::Json(j) => self.out.push_str(&j),
@@ -392,30 +397,51 @@ mod tests {
         assert_eq!(decode_text(21, "-32768"), Value::Int(-32768));
         assert_eq!(decode_text(20, "9223372036854775807"), Value::Int(i64::MAX));
         assert_eq!(decode_text(701, "1.5"), Value::Float(1.5));
-        assert_eq!(decode_text(700, "-Infinity"), Value::Float(f64::NEG_INFINITY));
+        assert_eq!(
+            decode_text(700, "-Infinity"),
+            Value::Float(f64::NEG_INFINITY)
+        );
         assert!(matches!(decode_text(701, "NaN"), Value::Float(f) if f.is_nan()));
         assert_eq!(decode_text(1700, "NaN"), Value::Numeric("NaN".into()));
         assert_eq!(
             decode_text(1700, "12345678901234567890.000000000001"),
             Value::Numeric("12345678901234567890.000000000001".into())
         );
-        assert_eq!(decode_text(3802, r#"{"a": 1}"#), Value::Json(r#"{"a": 1}"#.into()));
+        assert_eq!(
+            decode_text(3802, r#"{"a": 1}"#),
+            Value::Json(r#"{"a": 1}"#.into())
+        );
         assert_eq!(decode_text(17, "\\x00ff10"), Value::Bytes(vec![0, 255, 16]));
-        assert_eq!(decode_text(17, "a\\\\b\\001"), Value::Bytes(b"a\\b\x01".to_vec()));
-        assert_eq!(decode_text(2950, "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"), Value::Text("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11".into()));
+        assert_eq!(
+            decode_text(17, "a\\\\b\\001"),
+            Value::Bytes(b"a\\b\x01".to_vec())
+        );
+        assert_eq!(
+            decode_text(2950, "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
+            Value::Text("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11".into())
+        );
         assert_eq!(decode_text(99999, "happy"), Value::Text("happy".into()));
         assert_eq!(decode_text(23, "x"), Value::Text("x".into()));
     }
 
     #[test]
     fn times_are_normalised() {
-        assert_eq!(decode_text(1082, "2024-02-29"), Value::Date("2024-02-29".into()));
-        assert_eq!(decode_text(1083, "13:14:15.5"), Value::Time("13:14:15.5".into()));
+        assert_eq!(
+            decode_text(1082, "2024-02-29"),
+            Value::Date("2024-02-29".into())
+        );
+        assert_eq!(
+            decode_text(1083, "13:14:15.5"),
+            Value::Time("13:14:15.5".into())
+        );
         assert_eq!(
             decode_text(1114, "2024-01-02 03:04:05.123456"),
             Value::Timestamp("2024-01-02T03:04:05.123456".into())
         );
-        assert_eq!(decode_text(1114, "infinity"), Value::Timestamp("infinity".into()));
+        assert_eq!(
+            decode_text(1114, "infinity"),
+            Value::Timestamp("infinity".into())
+        );
         assert_eq!(
             decode_text(1184, "2024-01-02 03:04:05+00"),
             Value::Timestamptz("2024-01-02T03:04:05Z".into())
@@ -428,24 +454,39 @@ mod tests {
             decode_text(1184, "1999-12-31 20:00:00-08"),
             Value::Timestamptz("2000-01-01T04:00:00Z".into())
         );
-        assert_eq!(decode_text(1184, "-infinity"), Value::Timestamptz("-infinity".into()));
+        assert_eq!(
+            decode_text(1184, "-infinity"),
+            Value::Timestamptz("-infinity".into())
+        );
     }
 
     #[test]
     fn arrays_become_json() {
         assert_eq!(decode_text(1007, "{}"), Value::Json("[]".into()));
-        assert_eq!(decode_text(1007, "{1,NULL,-3}"), Value::Json("[1,null,-3]".into()));
+        assert_eq!(
+            decode_text(1007, "{1,NULL,-3}"),
+            Value::Json("[1,null,-3]".into())
+        );
         assert_eq!(
             decode_text(1009, r#"{"a b","NULL",NULL,"q\"uo\\te",plain}"#),
             Value::Json(r#"["a b","NULL",null,"q\"uo\\te","plain"]"#.into())
         );
-        assert_eq!(decode_text(1000, "{{t,f},{f,t}}"), Value::Json("[[true,false],[false,true]]".into()));
+        assert_eq!(
+            decode_text(1000, "{{t,f},{f,t}}"),
+            Value::Json("[[true,false],[false,true]]".into())
+        );
         assert_eq!(
             decode_text(1022, "{1.5,NaN,Infinity}"),
             Value::Json(r#"[1.5,"NaN","Infinity"]"#.into())
         );
-        assert_eq!(decode_text(1231, "{1.10,NaN}"), Value::Json(r#"[1.10,"NaN"]"#.into()));
-        assert_eq!(decode_text(1007, "[0:1]={7,8}"), Value::Json("[7,8]".into()));
+        assert_eq!(
+            decode_text(1231, "{1.10,NaN}"),
+            Value::Json(r#"[1.10,"NaN"]"#.into())
+        );
+        assert_eq!(
+            decode_text(1007, "[0:1]={7,8}"),
+            Value::Json("[7,8]".into())
+        );
         assert_eq!(
             decode_text(3807, r#"{"{\"a\": 1}",null}"#),
             Value::Json(r#"[{"a": 1},null]"#.into())

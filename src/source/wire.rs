@@ -150,7 +150,11 @@ impl Wire {
             let stream: BoxStream = match &cfg.host {
                 Host::Unix(dir) => {
                     let path = dir.join(format!(".s.PGSQL.{}", cfg.port));
-                    Box::new(tokio::net::UnixStream::connect(path).await.map_err(connect_err)?)
+                    Box::new(
+                        tokio::net::UnixStream::connect(path)
+                            .await
+                            .map_err(connect_err)?,
+                    )
                 }
                 Host::Tcp(host) => {
                     let tcp = tokio::net::TcpStream::connect((host.as_str(), cfg.port))
@@ -219,7 +223,11 @@ impl Wire {
 
         let mut scram: Option<sasl::ScramSha256> = None;
         loop {
-            let frame = self.reader.next().await.map_err(|e| self.lost("authentication", e))?;
+            let frame = self
+                .reader
+                .next()
+                .await
+                .map_err(|e| self.lost("authentication", e))?;
             match frame.tag {
                 b'R' => {
                     let mut body = frame.body;
@@ -233,7 +241,9 @@ impl Wire {
                             let pw = self.password(cfg)?;
                             frontend::password_message(pw.as_bytes(), &mut self.wbuf)
                                 .map_err(|e| io_protocol("sending the password", e))?;
-                            self.flush().await.map_err(|e| self.lost("authentication", e))?;
+                            self.flush()
+                                .await
+                                .map_err(|e| self.lost("authentication", e))?;
                         }
                         5 => {
                             if body.len() < 4 {
@@ -244,7 +254,9 @@ impl Wire {
                             let hash = md5_hash(cfg.user.as_bytes(), pw.as_bytes(), salt);
                             frontend::password_message(hash.as_bytes(), &mut self.wbuf)
                                 .map_err(|e| io_protocol("sending the md5 password", e))?;
-                            self.flush().await.map_err(|e| self.lost("authentication", e))?;
+                            self.flush()
+                                .await
+                                .map_err(|e| self.lost("authentication", e))?;
                         }
                         10 => {
                             let offered: Vec<String> = body
@@ -271,21 +283,26 @@ impl Wire {
                             )
                             .map_err(|e| io_protocol("starting SCRAM", e))?;
                             scram = Some(s);
-                            self.flush().await.map_err(|e| self.lost("authentication", e))?;
+                            self.flush()
+                                .await
+                                .map_err(|e| self.lost("authentication", e))?;
                         }
                         11 => {
-                            let s = scram
-                                .as_mut()
-                                .ok_or_else(|| self.protocol("authentication", "SASL continue before SASL start"))?;
-                            s.update(&body).map_err(|e| io_protocol("SCRAM exchange", e))?;
+                            let s = scram.as_mut().ok_or_else(|| {
+                                self.protocol("authentication", "SASL continue before SASL start")
+                            })?;
+                            s.update(&body)
+                                .map_err(|e| io_protocol("SCRAM exchange", e))?;
                             frontend::sasl_response(s.message(), &mut self.wbuf)
                                 .map_err(|e| io_protocol("SCRAM exchange", e))?;
-                            self.flush().await.map_err(|e| self.lost("authentication", e))?;
+                            self.flush()
+                                .await
+                                .map_err(|e| self.lost("authentication", e))?;
                         }
                         12 => {
-                            let s = scram
-                                .as_mut()
-                                .ok_or_else(|| self.protocol("authentication", "SASL final before SASL start"))?;
+                            let s = scram.as_mut().ok_or_else(|| {
+                                self.protocol("authentication", "SASL final before SASL start")
+                            })?;
                             // A wrong server signature means the server does not know the password.
                             s.finish(&body).map_err(|e| SourceError::Protocol {
                                 context: "verifying the server's SCRAM signature".to_owned(),
@@ -327,7 +344,11 @@ impl Wire {
                 }
             }
         }
-        let version = self.params.get("server_version").cloned().unwrap_or_default();
+        let version = self
+            .params
+            .get("server_version")
+            .cloned()
+            .unwrap_or_default();
         check_server_version(&version)?;
         Ok(())
     }
@@ -353,11 +374,11 @@ impl Wire {
             "28000" => SourceError::HbaRejected {
                 target: self.target.clone(),
                 user: self.user.clone(),
-                server: e,
+                server: Box::new(e),
             },
             _ => SourceError::Server {
                 context: format!("connecting to {}", self.target),
-                server: e,
+                server: Box::new(e),
             },
         }
     }
@@ -382,7 +403,9 @@ impl Wire {
         sql: &str,
     ) -> Result<Result<Vec<Rows>, ServerError>, SourceError> {
         frontend::query(sql, &mut self.wbuf).map_err(|e| io_protocol("encoding a query", e))?;
-        self.flush().await.map_err(|e| self.lost("sending a command", e))?;
+        self.flush()
+            .await
+            .map_err(|e| self.lost("sending a command", e))?;
         let mut results = Vec::new();
         let mut current = Rows::default();
         let mut error = None;
@@ -393,12 +416,16 @@ impl Wire {
                 .await
                 .map_err(|e| self.lost("reading a command result", e))?;
             match frame.tag {
-                b'T' => current.columns = parse_row_description(&frame.body)
-                    .ok_or_else(|| self.protocol("reading a command result", "malformed RowDescription"))?,
-                b'D' => current.rows.push(
-                    parse_data_row(&frame.body)
-                        .ok_or_else(|| self.protocol("reading a command result", "malformed DataRow"))?,
-                ),
+                b'T' => {
+                    current.columns = parse_row_description(&frame.body).ok_or_else(|| {
+                        self.protocol("reading a command result", "malformed RowDescription")
+                    })?
+                }
+                b'D' => current
+                    .rows
+                    .push(parse_data_row(&frame.body).ok_or_else(|| {
+                        self.protocol("reading a command result", "malformed DataRow")
+                    })?),
                 b'C' | b'I' => results.push(std::mem::take(&mut current)),
                 b'E' => error = Some(parse_error(&frame.body)),
                 b'Z' => break,
@@ -424,7 +451,9 @@ impl Wire {
     /// Queues a frontend message built by `f`, and flushes.
     pub async fn send_raw(&mut self, f: impl FnOnce(&mut BytesMut)) -> Result<(), SourceError> {
         f(&mut self.wbuf);
-        self.flush().await.map_err(|e| self.lost("sending a command", e))
+        self.flush()
+            .await
+            .map_err(|e| self.lost("sending a command", e))
     }
 }
 
@@ -437,7 +466,11 @@ pub(crate) fn check_server_version(version: &str) -> Result<u32, SourceError> {
         .unwrap_or(0);
     if major < 14 {
         return Err(SourceError::ServerTooOld {
-            version: if version.is_empty() { "(unknown)".to_owned() } else { version.to_owned() },
+            version: if version.is_empty() {
+                "(unknown)".to_owned()
+            } else {
+                version.to_owned()
+            },
         });
     }
     Ok(major)
@@ -518,7 +551,10 @@ mod tests {
 
     #[test]
     fn server_version_gate() {
-        assert_eq!(check_server_version("15.4 (Debian 15.4-1.pgdg120+1)").unwrap(), 15);
+        assert_eq!(
+            check_server_version("15.4 (Debian 15.4-1.pgdg120+1)").unwrap(),
+            15
+        );
         assert_eq!(check_server_version("14beta1").unwrap(), 14);
         assert_eq!(
             check_server_version("13.11").unwrap_err().to_string(),
@@ -531,6 +567,9 @@ mod tests {
         let body = b"SERROR\0VERROR\0C42704\0Mslot missing\0Hcreate it\0\0";
         let e = parse_error(body);
         assert_eq!(e.code, "42704");
-        assert_eq!(e.to_string(), "ERROR: slot missing (SQLSTATE 42704); hint: create it");
+        assert_eq!(
+            e.to_string(),
+            "ERROR: slot missing (SQLSTATE 42704); hint: create it"
+        );
     }
 }

@@ -33,7 +33,9 @@ fn server() -> &'static AuthServer {
         let (other_cert, _) = ca("some other CA");
         let mut params =
             CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-        params.distinguished_name.push(DnType::CommonName, "localhost");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &ca_cert, &ca_key).unwrap();
         let write = |name: &str, text: String| {
@@ -107,7 +109,9 @@ async fn trust() {
 
 #[tokio::test]
 async fn cleartext_password() {
-    connects(&cfg("clear_user", Some("clear pw"), "")).await.unwrap();
+    connects(&cfg("clear_user", Some("clear pw"), ""))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -118,12 +122,16 @@ async fn md5() {
         "SELECT left(rolpassword, 3) FROM pg_authid WHERE rolname = 'md5_user'",
     );
     assert_eq!(stored, "md5\n");
-    connects(&cfg("md5_user", Some("md5 pw"), "")).await.unwrap();
+    connects(&cfg("md5_user", Some("md5 pw"), ""))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
 async fn scram_sha_256_and_wrong_password() {
-    connects(&cfg("scram_user", Some("scr@m pw"), "")).await.unwrap();
+    connects(&cfg("scram_user", Some("scr@m pw"), ""))
+        .await
+        .unwrap();
     let err = connects(&cfg("scram_user", Some("not it"), ""))
         .await
         .unwrap_err();
@@ -138,7 +146,9 @@ async fn scram_sha_256_and_wrong_password() {
     assert!(!msg.contains("not it"));
     let err = connects(&cfg("scram_user", None, "")).await.unwrap_err();
     assert!(matches!(err, SourceError::PasswordRequired { .. }), "{err}");
-    let err = connects(&cfg("md5_user", Some("wrong"), "")).await.unwrap_err();
+    let err = connects(&cfg("md5_user", Some("wrong"), ""))
+        .await
+        .unwrap_err();
     assert!(matches!(err, SourceError::WrongPassword { .. }), "{err}");
 }
 
@@ -151,7 +161,9 @@ async fn tls_require() {
     connects(&cfg("tls_user", Some("tls pw"), "sslmode=prefer"))
         .await
         .unwrap();
-    let err = connects(&cfg("tls_user", Some("tls pw"), "")).await.unwrap_err();
+    let err = connects(&cfg("tls_user", Some("tls pw"), ""))
+        .await
+        .unwrap_err();
     assert!(matches!(err, SourceError::HbaRejected { .. }), "{err}");
 }
 
@@ -168,7 +180,10 @@ async fn tls_verify_full() {
     // The ordinary SQL connection applies the same policy.
     let client = cfg.connect_sql().await.unwrap();
     let row = client
-        .query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
         .await
         .unwrap();
     assert!(row.get::<_, bool>(0));

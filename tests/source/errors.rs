@@ -122,7 +122,10 @@ async fn slot_already_exists() {
 async fn connection_lost_mid_stream_reports_the_last_lsn() {
     let (_db, cfg, client) = setup("err_lost", "CREATE TABLE t (id int PRIMARY KEY)").await;
     let lsn = create_slot(&cfg, "s_lost").await;
-    client.batch_execute("INSERT INTO t VALUES (1)").await.unwrap();
+    client
+        .batch_execute("INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
     let mut stream = start(&cfg, "s_lost", lsn).await;
     let events = crate::until_commits(&mut stream, 1).await;
     let Some(SourceEvent::Commit { commit_lsn, .. }) = events.last() else {

@@ -34,10 +34,42 @@ fn pools() -> Vec<(&'static str, Vec<&'static str>)> {
         ("i2", vec!["-32768", "0", "32767", "NULL"]),
         ("i4", vec!["-2147483648", "42", "NULL"]),
         ("i8", vec!["9223372036854775807", "-1", "NULL"]),
-        ("f4", vec!["'NaN'", "'Infinity'", "'-Infinity'", "1.5", "-0.1", "3.4028235e38", "NULL"]),
+        (
+            "f4",
+            vec![
+                "'NaN'",
+                "'Infinity'",
+                "'-Infinity'",
+                "1.5",
+                "-0.1",
+                "3.4028235e38",
+                "NULL",
+            ],
+        ),
         ("f8", vec!["'NaN'", "1e-300", "0.1", "'-Infinity'", "NULL"]),
-        ("n", vec!["'NaN'", "'Infinity'", "'-Infinity'", "123456789012345678901234567890.123456789", "-0.000001", "NULL"]),
-        ("t", vec!["'plain'", "'it''s'", r"'back\slash'", "'ünïcødé ✓'", "''", "'new-tuple: x[int]:1'", "NULL"]),
+        (
+            "n",
+            vec![
+                "'NaN'",
+                "'Infinity'",
+                "'-Infinity'",
+                "123456789012345678901234567890.123456789",
+                "-0.000001",
+                "NULL",
+            ],
+        ),
+        (
+            "t",
+            vec![
+                "'plain'",
+                "'it''s'",
+                r"'back\slash'",
+                "'ünïcødé ✓'",
+                "''",
+                "'new-tuple: x[int]:1'",
+                "NULL",
+            ],
+        ),
         ("vc", vec!["'short'", "NULL"]),
         ("bc", vec!["'ab'", "NULL"]),
         ("nm", vec!["'a name'", "NULL"]),
@@ -45,11 +77,39 @@ fn pools() -> Vec<(&'static str, Vec<&'static str>)> {
         ("j", vec![r#"'{"a": [1, 2]}'"#, "'null'", "NULL"]),
         ("jb", vec![r#"'{"b": {"c": "d''e"}}'"#, "'[]'", "NULL"]),
         ("by", vec![r"'\x00ff10'", "''", "NULL"]),
-        ("d", vec!["'2024-02-29'", "'infinity'", "'-infinity'", "'0044-03-15 BC'", "NULL"]),
+        (
+            "d",
+            vec![
+                "'2024-02-29'",
+                "'infinity'",
+                "'-infinity'",
+                "'0044-03-15 BC'",
+                "NULL",
+            ],
+        ),
         ("tm", vec!["'13:14:15.123456'", "'00:00'", "NULL"]),
-        ("ts", vec!["'2024-01-02 03:04:05.5'", "'infinity'", "'-infinity'", "NULL"]),
-        ("tz", vec!["'2024-01-02 03:04:05.5+05:30'", "'infinity'", "'1999-12-31 23:59:59-08'", "NULL"]),
-        ("ai", vec!["'{}'", "'{1,NULL,3}'", "'{{1,2},{3,4}}'", "NULL"]),
+        (
+            "ts",
+            vec![
+                "'2024-01-02 03:04:05.5'",
+                "'infinity'",
+                "'-infinity'",
+                "NULL",
+            ],
+        ),
+        (
+            "tz",
+            vec![
+                "'2024-01-02 03:04:05.5+05:30'",
+                "'infinity'",
+                "'1999-12-31 23:59:59-08'",
+                "NULL",
+            ],
+        ),
+        (
+            "ai",
+            vec!["'{}'", "'{1,NULL,3}'", "'{{1,2},{3,4}}'", "NULL"],
+        ),
         ("at", vec![r#"'{"a b",NULL,"q\"x"}'"#, "'{}'", "NULL"]),
         ("m", vec!["'happy'", "'sad'", "NULL"]),
         ("dom", vec!["7", "NULL"]),
@@ -61,7 +121,8 @@ fn pools() -> Vec<(&'static str, Vec<&'static str>)> {
 fn workload(seed: u64) -> Vec<String> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let pools = pools();
-    let pick = |rng: &mut rand::rngs::StdRng, i: usize| pools[i].1[rng.random_range(0..pools[i].1.len())];
+    let pick =
+        |rng: &mut rand::rngs::StdRng, i: usize| pools[i].1[rng.random_range(0..pools[i].1.len())];
     let cols: Vec<&str> = pools.iter().map(|(c, _)| *c).collect();
     let mut live: Vec<i32> = Vec::new();
     let mut full_live: Vec<i32> = Vec::new();
@@ -84,7 +145,11 @@ fn workload(seed: u64) -> Vec<String> {
             match rng.random_range(0..10) {
                 0..=3 => {
                     let vals: Vec<&str> = (0..cols.len()).map(|i| pick(&mut rng, i)).collect();
-                    let (extra_c, extra_v) = if altered { (", extra", ", 9") } else { ("", "") };
+                    let (extra_c, extra_v) = if altered {
+                        (", extra", ", 9")
+                    } else {
+                        ("", "")
+                    };
                     stmts.push(format!(
                         "INSERT INTO typed (id, {}{extra_c}) VALUES ({next_id}, {}{extra_v})",
                         cols.join(", "),
@@ -108,7 +173,10 @@ fn workload(seed: u64) -> Vec<String> {
                 }
                 6 if !live.is_empty() => {
                     let k = rng.random_range(0..live.len());
-                    stmts.push(format!("UPDATE typed SET id = {next_id} WHERE id = {}", live[k]));
+                    stmts.push(format!(
+                        "UPDATE typed SET id = {next_id} WHERE id = {}",
+                        live[k]
+                    ));
                     live[k] = next_id;
                     next_id += 1;
                 }
@@ -117,7 +185,11 @@ fn workload(seed: u64) -> Vec<String> {
                     stmts.push(format!("DELETE FROM typed WHERE id = {id}"));
                 }
                 8 => {
-                    let big = if rng.random_bool(0.5) { "repeat('F', 2500)" } else { "NULL" };
+                    let big = if rng.random_bool(0.5) {
+                        "repeat('F', 2500)"
+                    } else {
+                        "NULL"
+                    };
                     stmts.push(format!(
                         "INSERT INTO full_t VALUES ({next_id}, {}, {big})",
                         pick(&mut rng, 7)
@@ -128,7 +200,10 @@ fn workload(seed: u64) -> Vec<String> {
                 _ if !full_live.is_empty() => {
                     let id = full_live[rng.random_range(0..full_live.len())];
                     if rng.random_bool(0.5) {
-                        stmts.push(format!("UPDATE full_t SET v = {} WHERE id = {id}", pick(&mut rng, 7)));
+                        stmts.push(format!(
+                            "UPDATE full_t SET v = {} WHERE id = {id}",
+                            pick(&mut rng, 7)
+                        ));
                     } else {
                         full_live.retain(|x| *x != id);
                         stmts.push(format!("DELETE FROM full_t WHERE id = {id}"));
@@ -226,7 +301,15 @@ fn render(change: &Change, cols: &[(String, String)], row: &[Value]) -> (Vec<Str
             None => {
                 oracle.push(format!("{}=<absent>", c.name));
                 let v = &row[i];
-                ours.push(format!("{}={}", c.name, if *v == Value::Null { "<absent>".to_owned() } else { format!("{v:?}") }));
+                ours.push(format!(
+                    "{}={}",
+                    c.name,
+                    if *v == Value::Null {
+                        "<absent>".to_owned()
+                    } else {
+                        format!("{v:?}")
+                    }
+                ));
             }
         }
     }
@@ -248,7 +331,10 @@ async fn pgoutput_matches_test_decoding() {
         .unwrap();
     let txs = workload(20260501);
     for tx in &txs {
-        client.batch_execute(tx).await.unwrap_or_else(|e| panic!("{e}: {tx}"));
+        client
+            .batch_execute(tx)
+            .await
+            .unwrap_or_else(|e| panic!("{e}: {tx}"));
     }
     client
         .batch_execute(
@@ -272,12 +358,16 @@ async fn pgoutput_matches_test_decoding() {
     assert!(n_tx >= 60, "workload produced only {n_tx} transactions");
 
     // sluice's side.
-    let conn = sluice::source::ReplicationConnection::connect(&cfg).await.unwrap();
+    let conn = sluice::source::ReplicationConnection::connect(&cfg)
+        .await
+        .unwrap();
     let mut opts = StartOptions::new("s_pgoutput", vec!["pub".to_owned()]);
     opts.start_lsn = start_lsn;
     let mut stream = conn.start_replication(opts).await.unwrap();
     let mut ours: Vec<(u32, Vec<SourceEvent>)> = Vec::new();
-    while ours.len() < n_tx || !matches!(ours.last(), Some((_, evs)) if matches!(evs.last(), Some(SourceEvent::Commit { .. }))) {
+    while ours.len() < n_tx
+        || !matches!(ours.last(), Some((_, evs)) if matches!(evs.last(), Some(SourceEvent::Commit { .. })))
+    {
         let ev = tokio::time::timeout(Duration::from_secs(30), stream.recv())
             .await
             .expect("pgoutput stream stalled")
@@ -286,7 +376,11 @@ async fn pgoutput_matches_test_decoding() {
         match ev {
             SourceEvent::Begin { xid, .. } => ours.push((xid, Vec::new())),
             SourceEvent::Keepalive { .. } | SourceEvent::Relation(_) => {}
-            other => ours.last_mut().expect("event outside a transaction").1.push(other),
+            other => ours
+                .last_mut()
+                .expect("event outside a transaction")
+                .1
+                .push(other),
         }
     }
     stream.close().await.unwrap();
@@ -318,11 +412,27 @@ async fn pgoutput_matches_test_decoding() {
             let (kind, rest) = body.split_once(':').unwrap();
             let rest = rest.trim_start();
             match ev {
-                SourceEvent::Truncate { tables, cascade, restart_identity, .. } => {
+                SourceEvent::Truncate {
+                    tables,
+                    cascade,
+                    restart_identity,
+                    ..
+                } => {
                     assert_eq!(kind, "TRUNCATE", "xid {xid}");
-                    let names: Vec<String> = tables.iter().map(|t| format!("{}.{}", t.schema, t.name)).collect();
-                    let onames: Vec<String> = head.trim_start_matches("table ").split(", ").map(str::to_owned).collect();
-                    let mine = Op::Truncate { tables: names, cascade: *cascade, restart: *restart_identity };
+                    let names: Vec<String> = tables
+                        .iter()
+                        .map(|t| format!("{}.{}", t.schema, t.name))
+                        .collect();
+                    let onames: Vec<String> = head
+                        .trim_start_matches("table ")
+                        .split(", ")
+                        .map(str::to_owned)
+                        .collect();
+                    let mine = Op::Truncate {
+                        tables: names,
+                        cascade: *cascade,
+                        restart: *restart_identity,
+                    };
                     let theirs = Op::Truncate {
                         tables: onames,
                         cascade: rest.contains("cascade"),
@@ -336,7 +446,14 @@ async fn pgoutput_matches_test_decoding() {
                     assert_eq!(head, format!("table {table}"), "xid {xid}");
                     let (old_cols, new_cols) = if let Some(r) = rest.strip_prefix("old-key: ") {
                         let (o, n) = r.split_once(" new-tuple: ").unwrap_or((r, ""));
-                        (Some(parse_columns(o)), if kind == "DELETE" { None } else { Some(parse_columns(n)) })
+                        (
+                            Some(parse_columns(o)),
+                            if kind == "DELETE" {
+                                None
+                            } else {
+                                Some(parse_columns(n))
+                            },
+                        )
                     } else if kind == "DELETE" {
                         (Some(parse_columns(rest)), None)
                     } else {
@@ -357,11 +474,24 @@ async fn pgoutput_matches_test_decoding() {
                     }
                     assert_eq!(new_cols.is_some(), c.new.is_some(), "xid {xid}: {line}");
                     assert_eq!(old_cols.is_some(), c.old.is_some(), "xid {xid}: {line}");
-                    let theirs = Op::Change { table: table.clone(), op: op.clone(), new: o_new, old: o_old };
-                    let mine = Op::Change { table, op, new: s_new, old: s_old };
+                    let theirs = Op::Change {
+                        table: table.clone(),
+                        op: op.clone(),
+                        new: o_new,
+                        old: o_old,
+                    };
+                    let mine = Op::Change {
+                        table,
+                        op,
+                        new: s_new,
+                        old: s_old,
+                    };
                     assert_eq!(mine, theirs, "xid {xid}: {line}");
                     *compared.entry(c.op.as_str()).or_default() += 1;
-                    if c.new.as_ref().is_some_and(|r| r.contains(&Value::Unchanged)) {
+                    if c.new
+                        .as_ref()
+                        .is_some_and(|r| r.contains(&Value::Unchanged))
+                    {
                         *compared.entry("unchanged-toast").or_default() += 1;
                     }
                     if c.table.column_index("extra").is_some() {
@@ -373,7 +503,17 @@ async fn pgoutput_matches_test_decoding() {
         }
     }
     // The workload really covered every case the oracle is meant to check.
-    for kind in ["insert", "update", "delete", "truncate", "unchanged-toast", "after-alter"] {
-        assert!(compared.get(kind).copied().unwrap_or(0) > 0, "no {kind} compared: {compared:?}");
+    for kind in [
+        "insert",
+        "update",
+        "delete",
+        "truncate",
+        "unchanged-toast",
+        "after-alter",
+    ] {
+        assert!(
+            compared.get(kind).copied().unwrap_or(0) > 0,
+            "no {kind} compared: {compared:?}"
+        );
     }
 }

@@ -28,7 +28,10 @@ fn summary(events: &[SourceEvent]) -> Vec<String> {
                 ..
             } => format!(
                 "truncate {:?} cascade={cascade} restart={restart_identity}",
-                tables.iter().map(|t| t.qualified_name()).collect::<Vec<_>>()
+                tables
+                    .iter()
+                    .map(|t| t.qualified_name())
+                    .collect::<Vec<_>>()
             ),
             SourceEvent::Message {
                 transactional,
@@ -99,11 +102,19 @@ async fn decodes_every_message_kind_with_lsns() {
         // The TOASTed column did not change: it is Unchanged, never Null.
         format!(
             "update items new={:?} old=None",
-            Some(vec![Value::Int(1), Value::Text("b".into()), Value::Unchanged])
+            Some(vec![
+                Value::Int(1),
+                Value::Text("b".into()),
+                Value::Unchanged
+            ])
         ),
         format!(
             "update items new={:?} old={:?}",
-            Some(vec![Value::Int(2), Value::Text("b".into()), Value::Unchanged]),
+            Some(vec![
+                Value::Int(2),
+                Value::Text("b".into()),
+                Value::Unchanged
+            ]),
             Some(vec![Value::Int(1), Value::Null, Value::Null])
         ),
         "relation app.other".to_owned(),
@@ -151,7 +162,9 @@ async fn decodes_every_message_kind_with_lsns() {
             SourceEvent::Change(c) => assert_eq!(c.lsn, final_lsn),
             SourceEvent::Truncate { lsn, .. } => assert_eq!(*lsn, final_lsn),
             SourceEvent::Commit {
-                commit_lsn, end_lsn, ..
+                commit_lsn,
+                end_lsn,
+                ..
             } => {
                 assert_eq!(*commit_lsn, final_lsn);
                 assert!(end_lsn > commit_lsn);
@@ -183,8 +196,14 @@ async fn decodes_every_message_kind_with_lsns() {
 async fn confirmed_lsn_reaches_the_server_and_unconfirmed_changes_are_resent() {
     let (_db, cfg, client) = setup("stream_confirm", "CREATE TABLE t (id int PRIMARY KEY)").await;
     let start_lsn = create_slot(&cfg, "s_confirm").await;
-    client.batch_execute("INSERT INTO t VALUES (1)").await.unwrap();
-    client.batch_execute("INSERT INTO t VALUES (2)").await.unwrap();
+    client
+        .batch_execute("INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+    client
+        .batch_execute("INSERT INTO t VALUES (2)")
+        .await
+        .unwrap();
     let mut stream = start(&cfg, "s_confirm", start_lsn).await;
     let events = until_commits(&mut stream, 2).await;
     let ends: Vec<Lsn> = events
@@ -225,20 +244,18 @@ async fn confirmed_lsn_reaches_the_server_and_unconfirmed_changes_are_resent() {
         })
         .collect();
     assert_eq!(inserted, vec![vec![Value::Int(2)]]);
-    assert!(matches!(again.last(), Some(SourceEvent::Commit { end_lsn, .. }) if *end_lsn == ends[1]));
+    assert!(
+        matches!(again.last(), Some(SourceEvent::Commit { end_lsn, .. }) if *end_lsn == ends[1])
+    );
 
     // Idle: the keepalive's WAL end can be acknowledged so the slot does not pin WAL.
     stream.confirm(ends[1]);
-    let wal_end = loop {
-        match tokio::time::timeout(Duration::from_secs(30), stream.recv())
-            .await
-            .unwrap()
-            .unwrap()
-        {
-            Some(SourceEvent::Keepalive { wal_end }) => break wal_end,
-            Some(other) => panic!("unexpected {other:?}"),
-            None => panic!("stream ended"),
-        }
+    let next = tokio::time::timeout(Duration::from_secs(30), stream.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let Some(SourceEvent::Keepalive { wal_end }) = next else {
+        panic!("expected a keepalive on an idle stream, got {next:?}")
     };
     assert!(wal_end >= ends[1]);
     stream.close().await.unwrap();
@@ -253,13 +270,19 @@ async fn pg_admin() -> tokio_postgres::Client {
 
 #[tokio::test]
 async fn a_slow_consumer_applies_backpressure_without_losing_events() {
-    let (_db, cfg, client) = setup("stream_slow", "CREATE TABLE t (id int PRIMARY KEY, pad text)").await;
+    let (_db, cfg, client) = setup(
+        "stream_slow",
+        "CREATE TABLE t (id int PRIMARY KEY, pad text)",
+    )
+    .await;
     let start_lsn = create_slot(&cfg, "s_slow").await;
     client
         .batch_execute("INSERT INTO t SELECT g, repeat('p', 200) FROM generate_series(1, 20000) g")
         .await
         .unwrap();
-    let conn = sluice::source::ReplicationConnection::connect(&cfg).await.unwrap();
+    let conn = sluice::source::ReplicationConnection::connect(&cfg)
+        .await
+        .unwrap();
     let mut opts = sluice::source::StartOptions::new("s_slow", vec!["pub".to_owned()]);
     opts.start_lsn = start_lsn;
     opts.channel_capacity = 16;

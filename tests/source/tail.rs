@@ -32,7 +32,11 @@ async fn tail_prints_changes_as_json_lines() {
     // The slot exists once tail has created it; changes after that are streamed.
     let admin = crate::pg::cluster().admin_client().await;
     for _ in 0..200 {
-        if sluice::source::lookup_slot(&admin, "tail_slot").await.unwrap().is_some() {
+        if sluice::source::lookup_slot(&admin, "tail_slot")
+            .await
+            .unwrap()
+            .is_some()
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -46,7 +50,12 @@ async fn tail_prints_changes_as_json_lines() {
         .await
         .unwrap();
     let mut lines = Vec::new();
-    while lines.iter().filter(|l: &&serde_json::Value| l["kind"] == "commit").count() < 2 {
+    while lines
+        .iter()
+        .filter(|l: &&serde_json::Value| l["kind"] == "commit")
+        .count()
+        < 2
+    {
         let line = rx
             .recv_timeout(Duration::from_secs(20))
             .expect("no output from sluice tail");
