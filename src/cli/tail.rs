@@ -1,8 +1,174 @@
+//! `sluice tail`: print decoded changes from a live database as JSON lines, so a user can see
+//! exactly what the rules will receive.
+
+use std::io::Write;
 use std::process::ExitCode;
 
-#[derive(Debug, clap::Args)]
-pub struct TailArgs {}
+use anyhow::Context;
+use serde_json::{Map, Value as Json, json};
 
-pub fn run(_args: TailArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+use crate::model::{Change, Lsn, Value};
+use crate::pg::PgConfig;
+use crate::source::{ReplicationConnection, SnapshotAction, SourceEvent, StartOptions};
+
+#[derive(Debug, clap::Args)]
+pub struct TailArgs {
+    /// PostgreSQL connection string (URL or key=value); the role needs REPLICATION.
+    #[arg(long, env = "SLUICE_DATABASE_URL")]
+    pub database_url: String,
+    /// Publication(s) to stream; repeat the flag for several.
+    #[arg(long, required = true)]
+    pub publication: Vec<String>,
+    /// Logical replication slot (pgoutput) to read from.
+    #[arg(long, default_value = "sluice_tail")]
+    pub slot: String,
+    /// Create the slot first (fails if it already exists).
+    #[arg(long)]
+    pub create_slot: bool,
+    /// Do not confirm printed transactions, so the slot keeps them (peek mode).
+    #[arg(long)]
+    pub no_confirm: bool,
+    /// Resume from this LSN instead of the slot's confirmed position.
+    #[arg(long)]
+    pub start_lsn: Option<Lsn>,
+}
+
+pub fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
+    let cfg = PgConfig::parse(&args.database_url).context("--database-url")?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(tail(args, cfg))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn tail(args: TailArgs, cfg: PgConfig) -> anyhow::Result<()> {
+    let mut conn = ReplicationConnection::connect(&cfg)
+        .await
+        .with_context(|| format!("connecting to {}", cfg.redacted()))?;
+    let mut start_lsn = args.start_lsn.unwrap_or(Lsn::ZERO);
+    if args.create_slot {
+        let slot = conn
+            .create_slot(&args.slot, SnapshotAction::NoExport)
+            .await?;
+        eprintln!(
+            "created slot {} at {}",
+            slot.slot_name, slot.consistent_point
+        );
+        if args.start_lsn.is_none() {
+            start_lsn = slot.consistent_point;
+        }
+    }
+    let mut opts = StartOptions::new(args.slot.clone(), args.publication.clone());
+    opts.start_lsn = start_lsn;
+    let mut stream = conn.start_replication(opts).await?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    loop {
+        let event = tokio::select! {
+            ev = stream.recv() => ev?,
+            _ = tokio::signal::ctrl_c() => None,
+        };
+        let Some(event) = event else { break };
+        let line = match &event {
+            SourceEvent::Change(c) => change_json(c),
+            SourceEvent::Begin { final_lsn, xid, .. } => {
+                json!({"kind": "begin", "xid": xid, "lsn": final_lsn.to_string()})
+            }
+            SourceEvent::Commit { end_lsn, .. } => {
+                json!({"kind": "commit", "end_lsn": end_lsn.to_string()})
+            }
+            SourceEvent::Truncate {
+                tables,
+                cascade,
+                restart_identity,
+                lsn,
+            } => json!({
+                "kind": "truncate",
+                "tables": tables.iter().map(|t| t.qualified_name()).collect::<Vec<_>>(),
+                "cascade": cascade,
+                "restart_identity": restart_identity,
+                "lsn": lsn.to_string(),
+            }),
+            SourceEvent::Message {
+                transactional,
+                prefix,
+                content,
+                lsn,
+            } => json!({
+                "kind": "message",
+                "transactional": transactional,
+                "prefix": prefix,
+                "content": String::from_utf8_lossy(content),
+                "lsn": lsn.to_string(),
+            }),
+            SourceEvent::Relation(_) | SourceEvent::Keepalive { .. } => continue,
+        };
+        writeln!(out, "{line}").context("writing to stdout")?;
+        if let SourceEvent::Commit { end_lsn, .. } = event {
+            out.flush().context("writing to stdout")?;
+            if !args.no_confirm {
+                stream.confirm(end_lsn);
+            }
+        }
+    }
+    out.flush().context("writing to stdout")?;
+    stream.close().await?;
+    Ok(())
+}
+
+fn change_json(c: &Change) -> Json {
+    let row = |r: &Option<Vec<Value>>| -> Json {
+        match r {
+            None => Json::Null,
+            Some(values) => {
+                let mut m = Map::with_capacity(values.len());
+                for (col, v) in c.table.columns.iter().zip(values) {
+                    m.insert(col.name.clone(), value_json(v));
+                }
+                Json::Object(m)
+            }
+        }
+    };
+    json!({
+        "kind": "change",
+        "table": c.table.qualified_name(),
+        "op": c.op.as_str(),
+        "new": row(&c.new),
+        "old": row(&c.old),
+        "lsn": c.lsn.to_string(),
+    })
+}
+
+/// JSON for one value: the natural JSON kind where there is one; an unchanged TOAST value is
+/// `{"unchanged": true}` so it is never mistaken for null.
+pub fn value_json(v: &Value) -> Json {
+    match v {
+        Value::Null => Json::Null,
+        Value::Unchanged => json!({"unchanged": true}),
+        Value::Bool(b) => Json::Bool(*b),
+        Value::Int(i) => json!(i),
+        Value::Float(f) => serde_json::Number::from_f64(*f)
+            .map(Json::Number)
+            .unwrap_or_else(|| Json::String(float_text(*f))),
+        Value::Text(s)
+        | Value::Numeric(s)
+        | Value::Date(s)
+        | Value::Time(s)
+        | Value::Timestamp(s)
+        | Value::Timestamptz(s) => Json::String(s.clone()),
+        Value::Bytes(b) => Json::String(format!("\\x{}", hex::encode(b))),
+        Value::Json(s) => serde_json::from_str(s).unwrap_or_else(|_| Json::String(s.clone())),
+    }
+}
+
+fn float_text(f: f64) -> String {
+    if f.is_nan() {
+        "NaN".to_owned()
+    } else if f > 0.0 {
+        "Infinity".to_owned()
+    } else {
+        "-Infinity".to_owned()
+    }
 }

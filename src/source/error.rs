@@ -79,7 +79,7 @@ pub enum SourceError {
     HbaRejected {
         target: String,
         user: String,
-        server: ServerError,
+        server: Box<ServerError>,
     },
     #[error(
         "role {user:?} lacks the REPLICATION attribute; run `ALTER ROLE {user} REPLICATION` as a superuser"
@@ -125,7 +125,7 @@ pub enum SourceError {
     #[error("server error while {context}: {server}")]
     Server {
         context: String,
-        server: ServerError,
+        server: Box<ServerError>,
     },
     #[error("replication protocol error while {context}: {what}")]
     Protocol { context: String, what: String },

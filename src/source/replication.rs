@@ -222,7 +222,22 @@ impl ReplicationConnection {
     ) -> Result<Rows, SourceError> {
         match self.wire.simple_query(sql).await? {
             Ok(mut sets) => Ok(sets.pop().unwrap_or_default()),
-            Err(e) => Err(classify(e, context, slot.unwrap_or(""), &self.wire)),
+            Err(e) => match classify(e, context, slot.unwrap_or(""), &self.wire) {
+                SourceError::WalLevel { .. } => {
+                    // wal_level is not reported at startup: ask, so the message names it.
+                    let current = match self.wire.simple_query("SHOW wal_level").await? {
+                        Ok(sets) => sets
+                            .last()
+                            .and_then(|r| r.rows.first())
+                            .and_then(|r| r.first().cloned().flatten()),
+                        Err(_) => None,
+                    };
+                    Err(SourceError::WalLevel {
+                        current: current.unwrap_or_else(|| "unknown".to_owned()),
+                    })
+                }
+                other => Err(other),
+            },
         }
     }
 
@@ -268,7 +283,7 @@ pub(crate) fn classify(e: ServerError, context: &str, slot: &str, wire: &Wire) -
         },
         _ => SourceError::Server {
             context: context.to_owned(),
-            server: e,
+            server: Box::new(e),
         },
     }
 }

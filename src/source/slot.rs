@@ -32,13 +32,13 @@ pub async fn lookup_slot(
         .await
         .map_err(|e| SourceError::Server {
             context: format!("looking up replication slot {slot:?}"),
-            server: ServerError {
+            server: Box::new(ServerError {
                 severity: "ERROR".to_owned(),
                 code: e.code().map(|c| c.code().to_owned()).unwrap_or_default(),
                 message: e.to_string(),
                 detail: None,
                 hint: None,
-            },
+            }),
         })?;
     let Some(row) = row else { return Ok(None) };
     let lsn = |i: usize| -> Option<Lsn> { row.get::<_, Option<String>>(i)?.parse().ok() };

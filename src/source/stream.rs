@@ -258,7 +258,7 @@ async fn read_loop(mut st: ReadState) {
                 } else {
                     SourceError::Server {
                         context: format!("streaming from slot {:?}", st.slot),
-                        server: e,
+                        server: Box::new(e),
                     }
                 };
                 let _ = st.tx.send(Err(err)).await;

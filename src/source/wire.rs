@@ -374,11 +374,11 @@ impl Wire {
             "28000" => SourceError::HbaRejected {
                 target: self.target.clone(),
                 user: self.user.clone(),
-                server: e,
+                server: Box::new(e),
             },
             _ => SourceError::Server {
                 context: format!("connecting to {}", self.target),
-                server: e,
+                server: Box::new(e),
             },
         }
     }

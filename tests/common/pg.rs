@@ -113,6 +113,16 @@ impl Cluster {
         );
     }
 
+    /// Keeps a private cluster for the rest of the process (e.g. in a `OnceLock` shared by the
+    /// tests of one module) and stops it at exit like the shared one.
+    pub fn keep_until_exit(mut self) -> &'static Cluster {
+        if let Some(m) = self.managed.as_mut() {
+            m.stop_at_exit = true;
+        }
+        register_exit_hook(&self);
+        Box::leak(Box::new(self))
+    }
+
     fn external(raw: &str) -> Cluster {
         let url = url::Url::parse(raw).unwrap_or_else(|e| {
             panic!("{ENV_URL} is not a postgres:// URL ({e}): fix or unset it")
