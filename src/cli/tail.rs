@@ -12,6 +12,7 @@ use crate::pg::PgConfig;
 use crate::source::{ReplicationConnection, SnapshotAction, SourceEvent, StartOptions};
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Example:\n  sluice tail --database-url postgres://sluice@db/app --publication app_pub --slot peek --create-slot --no-confirm")]
 pub struct TailArgs {
     /// PostgreSQL connection string (URL or key=value); the role needs REPLICATION.
     #[arg(long, env = "SLUICE_DATABASE_URL")]
