@@ -7,4 +7,4 @@ wasmtime::component::bindgen!({
     world: "rules",
 });
 
-pub use sluice::rules::types::{Level, Outcome as WitOutcome};
+pub use self::sluice::rules::types::{Level, Outcome as WitOutcome};
