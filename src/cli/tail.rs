@@ -5,14 +5,16 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use serde_json::{Map, Value as Json, json};
+use serde_json::{Value as Json, json};
 
-use crate::model::{Change, Lsn, Value};
+use crate::model::{Change, Lsn};
 use crate::pg::PgConfig;
 use crate::source::{ReplicationConnection, SnapshotAction, SourceEvent, StartOptions};
 
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Example:\n  sluice tail --database-url postgres://sluice@db/app --publication app_pub --slot peek --create-slot --no-confirm")]
+#[command(
+    after_help = "Example:\n  sluice tail --database-url postgres://sluice@db/app --publication app_pub --slot peek --create-slot --no-confirm"
+)]
 pub struct TailArgs {
     /// PostgreSQL connection string (URL or key=value); the role needs REPLICATION.
     #[arg(long, env = "SLUICE_DATABASE_URL")]
@@ -120,56 +122,9 @@ async fn tail(args: TailArgs, cfg: PgConfig) -> anyhow::Result<()> {
 }
 
 fn change_json(c: &Change) -> Json {
-    let row = |r: &Option<Vec<Value>>| -> Json {
-        match r {
-            None => Json::Null,
-            Some(values) => {
-                let mut m = Map::with_capacity(values.len());
-                for (col, v) in c.table.columns.iter().zip(values) {
-                    m.insert(col.name.clone(), value_json(v));
-                }
-                Json::Object(m)
-            }
-        }
-    };
-    json!({
-        "kind": "change",
-        "table": c.table.qualified_name(),
-        "op": c.op.as_str(),
-        "new": row(&c.new),
-        "old": row(&c.old),
-        "lsn": c.lsn.to_string(),
-    })
-}
-
-/// JSON for one value: the natural JSON kind where there is one; an unchanged TOAST value is
-/// `{"unchanged": true}` so it is never mistaken for null.
-pub fn value_json(v: &Value) -> Json {
-    match v {
-        Value::Null => Json::Null,
-        Value::Unchanged => json!({"unchanged": true}),
-        Value::Bool(b) => Json::Bool(*b),
-        Value::Int(i) => json!(i),
-        Value::Float(f) => serde_json::Number::from_f64(*f)
-            .map(Json::Number)
-            .unwrap_or_else(|| Json::String(float_text(*f))),
-        Value::Text(s)
-        | Value::Numeric(s)
-        | Value::Date(s)
-        | Value::Time(s)
-        | Value::Timestamp(s)
-        | Value::Timestamptz(s) => Json::String(s.clone()),
-        Value::Bytes(b) => Json::String(format!("\\x{}", hex::encode(b))),
-        Value::Json(s) => serde_json::from_str(s).unwrap_or_else(|_| Json::String(s.clone())),
+    let mut json = crate::pipeline::payload::change_json(c);
+    if let Json::Object(map) = &mut json {
+        map.insert("kind".to_owned(), json!("change"));
     }
-}
-
-fn float_text(f: f64) -> String {
-    if f.is_nan() {
-        "NaN".to_owned()
-    } else if f > 0.0 {
-        "Infinity".to_owned()
-    } else {
-        "-Infinity".to_owned()
-    }
+    json
 }

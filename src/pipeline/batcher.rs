@@ -258,6 +258,23 @@ pub fn evaluate_into(
     Ok(errored)
 }
 
+/// Runs the rules over a whole chunk of changes (snapshot, re-bucketing) in calls of
+/// `rules_batch`, returning the sink items.
+pub fn evaluate_all(
+    changes: Vec<Change>,
+    rules: &mut RulesInstance,
+    t: &Transform<'_>,
+    rules_batch: usize,
+) -> Result<Vec<SinkItem>, PipelineError> {
+    let mut out = Vec::with_capacity(changes.len());
+    let mut changes = changes.into_iter().peekable();
+    while changes.peek().is_some() {
+        let mut run: Vec<_> = changes.by_ref().take(rules_batch).collect();
+        evaluate_into(&mut run, rules, t, &mut out)?;
+    }
+    Ok(out)
+}
+
 /// Rough in-memory size of a change, for the byte limit.
 fn approx_size(c: &Change) -> usize {
     fn row(r: &Option<Vec<Value>>) -> usize {

@@ -18,7 +18,7 @@ use tracing::info;
 
 use crate::model::Lsn;
 use crate::pipeline::PipelineError;
-use crate::pipeline::batcher::evaluate_into;
+use crate::pipeline::batcher::evaluate_all;
 use crate::pipeline::transform::Transform;
 use crate::rules::RulesInstance;
 use crate::sink::progress::{TableProgress, Walk};
@@ -230,12 +230,7 @@ impl RebucketJob {
             }
             Some(chunk) => {
                 let n = chunk.changes.len();
-                let mut out = Vec::with_capacity(n);
-                let mut changes = chunk.changes.into_iter().peekable();
-                while changes.peek().is_some() {
-                    let mut run: Vec<_> = changes.by_ref().take(rules_batch).collect();
-                    evaluate_into(&mut run, rules, t, &mut out)?;
-                }
+                let mut out = evaluate_all(chunk.changes, rules, t, rules_batch)?;
                 for item in &mut out {
                     if let SinkItem::Record(r) = item {
                         r.membership_only = true;

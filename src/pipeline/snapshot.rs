@@ -14,7 +14,8 @@ use tracing::info;
 
 use crate::model::Lsn;
 use crate::pipeline::PipelineError;
-use crate::pipeline::batcher::evaluate_into;
+use crate::pipeline::batcher::evaluate_all;
+use crate::pipeline::config::SnapshotSection;
 use crate::pipeline::progress::SnapshotProgressView;
 use crate::pipeline::transform::Transform;
 use crate::rules::RulesInstance;
@@ -33,10 +34,10 @@ pub async fn run_snapshot(
     sink: &mut Sink,
     rules: &mut RulesInstance,
     t: &Transform<'_>,
-    chunk_rows: usize,
+    settings: &SnapshotSection,
     rules_batch: usize,
-    emit_changelog: bool,
 ) -> Result<u64, PipelineError> {
+    let (chunk_rows, emit_changelog) = (settings.chunk_rows, settings.changelog);
     let progress = sink.snapshot_progress().await?;
     let mut view = SnapshotProgressView::new(tables.len());
     snapshot::begin(source, exported).await?;
@@ -59,12 +60,7 @@ pub async fn run_snapshot(
         let started = Instant::now();
         while let Some(chunk) = reader.next_chunk(source).await? {
             let n = chunk.changes.len();
-            let mut out = Vec::with_capacity(n);
-            let mut changes = chunk.changes.into_iter().peekable();
-            while changes.peek().is_some() {
-                let mut run: Vec<_> = changes.by_ref().take(rules_batch).collect();
-                evaluate_into(&mut run, rules, t, &mut out)?;
-            }
+            let out = evaluate_all(chunk.changes, rules, t, rules_batch)?;
             sink.write(&out, emit_changelog).await?;
             rows_done += n as i64;
             sink.save_snapshot_progress(&TableProgress {

@@ -45,6 +45,8 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
     let slot_state = lookup_slot(&source_sql, slot).await?;
     let mut repl = ReplicationConnection::connect(&ctx.source).await?;
 
+    // (exported snapshot name, consistent point) when the snapshot still has to run.
+    let mut snapshot: Option<(Option<String>, Lsn)> = None;
     let start_lsn = match (&slot_state, stored) {
         (None, Some(lsn)) => {
             return Err(PipelineError::SlotDropped {
@@ -87,19 +89,7 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
                 false,
             )
             .await?;
-            run_snapshot(
-                &source_sql,
-                created.snapshot_name.as_deref(),
-                created.consistent_point,
-                &tables,
-                &mut sink,
-                &mut rules,
-                &transform,
-                config.snapshot.chunk_rows,
-                config.rules.batch_size,
-                config.snapshot.changelog,
-            )
-            .await?;
+            snapshot = Some((created.snapshot_name, created.consistent_point));
             created.consistent_point
         }
         (Some(s), None) => {
@@ -112,23 +102,25 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
                     p.consistent_lsn
                 });
             warn!(slot, %consistent, "resuming an interrupted snapshot without its exported snapshot");
-            run_snapshot(
-                &source_sql,
-                None,
-                consistent,
-                &tables,
-                &mut sink,
-                &mut rules,
-                &transform,
-                config.snapshot.chunk_rows,
-                config.rules.batch_size,
-                config.snapshot.changelog,
-            )
-            .await?;
+            snapshot = Some((None, consistent));
             consistent
         }
         (Some(s), Some(lsn)) => lsn.max(s.confirmed_flush_lsn.unwrap_or_default()),
     };
+    if let Some((exported, consistent)) = snapshot {
+        run_snapshot(
+            &source_sql,
+            exported.as_deref(),
+            consistent,
+            &tables,
+            &mut sink,
+            &mut rules,
+            &transform,
+            &config.snapshot,
+            config.rules.batch_size,
+        )
+        .await?;
+    }
     let stored = sink.stored_lsn().await?.unwrap_or(start_lsn);
     sink.record_rule_version(module.version(), start_lsn, &ctx.module_path, false)
         .await?;

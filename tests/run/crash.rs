@@ -8,7 +8,7 @@ use std::time::Duration;
 use rand::Rng;
 
 use crate::pg;
-use crate::support::{RunOpts, Sluice, changelog, count, wait_for, wait_persisted, write};
+use crate::support::{RunOpts, Sluice, changelog, count, wait_persisted, write};
 use crate::wasm;
 
 fn workload(name: &str) -> String {
@@ -58,13 +58,7 @@ async fn kill_9_at_random_moments_during_w1_loses_and_duplicates_nothing() {
 
     // Snapshot of the empty table, so the whole workload comes through the stream.
     let mut sluice = Sluice::start(&db, &module, opts.clone());
-    wait_for(
-        "the snapshot",
-        Duration::from_secs(60),
-        &mut sluice,
-        || async { crate::support::stored_lsn(&client).await.is_some() },
-    )
-    .await;
+    crate::support::wait_snapshot(&client, &mut sluice).await;
 
     let w1 = workload("w1.sql");
     let writer = {

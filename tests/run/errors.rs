@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::pg::{self, Cluster, ClusterOptions};
-use crate::support::{RunOpts, Sluice, changelog, wait_for};
+use crate::support::{RunOpts, Sluice, changelog};
 use crate::wasm;
 
 /// Runs sluice to its exit and returns its log, asserting a non-zero exit.
@@ -131,13 +131,7 @@ async fn dropped_slot_is_fatal_with_how_to_resnapshot_and_keeps_the_changelog() 
         .await
         .unwrap();
     let mut sluice = Sluice::start(&db, &wasm::module("by-owner"), RunOpts::default());
-    wait_for(
-        "the snapshot",
-        Duration::from_secs(60),
-        &mut sluice,
-        || async { crate::support::stored_lsn(&client).await.is_some() },
-    )
-    .await;
+    crate::support::wait_snapshot(&client, &mut sluice).await;
     assert!(sluice.stop().success());
     let slot = crate::support::slot_for(&db);
     client

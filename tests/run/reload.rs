@@ -81,13 +81,7 @@ async fn start_with(db: &pg::TestDb, initial: &Path, toml: &str) -> Started {
         },
     );
     let client = db.client().await;
-    wait_for(
-        "streaming",
-        Duration::from_secs(60),
-        &mut sluice,
-        || async { crate::support::stored_lsn(&client).await.is_some() },
-    )
-    .await;
+    crate::support::wait_snapshot(&client, &mut sluice).await;
     Started {
         sluice,
         admin,
@@ -413,13 +407,7 @@ async fn rebucket_after_a_rule_change_logs_exactly_the_moves_while_a_writer_runs
             ..Default::default()
         },
     );
-    wait_for(
-        "the snapshot",
-        Duration::from_secs(60),
-        &mut sluice,
-        || async { crate::support::stored_lsn(&client).await.is_some() },
-    )
-    .await;
+    crate::support::wait_snapshot(&client, &mut sluice).await;
     let snapshot_rows = changelog(&client).await.len();
     assert_eq!(snapshot_rows, 3000);
 

@@ -20,13 +20,7 @@ fn e(bucket: &str, table: &str, id: &str, op: i16) -> Entry {
 async fn started(db: &pg::TestDb, opts: RunOpts) -> Sluice {
     let mut sluice = Sluice::start(db, &wasm::module("by-owner"), opts);
     let client = db.client().await;
-    wait_for(
-        "the snapshot to finish",
-        Duration::from_secs(60),
-        &mut sluice,
-        || async { crate::support::stored_lsn(&client).await.is_some() },
-    )
-    .await;
+    crate::support::wait_snapshot(&client, &mut sluice).await;
     sluice
 }
 

@@ -6,9 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::pg;
-use crate::support::{
-    RunOpts, Sluice, by_owner_bucket, changelog, edges, wait_for, wait_persisted, write,
-};
+use crate::support::{RunOpts, Sluice, by_owner_bucket, changelog, edges, wait_persisted, write};
 use crate::wasm;
 
 const SCHEMA: &str = "CREATE TABLE items (id bigint PRIMARY KEY, user_id text, title text NOT NULL, deleted_at timestamptz); \
@@ -87,13 +85,7 @@ async fn snapshot_hand_off_under_concurrent_writes_has_no_gap_and_no_duplicate()
             ..Default::default()
         },
     );
-    wait_for(
-        "the snapshot",
-        Duration::from_secs(120),
-        &mut sluice,
-        || async { crate::support::stored_lsn(&client).await.is_some() },
-    )
-    .await;
+    crate::support::wait_snapshot(&client, &mut sluice).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
     let log = writer.await.unwrap();
@@ -178,13 +170,7 @@ async fn restart_mid_stream_resumes_with_no_duplicates_and_no_gaps() {
     let client = db.client().await;
     client.batch_execute(SCHEMA).await.unwrap();
     let mut sluice = Sluice::start(&db, &wasm::module("by-owner"), RunOpts::default());
-    wait_for(
-        "the snapshot",
-        Duration::from_secs(60),
-        &mut sluice,
-        || async { crate::support::stored_lsn(&client).await.is_some() },
-    )
-    .await;
+    crate::support::wait_snapshot(&client, &mut sluice).await;
     let mut expected = Vec::new();
     for k in 0..300i64 {
         if k == 100 {

@@ -163,6 +163,14 @@ where
     }
 }
 
+/// Waits until the initial snapshot is persisted (sluice then streams).
+pub async fn wait_snapshot(client: &tokio_postgres::Client, sluice: &mut Sluice) {
+    wait_for("the snapshot", Duration::from_secs(120), sluice, || async {
+        stored_lsn(client).await.is_some()
+    })
+    .await;
+}
+
 /// One changelog row without its seq and timestamp.
 pub type Entry = (String, String, String, i16);
 
