@@ -39,7 +39,17 @@ pub async fn run_snapshot(
 ) -> Result<u64, PipelineError> {
     let (chunk_rows, emit_changelog) = (settings.chunk_rows, settings.changelog);
     let progress = sink.snapshot_progress().await?;
-    let mut view = SnapshotProgressView::new(tables.len());
+    let mut estimated = 0u64;
+    for table in tables {
+        // Statistics only, so an unanalysed table counts as empty: the bar is a guide, not a promise.
+        if let Ok(row) = source
+            .query_one("SELECT greatest(reltuples, 0)::int8 FROM pg_class WHERE oid = $1", &[&table.schema.oid])
+            .await
+        {
+            estimated += row.get::<_, i64>(0) as u64;
+        }
+    }
+    let mut view = SnapshotProgressView::new(tables.len(), estimated);
     snapshot::begin(source, exported).await?;
     let mut total = 0u64;
     for table in tables {
