@@ -18,7 +18,9 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Some((&sel, rest)) = data.split_first() {
         if let Ok(text) = std::str::from_utf8(rest) {
-            const OIDS: [u32; 12] = [16, 17, 20, 700, 1082, 1114, 1184, 1007, 1009, 1022, 1231, 3807];
+            const OIDS: [u32; 12] = [
+                16, 17, 20, 700, 1082, 1114, 1184, 1007, 1009, 1022, 1231, 3807,
+            ];
             let _ = decode_text(OIDS[usize::from(sel) % OIDS.len()], text);
         }
     }
