@@ -356,6 +356,13 @@ fn quote_qualified(name: &str) -> String {
 /// Opens the sink and makes sure its tables exist.
 pub async fn open_sink(ctx: &Context) -> Result<Sink, PipelineError> {
     let client = ctx.sink.connect_sql().await?;
+    // The flush LSN is confirmed to the source as soon as the sink's COMMIT returns. With the
+    // server's `synchronous_commit = off`, a crash of the sink server could then lose a batch
+    // whose WAL the slot has already released: the commit must be durable before it returns.
+    client
+        .batch_execute("SET synchronous_commit = on")
+        .await
+        .map_err(|e| SinkError::sql("setting synchronous_commit = on for the sink session", e))?;
     let sink = Sink::new(client, ctx.config.slot.clone());
     sink.ensure_schema().await?;
     Ok(sink)
