@@ -1,0 +1,27 @@
+//! Fault injection and hostile input against the real `sluice` binary and a real PostgreSQL:
+//! server restarts, slot trouble, network faults through a TCP proxy, hostile rules and data, a
+//! slow sink. Each scenario ends by comparing the changelog with an exact oracle.
+//!
+//! `SLUICE_LONG_FAULTS=1` runs the longer variants (more rounds, bigger values).
+
+#[path = "../common/pg.rs"]
+mod pg;
+#[path = "../run/support.rs"]
+mod support;
+#[path = "../common/wasm.rs"]
+mod wasm;
+
+mod proxy;
+mod restart;
+mod workload;
+
+/// Whether the long variants run.
+pub fn long() -> bool {
+    std::env::var("SLUICE_LONG_FAULTS").is_ok_and(|v| v == "1")
+}
+
+/// One row of the closing table (scenario | runs | faults injected | lost | duplicated), printed
+/// so `cargo test --test faults -- --nocapture` collects it.
+pub fn report(scenario: &str, runs: usize, faults: usize, lost: usize, duplicated: usize) {
+    eprintln!("FAULTS-REPORT | {scenario} | {runs} | {faults} | {lost} | {duplicated}");
+}
