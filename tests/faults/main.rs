@@ -13,6 +13,7 @@ mod wasm;
 
 mod proxy;
 mod restart;
+mod slot;
 mod workload;
 
 /// Whether the long variants run.
