@@ -11,6 +11,7 @@ mod support;
 #[path = "../common/wasm.rs"]
 mod wasm;
 
+mod network;
 mod proxy;
 mod restart;
 mod slot;
