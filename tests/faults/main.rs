@@ -14,6 +14,7 @@ mod wasm;
 mod network;
 mod proxy;
 mod restart;
+mod rules;
 mod slot;
 mod workload;
 
