@@ -11,6 +11,7 @@ mod support;
 #[path = "../common/wasm.rs"]
 mod wasm;
 
+mod data;
 mod network;
 mod proxy;
 mod restart;
@@ -27,4 +28,15 @@ pub fn long() -> bool {
 /// so `cargo test --test faults -- --nocapture` collects it.
 pub fn report(scenario: &str, runs: usize, faults: usize, lost: usize, duplicated: usize) {
     eprintln!("FAULTS-REPORT | {scenario} | {runs} | {faults} | {lost} | {duplicated}");
+}
+
+/// Peak resident memory of a sluice process, from its /proc status text, printed for the report.
+pub fn report_memory(what: &str, status: &str) -> u64 {
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no VmHWM in {status}"));
+    eprintln!("FAULTS-MEMORY | {what} | VmHWM {} MiB", kb / 1024);
+    kb
 }
