@@ -17,6 +17,7 @@ mod proxy;
 mod restart;
 mod rules;
 mod slot;
+mod slow_sink;
 mod workload;
 
 /// Whether the long variants run.
