@@ -11,6 +11,7 @@ mod support;
 #[path = "../common/wasm.rs"]
 mod wasm;
 
+mod corpus;
 mod data;
 mod network;
 mod proxy;
