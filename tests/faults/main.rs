@@ -6,6 +6,8 @@
 
 #[path = "../common/pg.rs"]
 mod pg;
+// Shared with tests/run, which uses the edge-oracle helpers this binary does not.
+#[allow(dead_code)]
 #[path = "../run/support.rs"]
 mod support;
 #[path = "../common/wasm.rs"]

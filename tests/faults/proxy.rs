@@ -11,11 +11,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
-/// What to do the next time a client sends a simple-query `COMMIT`.
+/// What to do the next time a client sends a simple-query `COMMIT` (0 in `State` means nothing).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum CommitCut {
-    Off = 0,
     /// Forward the COMMIT, let the server run it, never forward the reply, then cut.
     AfterCommit = 1,
     /// Cut without forwarding the COMMIT: the server rolls the transaction back.
@@ -30,7 +29,6 @@ struct State {
     commit_cuts_done: AtomicUsize,
     /// Bytes per second in each direction; 0 = unlimited.
     throttle: AtomicU64,
-    refuse: AtomicBool,
 }
 
 pub struct Proxy {
@@ -53,10 +51,6 @@ impl Proxy {
                 let Ok((client, _)) = listener.accept().await else {
                     continue;
                 };
-                if st.refuse.load(Ordering::SeqCst) {
-                    drop(client);
-                    continue;
-                }
                 st.accepted.fetch_add(1, Ordering::SeqCst);
                 let st2 = st.clone();
                 let paused = paused_rx.clone();
@@ -105,11 +99,6 @@ impl Proxy {
         self.state
             .throttle
             .store(bytes_per_second, Ordering::SeqCst);
-    }
-
-    /// New connections are closed at once while set.
-    pub fn refuse(&self, refuse: bool) {
-        self.state.refuse.store(refuse, Ordering::SeqCst);
     }
 
     pub fn arm_commit_cut(&self, cut: CommitCut) {
