@@ -99,6 +99,7 @@ impl PipelineError {
                 SourceError::ConnectionLost { .. }
                 | SourceError::Connect { .. }
                 | SourceError::Closed
+                | SourceError::Io { .. }
                 // The old walsender may outlive a cut connection until wal_sender_timeout.
                 | SourceError::SlotActive { .. } => true,
                 // A server going down resets connections in the middle of the handshake; a
