@@ -6,7 +6,7 @@
 
 #[path = "../common/pg.rs"]
 mod pg;
-// Shared with tests/run, which uses the edge-oracle helpers this binary does not.
+// Shared with tests/run, which uses helpers this binary does not.
 #[allow(dead_code)]
 #[path = "../run/support.rs"]
 mod support;
@@ -14,6 +14,7 @@ mod support;
 mod wasm;
 
 mod corpus;
+mod crash;
 mod data;
 mod network;
 mod proxy;

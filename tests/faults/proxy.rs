@@ -29,6 +29,8 @@ struct State {
     commit_cuts_done: AtomicUsize,
     /// Bytes per second in each direction; 0 = unlimited.
     throttle: AtomicU64,
+    /// Client-to-server bytes are held (not forwarded) while set.
+    hold_up: AtomicBool,
 }
 
 pub struct Proxy {
@@ -101,6 +103,12 @@ impl Proxy {
             .store(bytes_per_second, Ordering::SeqCst);
     }
 
+    /// Holds everything the client sends (e.g. standby status updates) while set; the server's
+    /// data still flows to the client.
+    pub fn hold_upstream(&self, hold: bool) {
+        self.state.hold_up.store(hold, Ordering::SeqCst);
+    }
+
     pub fn arm_commit_cut(&self, cut: CommitCut) {
         self.state.commit_cut.store(cut as u8, Ordering::SeqCst);
     }
@@ -147,6 +155,9 @@ async fn connection(
                     Ok(n) => n,
                 };
                 wait_unpaused(&mut paused).await;
+                while st.hold_up.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
                 let chunk = &buf[..n];
                 if contains(chunk, COMMIT_QUERY) {
                     match st.commit_cut.swap(0, Ordering::SeqCst) {
