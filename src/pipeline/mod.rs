@@ -95,15 +95,38 @@ impl PipelineError {
     /// A lost connection that reconnecting can cure, as opposed to a problem that needs a human.
     pub fn is_transient(&self) -> bool {
         match self {
-            PipelineError::Source(e) => matches!(
-                **e,
+            PipelineError::Source(e) => match &**e {
                 SourceError::ConnectionLost { .. }
-                    | SourceError::Connect { .. }
-                    | SourceError::Closed
-            ),
+                | SourceError::Connect { .. }
+                | SourceError::Closed
+                | SourceError::Io { .. }
+                // The old walsender may outlive a cut connection until wal_sender_timeout.
+                | SourceError::SlotActive { .. } => true,
+                // A server going down resets connections in the middle of the handshake; a
+                // certificate problem is InvalidData and stays fatal.
+                SourceError::TlsHandshake { source, .. } => matches!(
+                    source.kind(),
+                    std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::ConnectionAborted
+                        | std::io::ErrorKind::UnexpectedEof
+                        | std::io::ErrorKind::BrokenPipe
+                ),
+                // 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now (a server
+                // still recovering), class 08 connection exceptions.
+                SourceError::Server { server, .. } => {
+                    server.code.starts_with("57P") || server.code.starts_with("08")
+                }
+                _ => false,
+            },
+            PipelineError::Catalog(CatalogError::Sql { source, .. }) => {
+                crate::sink::session_ended(source)
+            }
+            PipelineError::SlotBusy { .. } => true,
             PipelineError::Pg(_) => true,
             PipelineError::Sink(e) => e.is_connection_lost(),
-            PipelineError::Snapshot(SnapshotError::Read { source, .. }) => source.is_closed(),
+            PipelineError::Snapshot(SnapshotError::Read { source, .. }) => {
+                crate::sink::session_ended(source)
+            }
             _ => false,
         }
     }
@@ -334,6 +357,13 @@ fn quote_qualified(name: &str) -> String {
 /// Opens the sink and makes sure its tables exist.
 pub async fn open_sink(ctx: &Context) -> Result<Sink, PipelineError> {
     let client = ctx.sink.connect_sql().await?;
+    // The flush LSN is confirmed to the source as soon as the sink's COMMIT returns. With the
+    // server's `synchronous_commit = off`, a crash of the sink server could then lose a batch
+    // whose WAL the slot has already released: the commit must be durable before it returns.
+    client
+        .batch_execute("SET synchronous_commit = on")
+        .await
+        .map_err(|e| SinkError::sql("setting synchronous_commit = on for the sink session", e))?;
     let sink = Sink::new(client, ctx.config.slot.clone());
     sink.ensure_schema().await?;
     Ok(sink)

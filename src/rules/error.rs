@@ -40,11 +40,9 @@ pub enum RulesError {
     },
     #[error("module {module}: init failed: {message}")]
     InitFailed { module: String, message: String },
-    #[error("module {module}: init trapped: {reason:#}")]
-    InitTrapped {
-        module: String,
-        reason: wasmtime::Error,
-    },
+    /// `reason` is one line: the trap, never wasmtime's multi-line wasm backtrace.
+    #[error("module {module}: init trapped: {reason}")]
+    InitTrapped { module: String, reason: String },
     #[error(
         "module {module}: cannot instantiate: {reason:#}. If this says the pool is exhausted, raise RuleLimits::max_instances"
     )]

@@ -88,7 +88,15 @@ impl RulesModule {
                     message,
                 });
             }
-            Err(reason) => {
+            Err(err) => {
+                let reason = match err.downcast_ref::<wasmtime::Trap>() {
+                    Some(wasmtime::Trap::Interrupt) => format!(
+                        "init did not finish within the init deadline of {:?} (RuleLimits::init_deadline)",
+                        limits.init_deadline
+                    ),
+                    Some(trap) => trap.to_string(),
+                    None => err.root_cause().to_string(),
+                };
                 return Err(RulesError::InitTrapped {
                     module: self.label.clone(),
                     reason,

@@ -33,7 +33,20 @@ impl SinkError {
     /// True when the connection itself is gone (reconnect), rather than a statement failing.
     pub fn is_connection_lost(&self) -> bool {
         match self {
-            SinkError::Sql { source, .. } => source.is_closed() || source.as_db_error().is_none(),
+            SinkError::Sql { source, .. } => {
+                source.as_db_error().is_none() || session_ended(source)
+            }
         }
     }
+}
+
+/// True when `e` means the session is gone: the socket closed, or the server ended the session
+/// itself (`pg_ctl stop -m fast` sends `57P01 admin_shutdown` before closing, a crashed sibling
+/// backend `57P02`, a server still starting `57P03`; class 08 is a connection exception).
+pub fn session_ended(e: &tokio_postgres::Error) -> bool {
+    e.is_closed()
+        || e.as_db_error().is_some_and(|db| {
+            let code = db.code().code();
+            code.starts_with("57P") || code.starts_with("08")
+        })
 }

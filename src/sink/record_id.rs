@@ -14,7 +14,7 @@ pub fn value_text(value: &Value) -> Option<String> {
         Value::Null | Value::Unchanged => return None,
         Value::Bool(b) => (if *b { "true" } else { "false" }).to_owned(),
         Value::Int(i) => i.to_string(),
-        Value::Float(f) => f.to_string(),
+        Value::Float(f) => float_text(*f),
         Value::Bytes(b) => format!("\\x{}", hex::encode(b)),
         Value::Text(s)
         | Value::Numeric(s)
@@ -24,6 +24,30 @@ pub fn value_text(value: &Value) -> Option<String> {
         | Value::Timestamp(s)
         | Value::Timestamptz(s) => s.clone(),
     })
+}
+
+/// `float8::text` as PostgreSQL (12+) prints it: `NaN`, `Infinity`, `-Infinity`, and the shortest
+/// exact digits, in exponent form (`1e+300`, `1.5e-05`) below 1e-4 and from 1e15 on. Rust's own
+/// forms (`inf`, `NaN`, a 300-digit integer) would not join with the server's key text.
+fn float_text(f: f64) -> String {
+    if f.is_nan() {
+        return "NaN".to_owned();
+    }
+    if f.is_infinite() {
+        return (if f > 0.0 { "Infinity" } else { "-Infinity" }).to_owned();
+    }
+    if f == 0.0 {
+        return (if f.is_sign_negative() { "-0" } else { "0" }).to_owned();
+    }
+    let sci = format!("{f:e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if (-4..15).contains(&exp) {
+        f.to_string()
+    } else {
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{mantissa}e{sign}{:02}", exp.unsigned_abs())
+    }
 }
 
 /// `record_id` for the key values, in key order. `None` if any key value is missing.
@@ -47,6 +71,28 @@ mod tests {
         assert_eq!(encode([&Value::Text("u1".into())]).as_deref(), Some("u1"));
         assert_eq!(encode([&Value::Null]), None);
         assert_eq!(encode([&Value::Unchanged]), None);
+    }
+
+    #[test]
+    fn float_keys_use_postgres_text_form() {
+        let cases = [
+            (f64::NAN, "NaN"),
+            (f64::INFINITY, "Infinity"),
+            (f64::NEG_INFINITY, "-Infinity"),
+            (-0.0, "-0"),
+            (0.0, "0"),
+            (1.5, "1.5"),
+            (-0.0001, "-0.0001"),
+            (0.00001, "1e-05"),
+            (1.5e-7, "1.5e-07"),
+            (123456789012345.0, "123456789012345"),
+            (1e15, "1e+15"),
+            (-2.5e300, "-2.5e+300"),
+            (0.1, "0.1"),
+        ];
+        for (f, text) in cases {
+            assert_eq!(encode([&Value::Float(f)]).as_deref(), Some(text), "{f:?}");
+        }
     }
 
     #[test]

@@ -129,6 +129,16 @@ pub enum SourceError {
     },
     #[error("replication protocol error while {context}: {what}")]
     Protocol { context: String, what: String },
+    /// The socket failed outside the stream (startup, commands, START_REPLICATION): as
+    /// recoverable as [`SourceError::ConnectionLost`].
+    #[error(
+        "the connection was lost while {context}: {source}; sluice reconnects and resumes from the last confirmed LSN"
+    )]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot decode the pgoutput message at LSN {lsn}: {source}")]
     Decode {
         lsn: Lsn,

@@ -384,9 +384,9 @@ impl Wire {
     }
 
     pub fn lost(&self, context: &str, e: std::io::Error) -> SourceError {
-        SourceError::Protocol {
+        SourceError::Io {
             context: format!("{context} with {}", self.target),
-            what: format!("connection failed: {e}"),
+            source: e,
         }
     }
 

@@ -19,6 +19,8 @@ const PACKAGES: &[&str] = &[
     "ten-thousand-buckets",
     "invalid-bucket-id",
     "failing-init",
+    "hostile-outputs",
+    "init-never-returns",
 ];
 
 fn root() -> PathBuf {
