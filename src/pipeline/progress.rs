@@ -17,14 +17,16 @@ pub struct SnapshotProgressView {
 }
 
 impl SnapshotProgressView {
-    pub fn new(tables_total: usize) -> Self {
+    /// `estimated_rows` comes from the planner's statistics (`pg_class.reltuples`), so the ETA
+    /// is an estimate too.
+    pub fn new(tables_total: usize, estimated_rows: u64) -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = ProgressBar::new_spinner();
+            let bar = ProgressBar::new(estimated_rows.max(1));
             bar.set_style(
                 ProgressStyle::with_template(
-                    "{spinner} snapshot {msg} {human_pos} rows ({per_sec}) {elapsed}",
+                    "{spinner} snapshot {msg} [{bar:30}] {human_pos}/~{human_len} rows ({per_sec}, ETA {eta}) {elapsed}",
                 )
-                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
             bar.enable_steady_tick(Duration::from_millis(200));
             bar

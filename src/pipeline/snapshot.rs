@@ -43,7 +43,10 @@ pub async fn run_snapshot(
     for table in tables {
         // Statistics only, so an unanalysed table counts as empty: the bar is a guide, not a promise.
         if let Ok(row) = source
-            .query_one("SELECT greatest(reltuples, 0)::int8 FROM pg_class WHERE oid = $1", &[&table.schema.oid])
+            .query_one(
+                "SELECT greatest(reltuples, 0)::int8 FROM pg_class WHERE oid = $1",
+                &[&table.schema.oid],
+            )
             .await
         {
             estimated += row.get::<_, i64>(0) as u64;
