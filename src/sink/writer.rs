@@ -196,16 +196,30 @@ impl Sink {
             .collect();
 
         if !records.is_empty() {
+            let t0 = std::time::Instant::now();
             let stored = self.read_edges(&records).await?;
+            let t1 = t0.elapsed();
             let mut state = EdgeState::new(stored);
             let mut entries = Vec::with_capacity(records.len());
             for record in &records {
                 state.apply(record, emit, &mut entries);
             }
+            let t2 = t0.elapsed();
             stats.changelog_rows = self.copy_changelog(&entries).await?;
+            let t3 = t0.elapsed();
             let writes = state.into_writes();
             stats.edges_deleted = self.delete_edges(&writes.deletes).await?;
+            let t4 = t0.elapsed();
             stats.edges_upserted = self.upsert_edges(&writes.upserts).await?;
+            tracing::debug!(
+                records = records.len(),
+                read_edges_ms = t1.as_millis() as u64,
+                diff_ms = (t2 - t1).as_millis() as u64,
+                copy_ms = (t3 - t2).as_millis() as u64,
+                delete_ms = (t4 - t3).as_millis() as u64,
+                upsert_ms = (t0.elapsed() - t4).as_millis() as u64,
+                "sink chunk written"
+            );
         }
         if !failures.is_empty() {
             stats.failures = self.insert_failures(&failures).await?;
@@ -217,30 +231,36 @@ impl Sink {
         &self,
         records: &[&SinkRecord],
     ) -> Result<HashMap<RecordKey, BTreeSet<String>>, SinkError> {
-        let mut seen = std::collections::HashSet::with_capacity(records.len());
-        let mut tables = Vec::with_capacity(records.len());
-        let mut ids = Vec::with_capacity(records.len());
+        // One `= ANY` probe per table rather than a join against unnest(): the planner then walks
+        // the primary-key index instead of hashing the whole edge table, which grows with it.
+        let mut by_table: std::collections::BTreeMap<&str, std::collections::BTreeSet<&str>> =
+            std::collections::BTreeMap::new();
         for r in records {
-            if seen.insert((r.table_name.as_str(), r.record_id.as_str())) {
-                tables.push(r.table_name.as_str());
-                ids.push(r.record_id.as_str());
-            }
-        }
-        let rows = self
-            .client
-            .query(
-                "SELECT e.table_name, e.record_id, e.bucket_id FROM sync_bucket_edges e \
-                 JOIN unnest($1::text[], $2::text[]) AS k(t, r) ON e.table_name = k.t AND e.record_id = k.r",
-                &[&tables, &ids],
-            )
-            .await
-            .map_err(|e| SinkError::sql("reading stored bucket edges", e))?;
-        let mut stored: HashMap<RecordKey, BTreeSet<String>> = HashMap::new();
-        for row in rows {
-            stored
-                .entry((row.get(0), row.get(1)))
+            by_table
+                .entry(r.table_name.as_str())
                 .or_default()
-                .insert(row.get(2));
+                .insert(r.record_id.as_str());
+        }
+        let mut stored: HashMap<RecordKey, BTreeSet<String>> = HashMap::new();
+        for (table, ids) in by_table {
+            let ids: Vec<&str> = ids.into_iter().collect();
+            let rows = self
+                .client
+                .query(
+                    "SELECT record_id, bucket_id FROM sync_bucket_edges \
+                     WHERE table_name = $1 AND record_id = ANY($2::text[])",
+                    &[&table, &ids],
+                )
+                .await
+                .map_err(|e| {
+                    SinkError::sql(format!("reading stored bucket edges of {table}"), e)
+                })?;
+            for row in rows {
+                stored
+                    .entry((table.to_owned(), row.get(0)))
+                    .or_default()
+                    .insert(row.get(1));
+            }
         }
         Ok(stored)
     }

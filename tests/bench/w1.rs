@@ -33,6 +33,20 @@ fn query(cluster: &pg::Cluster, db: &str, sql: &str) -> String {
     cluster.psql(db, sql).trim().to_owned()
 }
 
+fn agent_get(url: &str) -> String {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    agent
+        .get(url)
+        .call()
+        .expect("GET")
+        .body_mut()
+        .read_to_string()
+        .unwrap()
+}
+
 fn main() {
     let cluster = pg::cluster();
     let db = cluster.create_db_blocking("bench_w1");
@@ -57,7 +71,13 @@ fn main() {
         cmd
     };
     let mut first = run_args(&[]).spawn().expect("start sluice");
-    while query(cluster, &db.name, "SELECT count(*) FROM sync_wal_position") != "1" {
+    while query(
+        cluster,
+        &db.name,
+        "SELECT count(*) FROM pg_class WHERE relname = 'sync_wal_position'",
+    ) != "1"
+        || query(cluster, &db.name, "SELECT count(*) FROM sync_wal_position") != "1"
+    {
         std::thread::sleep(Duration::from_millis(100));
     }
     unsafe { libc::kill(first.id() as i32, libc::SIGTERM) };
@@ -107,7 +127,14 @@ fn main() {
     .parse()
     .unwrap();
     let started = Instant::now();
-    let mut child = run_args(&[]).spawn().expect("start sluice");
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let mut child = run_args(&["--admin-addr", &admin])
+        .spawn()
+        .expect("start sluice");
     let mut peak = 0;
     loop {
         peak = peak.max(peak_rss_kib(child.id()).unwrap_or(0));
@@ -125,6 +152,50 @@ fn main() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let sluice_secs = started.elapsed().as_secs_f64();
+    peak = peak.max(peak_rss_kib(child.id()).unwrap_or(0));
+
+    // Where the time went, from sluice's own metrics.
+    let metrics_text = agent_get(&format!("http://{admin}/metrics"));
+    let sum_of = |name: &str| -> f64 {
+        metrics_text
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name}_sum")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let (sink_secs, rule_secs) = (
+        sum_of("sluice_batch_write_seconds"),
+        sum_of("sluice_rule_eval_seconds"),
+    );
+
+    // Reload latency: trigger to active, against compile time, with the stream idle, five
+    // swaps alternating between two versions.
+    let other = wasm::module("multi-tenant");
+    let rules_config = serde_json::json!("[tenant_columns]\nitems = \"user_id\"\n");
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut reloads = Vec::new();
+    for i in 0..6 {
+        let body = if i % 2 == 0 {
+            serde_json::json!({ "module": other, "rules_config": rules_config })
+        } else {
+            serde_json::json!({ "module": module, "rules_config": "" })
+        };
+        let answer: serde_json::Value = agent
+            .post(&format!("http://{admin}/rules/reload"))
+            .send_json(&body)
+            .expect("POST /rules/reload")
+            .body_mut()
+            .read_json()
+            .unwrap();
+        assert_eq!(answer["status"], "activated", "{answer}");
+        reloads.push((
+            answer["compile_ms"].as_u64().unwrap(),
+            answer["latency_ms"].as_u64().unwrap(),
+        ));
+    }
     peak = peak.max(peak_rss_kib(child.id()).unwrap_or(0));
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     child.wait().unwrap();
@@ -151,6 +222,15 @@ fn main() {
     );
     println!("sluice peak RSS: {:.1} MiB", peak as f64 / 1024.0);
     println!("changelog rows: {rows} (expected 180000), edges: {edges} (expected 90000)");
+    println!(
+        "of sluice's time: sink writes {sink_secs:.2} s, rules {rule_secs:.2} s (the rest: start-up, decoding, waiting)"
+    );
+    for (compile, latency) in &reloads {
+        println!(
+            "reload: compile {compile} ms, trigger to active {latency} ms, swap overhead {} ms",
+            latency.saturating_sub(*compile)
+        );
+    }
     assert_eq!(rows, "180000");
     assert_eq!(edges, "90000");
 }
