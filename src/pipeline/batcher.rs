@@ -14,7 +14,7 @@ use crate::pipeline::config::Config;
 use crate::pipeline::metrics;
 use crate::pipeline::transform::Transform;
 use crate::rules::RulesInstance;
-use crate::sink::{Sink, SinkItem, WriteStats};
+use crate::sink::{Sink, SinkItem};
 
 /// A change or truncate waiting for the rules and the sink, in stream order.
 #[derive(Debug)]
@@ -41,7 +41,6 @@ pub struct Batcher {
     max_bytes: usize,
     max_delay: Duration,
     rules_batch: usize,
-    pub stats: WriteStats,
     /// Changes evaluated and how many of them the rules failed on, since last taken.
     evaluated: u64,
     errored: u64,
@@ -69,7 +68,6 @@ impl Batcher {
             max_bytes: config.batch.max_bytes,
             max_delay: config.max_delay(),
             rules_batch: config.rules.batch_size,
-            stats: WriteStats::default(),
             evaluated: 0,
             errored: 0,
         }
@@ -228,7 +226,6 @@ impl Batcher {
         let rows = out.len();
         let stats = sink.write(&out, true).await?;
         metrics::record_write(stats, rows, started.elapsed());
-        self.stats += stats;
         Ok(())
     }
 }

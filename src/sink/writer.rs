@@ -102,10 +102,6 @@ impl Sink {
         Ok(())
     }
 
-    pub fn in_transaction(&self) -> bool {
-        self.in_transaction
-    }
-
     /// Writes one chunk of items inside the open transaction. `emit_changelog` is false for
     /// snapshot rows when the user does not want them in the changelog (edges are still kept).
     pub async fn write(

@@ -120,10 +120,6 @@ impl TableReader {
         }
     }
 
-    pub fn table(&self) -> &PublishedTable {
-        &self.table
-    }
-
     /// The next chunk, or `None` when the table is done.
     pub async fn next_chunk(
         &mut self,
