@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 
 use crate::model::{Change, Lsn, TableSchema, Value};
 use crate::pipeline::PipelineError;
+use crate::pipeline::committer::{Committer, Job, Persisted};
 use crate::pipeline::config::Config;
 use crate::pipeline::metrics;
 use crate::pipeline::transform::Transform;
 use crate::rules::RulesInstance;
-use crate::sink::{Sink, SinkItem};
+use crate::sink::SinkItem;
 
 /// A change or truncate waiting for the rules and the sink, in stream order.
 #[derive(Debug)]
@@ -44,13 +45,6 @@ pub struct Batcher {
     /// Changes evaluated and how many of them the rules failed on, since last taken.
     evaluated: u64,
     errored: u64,
-}
-
-/// What a commit of the batch persisted.
-#[derive(Clone, Copy, Debug)]
-pub struct Persisted {
-    pub lsn: Lsn,
-    pub commit_time_us: i64,
 }
 
 impl Batcher {
@@ -130,12 +124,14 @@ impl Batcher {
         self.last_commit.is_some() && !self.open_tx_written
     }
 
-    /// Writes pending items into the open sink transaction (mid source transaction).
+    /// Evaluates the pending items and hands them to the committer for the open sink
+    /// transaction (mid source transaction), without committing.
     pub async fn write_chunk(
         &mut self,
-        sink: &mut Sink,
+        committer: &mut Committer,
         rules: &mut RulesInstance,
         t: &Transform<'_>,
+        server_end: Lsn,
     ) -> Result<(), PipelineError> {
         let items = std::mem::take(&mut self.items);
         self.rows = 0;
@@ -144,19 +140,32 @@ impl Batcher {
         if self.in_tx {
             self.open_tx_written = true;
         }
-        self.write_items(items, sink, rules, t).await
+        let items = self.evaluate(items, rules, t)?;
+        committer
+            .submit(Job {
+                items,
+                commit: None,
+                server_end,
+            })
+            .await?;
+        Ok(())
     }
 
-    /// Writes and commits every complete source transaction; the open one (if any, and not yet
-    /// written) stays pending. Returns what was persisted.
+    /// Evaluates every complete source transaction and hands them to the committer, to be
+    /// written and committed with the last one's end LSN; the open one (if any, and not yet
+    /// written) stays pending. Returns false when there was nothing to commit.
+    ///
+    /// The commit itself happens in the background: the LSN is confirmed by the committer once
+    /// it is durable.
     pub async fn commit(
         &mut self,
-        sink: &mut Sink,
+        committer: &mut Committer,
         rules: &mut RulesInstance,
         t: &Transform<'_>,
-    ) -> Result<Option<Persisted>, PipelineError> {
+        server_end: Lsn,
+    ) -> Result<bool, PipelineError> {
         let Some((lsn, commit_time_us)) = self.last_commit else {
-            return Ok(None);
+            return Ok(false);
         };
         debug_assert!(!self.open_tx_written);
         let rest = self.items.split_off(self.tx_start);
@@ -178,27 +187,29 @@ impl Batcher {
             })
             .sum();
         self.tx_start = 0;
-        self.write_items(items, sink, rules, t).await?;
-        sink.commit(lsn).await?;
+        let items = self.evaluate(items, rules, t)?;
         self.last_commit = None;
         self.first_commit_at = None;
-        Ok(Some(Persisted {
-            lsn,
-            commit_time_us,
-        }))
+        committer
+            .submit(Job {
+                items,
+                commit: Some(Persisted {
+                    lsn,
+                    commit_time_us,
+                }),
+                server_end,
+            })
+            .await?;
+        Ok(true)
     }
 
-    async fn write_items(
+    /// Runs the rules over `items` in calls of the rules batch size.
+    fn evaluate(
         &mut self,
         items: Vec<Pending>,
-        sink: &mut Sink,
         rules: &mut RulesInstance,
         t: &Transform<'_>,
-    ) -> Result<(), PipelineError> {
-        if items.is_empty() {
-            return Ok(());
-        }
-        let started = Instant::now();
+    ) -> Result<Vec<SinkItem>, PipelineError> {
         let mut out = Vec::with_capacity(items.len());
         let mut run: Vec<Change> = Vec::new();
         let mut errored = 0;
@@ -223,10 +234,7 @@ impl Batcher {
         self.evaluated += run.len() as u64;
         errored += evaluate_into(&mut run, rules, t, &mut out)?;
         self.errored += errored;
-        let rows = out.len();
-        let stats = sink.write(&out, true).await?;
-        metrics::record_write(stats, rows, started.elapsed());
-        Ok(())
+        Ok(out)
     }
 }
 

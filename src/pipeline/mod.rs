@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod batcher;
+pub mod committer;
 pub mod config;
 pub mod metrics;
 pub mod payload;
@@ -55,6 +56,8 @@ pub enum PipelineError {
     Halt(#[from] HaltOnFailure),
     #[error(transparent)]
     Pg(#[from] crate::pg::PgError),
+    #[error("internal error: {0}")]
+    Internal(String),
     #[error("invalid database URL: {0}")]
     Url(String),
     #[error(

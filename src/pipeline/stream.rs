@@ -13,10 +13,9 @@ use crate::model::Lsn;
 use crate::pipeline::rebucket::RebucketJob;
 use crate::pipeline::reload::{ROLLBACKS, Swap, Trigger};
 use crate::rules::{RulesInstance, RulesModule};
-use crate::sink::Sink;
-use crate::source::ReplicationStream;
 
 use crate::pipeline::batcher::{Batcher, Pending};
+use crate::pipeline::committer::Committer;
 use crate::pipeline::snapshot::run_snapshot;
 use crate::pipeline::transform::Transform;
 use crate::pipeline::{Context, PipelineError, metrics, open_sink, preflight};
@@ -137,14 +136,14 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
     ctx.health.has_streamed.store(true, Ordering::Relaxed);
     info!(slot, %start_lsn, stored = %stored, "streaming");
 
+    let mut job = RebucketJob::resume(&tables, &sink).await?;
+    let mut committer = Committer::new(sink, stream.acker());
     let mut batcher = Batcher::new(config);
     let mut skipping = false;
-    let mut confirmed = stored;
     let mut server_end = stored;
     let mut shutdown = ctx.shutdown.clone();
     let mut swaps = ctx.swaps.lock().await;
     let mut rebuckets = ctx.rebuckets.lock().await;
-    let mut job = RebucketJob::resume(&tables, &sink).await?;
     // Re-bucketing shares the loop with the stream: after each chunk it waits as long as the
     // chunk took, so a busy stream keeps at least half the time.
     let mut next_step = Instant::now();
@@ -153,6 +152,7 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
     // End LSN of the last commit received: a version swapped in now evaluates every transaction
     // that commits after it.
     let mut last_end = stored;
+    let result: Result<(), PipelineError> = async {
     loop {
         let deadline = batcher.deadline().filter(|_| batcher.can_commit_now());
         let event = tokio::select! {
@@ -163,33 +163,25 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
                 if !batcher.in_tx()
                     && let Some(swap) = pending_swap.take()
                 {
-                    confirmed = confirmed.max(
-                        apply_swap(ctx, swap, &mut module, &mut rules, &mut transform, &mut batcher, &mut sink, &stream, last_end, &mut rollback_watch).await?,
-                    );
+                    apply_swap(ctx, swap, &mut module, &mut rules, &mut transform, &mut batcher, &mut committer, last_end, &mut rollback_watch).await?;
                 }
                 continue;
             }
             request = rebuckets.recv(), if job.is_none() => {
                 if let Some(request) = request {
                     // Edges must reflect every change received before the pass reads them.
-                    if !batcher.in_tx()
-                        && let Some(p) = batcher.commit(&mut sink, &mut rules, &transform).await?
-                    {
-                        confirmed = p.lsn;
-                        stream.confirm(p.lsn);
+                    if !batcher.in_tx() {
+                        batcher.commit(&mut committer, &mut rules, &transform, server_end).await?;
                     }
-                    job = RebucketJob::start(request, &tables, &mut sink, last_end).await?;
+                    job = RebucketJob::start(request, &tables, committer.sink().await?, last_end).await?;
                 }
                 continue;
             }
             _ = tokio::time::sleep_until(next_step), if job.is_some() && !batcher.in_tx() => {
                 let started = Instant::now();
-                if let Some(p) = batcher.commit(&mut sink, &mut rules, &transform).await? {
-                    confirmed = p.lsn;
-                    stream.confirm(p.lsn);
-                }
+                batcher.commit(&mut committer, &mut rules, &transform, server_end).await?;
                 let done = match job.as_mut() {
-                    Some(j) => j.step(&source_sql, &mut sink, &mut rules, &transform, config.snapshot.chunk_rows, config.rules.batch_size, last_end).await?,
+                    Some(j) => j.step(&source_sql, committer.sink().await?, &mut rules, &transform, config.snapshot.chunk_rows, config.rules.batch_size, last_end).await?,
                     None => false,
                 };
                 if done {
@@ -198,12 +190,18 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
                 next_step = Instant::now() + started.elapsed();
                 continue;
             }
-            _ = sleep_until_opt(deadline) => {
-                if let Some(p) = batcher.commit(&mut sink, &mut rules, &transform).await? {
-                    confirmed = p.lsn;
-                    stream.confirm(p.lsn);
-                    metrics::record_confirmed(p.lsn, server_end.max(p.lsn), Some(p.commit_time_us));
+            // The sink finished a job: what arrived meanwhile goes next, so batches grow
+            // exactly as much as the sink is behind.
+            done = committer.wait(), if committer.busy() => {
+                done?;
+                if batcher.can_commit_now() {
+                    batcher.commit(&mut committer, &mut rules, &transform, server_end).await?;
+                    check_rollback(ctx, &mut rollback_watch, &mut batcher).await;
                 }
+                continue;
+            }
+            _ = sleep_until_opt(deadline) => {
+                batcher.commit(&mut committer, &mut rules, &transform, server_end).await?;
                 check_rollback(ctx, &mut rollback_watch, &mut batcher).await;
                 continue;
             }
@@ -211,21 +209,17 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
         };
         let Some(event) = event else {
             // Shutdown: persist every complete transaction received, confirm, close cleanly.
-            if batcher.can_commit_now()
-                && let Some(p) = batcher.commit(&mut sink, &mut rules, &transform).await?
-            {
-                stream.confirm(p.lsn);
+            if batcher.can_commit_now() {
+                batcher.commit(&mut committer, &mut rules, &transform, server_end).await?;
             }
-            sink.rollback().await?;
+            committer.sink().await?.rollback().await?;
             stream.send_status_now().await?;
-            stream.close().await?;
-            info!("shut down cleanly");
             return Ok(());
         };
         let Some(event) = event else {
             return Err(PipelineError::from(SourceError::ConnectionLost {
                 target: ctx.source.redacted(),
-                last_lsn: confirmed,
+                last_lsn: stream.confirmed(),
                 reason: "the server ended the stream".into(),
             }));
         };
@@ -246,7 +240,7 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
                 batcher.push(Pending::Change(change));
                 if batcher.over_limits() {
                     batcher
-                        .write_chunk(&mut sink, &mut rules, &transform)
+                        .write_chunk(&mut committer, &mut rules, &transform, server_end)
                         .await?;
                 }
             }
@@ -275,27 +269,24 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
                 }
                 batcher.commit_tx(end_lsn, commit_time_us);
                 if let Some(swap) = pending_swap.take() {
-                    confirmed = confirmed.max(
-                        apply_swap(
-                            ctx,
-                            swap,
-                            &mut module,
-                            &mut rules,
-                            &mut transform,
-                            &mut batcher,
-                            &mut sink,
-                            &stream,
-                            last_end,
-                            &mut rollback_watch,
-                        )
-                        .await?,
-                    );
-                } else if batcher.over_limits() {
-                    if let Some(p) = batcher.commit(&mut sink, &mut rules, &transform).await? {
-                        confirmed = p.lsn;
-                        stream.confirm(p.lsn);
-                        metrics::record_confirmed(p.lsn, server_end, Some(p.commit_time_us));
-                    }
+                    apply_swap(
+                        ctx,
+                        swap,
+                        &mut module,
+                        &mut rules,
+                        &mut transform,
+                        &mut batcher,
+                        &mut committer,
+                        last_end,
+                        &mut rollback_watch,
+                    )
+                    .await?;
+                } else if batcher.over_limits() || !committer.busy() {
+                    // An idle sink takes the transaction at once (latency); a busy one gets
+                    // what accumulated when it finishes, unless the batch is full.
+                    batcher
+                        .commit(&mut committer, &mut rules, &transform, server_end)
+                        .await?;
                     check_rollback(ctx, &mut rollback_watch, &mut batcher).await;
                 }
             }
@@ -303,10 +294,13 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
                 server_end = server_end.max(wal_end);
                 // Everything received is persisted: let the server release WAL up to its end, so
                 // an idle publication does not pin WAL.
-                if batcher.is_idle() && !skipping && wal_end > confirmed {
-                    confirmed = wal_end;
+                if batcher.is_idle()
+                    && !committer.busy()
+                    && !skipping
+                    && wal_end > stream.confirmed()
+                {
                     stream.confirm(wal_end);
-                    metrics::record_confirmed(confirmed, server_end, None);
+                    metrics::record_confirmed(wal_end, server_end, None);
                 }
             }
             SourceEvent::Relation(table) => {
@@ -315,6 +309,17 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
             SourceEvent::Message { .. } => {}
         }
     }
+    }
+    .await;
+    // A job still in flight must finish before the next session reads the stored LSN, or that
+    // session could stream again what the job is about to commit.
+    if committer.busy() {
+        let _ = committer.wait().await;
+    }
+    result?;
+    stream.close().await?;
+    info!("shut down cleanly");
+    Ok(())
 }
 
 /// A freshly swapped-in version on probation: rolled back if it fails too often at first.
@@ -325,7 +330,6 @@ struct RollbackWatch {
 }
 
 /// Finishes the batch in flight with the old version, then makes `swap` the active version.
-/// Returns the LSN persisted by that last batch (or `Lsn::ZERO`).
 #[allow(clippy::too_many_arguments)]
 async fn apply_swap(
     ctx: &Context,
@@ -334,30 +338,30 @@ async fn apply_swap(
     rules: &mut RulesInstance,
     transform: &mut Transform<'_>,
     batcher: &mut Batcher,
-    sink: &mut Sink,
-    stream: &ReplicationStream,
+    committer: &mut Committer,
     last_end: Lsn,
     watch: &mut Option<RollbackWatch>,
-) -> Result<Lsn, PipelineError> {
-    let mut persisted = Lsn::ZERO;
-    if let Some(p) = batcher.commit(sink, rules, transform).await? {
-        stream.confirm(p.lsn);
-        persisted = p.lsn;
-    }
+) -> Result<(), PipelineError> {
+    batcher
+        .commit(committer, rules, transform, last_end)
+        .await?;
     // Outcomes of the outgoing version do not count against the incoming one.
     let _ = batcher.take_outcome_counts();
     let new_rules = match swap.module.instantiate() {
         Ok(r) => r,
         Err(e) => {
             warn!(error = %e, "the validated rules version failed to instantiate; keeping the active version");
-            return Ok(persisted);
+            return Ok(());
         }
     };
     let previous = std::mem::replace(module, Arc::clone(&swap.module));
     *rules = new_rules;
     transform.rules_version = module.version().to_owned();
     ctx.active.store(Arc::clone(module));
-    sink.record_rule_version(module.version(), last_end, &ctx.module_path, true)
+    committer
+        .sink()
+        .await?
+        .record_rule_version(module.version(), last_end, &ctx.module_path, true)
         .await?;
     let is_rollback = swap.trigger == Trigger::Rollback;
     swap.activated(previous.version(), last_end);
@@ -366,7 +370,7 @@ async fn apply_swap(
         seen: 0,
         errors: 0,
     });
-    Ok(persisted)
+    Ok(())
 }
 
 /// Counts the new version's outcomes and, past the window, rolls it back if it failed too often.

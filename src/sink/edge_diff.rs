@@ -8,15 +8,19 @@
 //!
 //! The diff runs in memory over one chunk of records. The stored state is read once per chunk
 //! (one query), updated as records are applied in stream order, and the net difference is
-//! written back in two bulk statements.
+//! written back in bulk: new edges by COPY, changed ones by one upsert, deleted ones by one
+//! delete. An edge whose checksum did not change is not written at all.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::model::Operation;
 use crate::sink::record::SinkRecord;
 
 /// (table_name, record_id)
 pub type RecordKey = (String, String);
+
+/// A record's stored edges: bucket id → checksum.
+pub type StoredEdges = BTreeMap<String, Option<i32>>;
 
 /// One changelog row to append.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,47 +35,52 @@ pub struct ChangelogEntry {
 #[derive(Debug, Default)]
 pub struct EdgeState {
     /// As stored before the chunk.
-    initial: HashMap<RecordKey, BTreeSet<String>>,
+    initial: HashMap<RecordKey, StoredEdges>,
     /// After applying the chunk so far, with the checksum to store.
     current: HashMap<RecordKey, (BTreeSet<String>, Option<i32>)>,
 }
+
+/// (table, record, bucket, checksum)
+pub type EdgeRow = (String, String, String, Option<i32>);
 
 /// What to write back to `sync_bucket_edges` after a chunk.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct EdgeWrites {
     /// (table, record, bucket) to delete.
     pub deletes: Vec<(String, String, String)>,
-    /// (table, record, bucket, checksum) to insert or refresh.
-    pub upserts: Vec<(String, String, String, Option<i32>)>,
+    /// Edges that were not stored before the chunk: plain inserts.
+    pub inserts: Vec<EdgeRow>,
+    /// Stored edges whose checksum changed.
+    pub updates: Vec<EdgeRow>,
 }
 
 impl EdgeState {
     /// Starts from the stored edges of the chunk's records. Records with no stored edges may be
     /// absent from `stored`.
-    pub fn new(stored: HashMap<RecordKey, BTreeSet<String>>) -> Self {
+    pub fn new(stored: HashMap<RecordKey, StoredEdges>) -> Self {
         EdgeState {
             initial: stored,
             current: HashMap::new(),
         }
     }
 
-    fn buckets_now(&self, key: &RecordKey) -> BTreeSet<String> {
-        match self.current.get(key) {
-            Some((buckets, _)) => buckets.clone(),
-            None => self.initial.get(key).cloned().unwrap_or_default(),
-        }
-    }
-
     /// Applies one record, appending its changelog entries to `out` (when `emit` is set).
     pub fn apply(&mut self, record: &SinkRecord, emit: bool, out: &mut Vec<ChangelogEntry>) {
         let key = (record.table_name.clone(), record.record_id.clone());
-        let existing = self.buckets_now(&key);
         let desired: BTreeSet<String> = if record.op == Operation::Delete {
             BTreeSet::new()
         } else {
             record.buckets.iter().cloned().collect()
         };
         if emit {
+            let existing: BTreeSet<&str> = match self.current.get(&key) {
+                Some((buckets, _)) => buckets.iter().map(String::as_str).collect(),
+                None => self
+                    .initial
+                    .get(&key)
+                    .map(|b| b.keys().map(String::as_str).collect())
+                    .unwrap_or_default(),
+            };
             let entry = |bucket: &str, operation| ChangelogEntry {
                 bucket_id: bucket.to_owned(),
                 table_name: record.table_name.clone(),
@@ -79,7 +88,7 @@ impl EdgeState {
                 operation,
             };
             // Removals first: a client following a move sees the row leave, then arrive.
-            for bucket in existing.difference(&desired) {
+            for bucket in existing.iter().filter(|b| !desired.contains(**b)) {
                 out.push(entry(bucket, Operation::Delete));
             }
             // Additions and in-place changes, in the order the rules gave the buckets.
@@ -88,14 +97,12 @@ impl EdgeState {
                 if record.op == Operation::Delete || !seen.insert(bucket.as_str()) {
                     continue;
                 }
-                if record.membership_only && existing.contains(bucket) {
+                let stored = existing.contains(bucket.as_str());
+                if record.membership_only && stored {
                     continue;
                 }
-                let op = if existing.contains(bucket) {
-                    match record.op {
-                        Operation::Insert | Operation::Update => Operation::Update,
-                        Operation::Delete => Operation::Delete,
-                    }
+                let op = if stored {
+                    Operation::Update
                 } else {
                     Operation::Insert
                 };
@@ -105,27 +112,29 @@ impl EdgeState {
         self.current.insert(key, (desired, record.checksum));
     }
 
-    /// Forgets every record of `table` (TRUNCATE); the caller deletes the stored edges in SQL.
-    pub fn truncate(&mut self, table: &str) {
-        self.initial.retain(|(t, _), _| t != table);
-        self.current.retain(|(t, _), _| t != table);
-    }
-
     /// The net writes that turn the stored state into the current one.
     pub fn into_writes(self) -> EdgeWrites {
         let mut writes = EdgeWrites::default();
+        let empty = StoredEdges::new();
         for (key, (buckets, checksum)) in self.current {
-            if let Some(before) = self.initial.get(&key) {
-                for gone in before.difference(&buckets) {
-                    writes
-                        .deletes
-                        .push((key.0.clone(), key.1.clone(), gone.clone()));
-                }
+            let before = self.initial.get(&key).unwrap_or(&empty);
+            for gone in before.keys().filter(|b| !buckets.contains(*b)) {
+                writes
+                    .deletes
+                    .push((key.0.clone(), key.1.clone(), gone.clone()));
             }
             for bucket in buckets {
-                writes
-                    .upserts
-                    .push((key.0.clone(), key.1.clone(), bucket, checksum));
+                match before.get(&bucket) {
+                    None => writes
+                        .inserts
+                        .push((key.0.clone(), key.1.clone(), bucket, checksum)),
+                    Some(stored) if *stored != checksum => {
+                        writes
+                            .updates
+                            .push((key.0.clone(), key.1.clone(), bucket, checksum))
+                    }
+                    Some(_) => {}
+                }
             }
         }
         writes
@@ -145,6 +154,10 @@ mod tests {
             checksum: Some(7),
             membership_only: false,
         }
+    }
+
+    fn stored_edges(edges: &[(&str, Option<i32>)]) -> StoredEdges {
+        edges.iter().map(|(b, c)| (b.to_string(), *c)).collect()
     }
 
     fn ops(out: &[ChangelogEntry]) -> Vec<(String, i16)> {
@@ -174,7 +187,7 @@ mod tests {
             ]
         );
         let writes = state.into_writes();
-        assert!(writes.upserts.is_empty());
+        assert!(writes.inserts.is_empty() && writes.updates.is_empty());
         assert!(
             writes.deletes.is_empty(),
             "nothing was stored before the chunk"
@@ -186,7 +199,7 @@ mod tests {
         let mut stored = HashMap::new();
         stored.insert(
             ("items".to_string(), "1".to_string()),
-            BTreeSet::from(["user:a".to_string(), "global".to_string()]),
+            stored_edges(&[("user:a", Some(7)), ("global", Some(5))]),
         );
         let mut state = EdgeState::new(stored);
         let mut out = Vec::new();
@@ -203,18 +216,18 @@ mod tests {
                 ("global".into(), 2)
             ]
         );
-        let mut writes = state.into_writes();
-        writes.upserts.sort();
+        let writes = state.into_writes();
         assert_eq!(
             writes.deletes,
             vec![("items".into(), "1".into(), "user:a".into())]
         );
         assert_eq!(
-            writes.upserts,
-            vec![
-                ("items".into(), "1".into(), "global".into(), Some(7)),
-                ("items".into(), "1".into(), "user:b".into(), Some(7)),
-            ]
+            writes.inserts,
+            vec![("items".into(), "1".into(), "user:b".into(), Some(7))]
+        );
+        assert_eq!(
+            writes.updates,
+            vec![("items".into(), "1".into(), "global".into(), Some(7))]
         );
     }
 
@@ -223,7 +236,7 @@ mod tests {
         let mut stored = HashMap::new();
         stored.insert(
             ("items".to_string(), "1".to_string()),
-            BTreeSet::from(["user:a".to_string()]),
+            stored_edges(&[("user:a", Some(1))]),
         );
         let mut state = EdgeState::new(stored);
         let mut out = Vec::new();
@@ -236,7 +249,7 @@ mod tests {
         let mut stored = HashMap::new();
         stored.insert(
             ("items".to_string(), "1".to_string()),
-            BTreeSet::from(["user:a".to_string(), "global".to_string()]),
+            stored_edges(&[("user:a", Some(7)), ("global", Some(7))]),
         );
         let mut state = EdgeState::new(stored);
         let mut out = Vec::new();
@@ -254,6 +267,30 @@ mod tests {
         let mut out = Vec::new();
         state.apply(&rec(Operation::Insert, "1", &["user:a"]), false, &mut out);
         assert!(out.is_empty());
-        assert_eq!(state.into_writes().upserts.len(), 1);
+        assert_eq!(state.into_writes().inserts.len(), 1);
+    }
+
+    #[test]
+    fn an_edge_whose_checksum_did_not_change_is_not_rewritten() {
+        let mut stored = HashMap::new();
+        stored.insert(
+            ("items".to_string(), "1".to_string()),
+            stored_edges(&[("user:a", Some(7))]),
+        );
+        stored.insert(
+            ("items".to_string(), "2".to_string()),
+            stored_edges(&[("user:a", Some(3))]),
+        );
+        let mut state = EdgeState::new(stored);
+        let mut out = Vec::new();
+        state.apply(&rec(Operation::Update, "1", &["user:a"]), true, &mut out);
+        state.apply(&rec(Operation::Update, "2", &["user:a"]), true, &mut out);
+        assert_eq!(ops(&out), vec![("user:a".into(), 2), ("user:a".into(), 2)]);
+        let writes = state.into_writes();
+        assert!(writes.inserts.is_empty() && writes.deletes.is_empty());
+        assert_eq!(
+            writes.updates,
+            vec![("items".into(), "2".into(), "user:a".into(), Some(7))]
+        );
     }
 }

@@ -5,20 +5,21 @@
 //! storing the last commit's end LSN in `sync_wal_position`. Either all of it is visible or none
 //! of it is, so after a crash the stored LSN says exactly which source transactions are done.
 //!
-//! Every statement is a bulk statement: one edge read per chunk, one COPY for the changelog, one
-//! `unnest` delete and one `unnest` upsert for the edges. Nothing round-trips per row.
+//! Every statement is a bulk statement: one edge read per table per chunk, a binary COPY for the
+//! changelog and another for new edges, one `unnest` upsert for edges whose checksum changed and
+//! one `unnest` delete. Nothing round-trips per row.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::pin::pin;
 
-use bytes::BytesMut;
+use bytes::Bytes;
 use futures_util::SinkExt;
 use tokio_postgres::Client;
 
 use crate::model::Lsn;
 use crate::sink::SinkError;
-use crate::sink::copy_text::put_row;
-use crate::sink::edge_diff::{ChangelogEntry, EdgeState, RecordKey};
+use crate::sink::copy_binary::CopyBinary;
+use crate::sink::edge_diff::{ChangelogEntry, EdgeRow, EdgeState, RecordKey, StoredEdges};
 use crate::sink::record::{RuleFailure, SinkItem, SinkRecord};
 use crate::sink::schema::SIDECAR_DDL;
 
@@ -206,14 +207,17 @@ impl Sink {
             let writes = state.into_writes();
             stats.edges_deleted = self.delete_edges(&writes.deletes).await?;
             let t4 = t0.elapsed();
-            stats.edges_upserted = self.upsert_edges(&writes.upserts).await?;
+            stats.edges_upserted = self.insert_edges(&writes.inserts).await?;
+            let t5 = t0.elapsed();
+            stats.edges_upserted += self.update_edges(&writes.updates).await?;
             tracing::debug!(
                 records = records.len(),
                 read_edges_ms = t1.as_millis() as u64,
                 diff_ms = (t2 - t1).as_millis() as u64,
                 copy_ms = (t3 - t2).as_millis() as u64,
                 delete_ms = (t4 - t3).as_millis() as u64,
-                upsert_ms = (t0.elapsed() - t4).as_millis() as u64,
+                insert_ms = (t5 - t4).as_millis() as u64,
+                update_ms = (t0.elapsed() - t5).as_millis() as u64,
                 "sink chunk written"
             );
         }
@@ -226,7 +230,7 @@ impl Sink {
     async fn read_edges(
         &self,
         records: &[&SinkRecord],
-    ) -> Result<HashMap<RecordKey, BTreeSet<String>>, SinkError> {
+    ) -> Result<HashMap<RecordKey, StoredEdges>, SinkError> {
         // One `= ANY` probe per table rather than a join against unnest(): the planner then walks
         // the primary-key index instead of hashing the whole edge table, which grows with it.
         let mut by_table: std::collections::BTreeMap<&str, std::collections::BTreeSet<&str>> =
@@ -237,13 +241,13 @@ impl Sink {
                 .or_default()
                 .insert(r.record_id.as_str());
         }
-        let mut stored: HashMap<RecordKey, BTreeSet<String>> = HashMap::new();
+        let mut stored: HashMap<RecordKey, StoredEdges> = HashMap::new();
         for (table, ids) in by_table {
             let ids: Vec<&str> = ids.into_iter().collect();
             let rows = self
                 .client
                 .query(
-                    "SELECT record_id, bucket_id FROM sync_bucket_edges \
+                    "SELECT record_id, bucket_id, checksum FROM sync_bucket_edges \
                      WHERE table_name = $1 AND record_id = ANY($2::text[])",
                     &[&table, &ids],
                 )
@@ -255,7 +259,7 @@ impl Sink {
                 stored
                     .entry((table.to_owned(), row.get(0)))
                     .or_default()
-                    .insert(row.get(1));
+                    .insert(row.get(1), row.get(2));
             }
         }
         Ok(stored)
@@ -265,35 +269,59 @@ impl Sink {
         if entries.is_empty() {
             return Ok(0);
         }
-        let mut buf = BytesMut::with_capacity(entries.len() * 48);
+        let mut copy = CopyBinary::with_capacity(entries.len(), 64);
         for e in entries {
-            let op = e.operation.code().to_string();
-            put_row(
-                &mut buf,
-                [
-                    e.bucket_id.as_str(),
-                    e.table_name.as_str(),
-                    e.record_id.as_str(),
-                    op.as_str(),
-                ],
-            );
+            copy.row(4)
+                .text(&e.bucket_id)
+                .text(&e.table_name)
+                .text(&e.record_id)
+                .int2(e.operation.code());
         }
         // seq is assigned in COPY order, so seq order is stream order.
+        self.copy_in(
+            "COPY sync_changelog (bucket_id, table_name, record_id, operation) FROM STDIN (FORMAT binary)",
+            "sync_changelog",
+            copy.finish(),
+        )
+        .await
+    }
+
+    /// Edges that did not exist before the chunk: no conflict is possible (the chunk read every
+    /// stored edge of its records inside this transaction), so a COPY does it.
+    async fn insert_edges(&self, inserts: &[EdgeRow]) -> Result<u64, SinkError> {
+        if inserts.is_empty() {
+            return Ok(0);
+        }
+        let mut copy = CopyBinary::with_capacity(inserts.len(), 64);
+        for (table, record, bucket, checksum) in inserts {
+            copy.row(4)
+                .text(table)
+                .text(record)
+                .text(bucket)
+                .int4_or_null(*checksum);
+        }
+        self.copy_in(
+            "COPY sync_bucket_edges (table_name, record_id, bucket_id, checksum) FROM STDIN (FORMAT binary)",
+            "sync_bucket_edges",
+            copy.finish(),
+        )
+        .await
+    }
+
+    async fn copy_in(&self, statement: &str, table: &str, data: Bytes) -> Result<u64, SinkError> {
         let sink = self
             .client
-            .copy_in::<_, bytes::Bytes>(
-                "COPY sync_changelog (bucket_id, table_name, record_id, operation) FROM STDIN",
-            )
+            .copy_in::<_, Bytes>(statement)
             .await
-            .map_err(|e| SinkError::sql("starting COPY into sync_changelog", e))?;
+            .map_err(|e| SinkError::sql(format!("starting COPY into {table}"), e))?;
         let mut sink = pin!(sink);
-        sink.send(buf.freeze())
+        sink.send(data)
             .await
-            .map_err(|e| SinkError::sql("COPY into sync_changelog", e))?;
+            .map_err(|e| SinkError::sql(format!("COPY into {table}"), e))?;
         sink.as_mut()
             .finish()
             .await
-            .map_err(|e| SinkError::sql("finishing COPY into sync_changelog", e))
+            .map_err(|e| SinkError::sql(format!("finishing COPY into {table}"), e))
     }
 
     async fn delete_edges(&self, deletes: &[(String, String, String)]) -> Result<u64, SinkError> {
@@ -311,17 +339,17 @@ impl Sink {
             .map_err(|e| SinkError::sql("deleting bucket edges", e))
     }
 
-    async fn upsert_edges(
-        &self,
-        upserts: &[(String, String, String, Option<i32>)],
-    ) -> Result<u64, SinkError> {
-        if upserts.is_empty() {
+    /// Stored edges whose checksum changed. An upsert rather than `UPDATE ... FROM unnest`: the
+    /// conflict check probes the primary key for each row, where a join could be planned as a
+    /// scan of the whole (ever-growing) edge table.
+    async fn update_edges(&self, updates: &[EdgeRow]) -> Result<u64, SinkError> {
+        if updates.is_empty() {
             return Ok(0);
         }
-        let t: Vec<&str> = upserts.iter().map(|u| u.0.as_str()).collect();
-        let r: Vec<&str> = upserts.iter().map(|u| u.1.as_str()).collect();
-        let b: Vec<&str> = upserts.iter().map(|u| u.2.as_str()).collect();
-        let c: Vec<Option<i32>> = upserts.iter().map(|u| u.3).collect();
+        let t: Vec<&str> = updates.iter().map(|u| u.0.as_str()).collect();
+        let r: Vec<&str> = updates.iter().map(|u| u.1.as_str()).collect();
+        let b: Vec<&str> = updates.iter().map(|u| u.2.as_str()).collect();
+        let c: Vec<Option<i32>> = updates.iter().map(|u| u.3).collect();
         self.client
             .execute(
                 "INSERT INTO sync_bucket_edges (table_name, record_id, bucket_id, checksum, updated_at) \
@@ -331,7 +359,7 @@ impl Sink {
                 &[&t, &r, &b, &c],
             )
             .await
-            .map_err(|e| SinkError::sql("upserting bucket edges", e))
+            .map_err(|e| SinkError::sql("updating bucket edges", e))
     }
 
     /// TRUNCATE: a delete for every stored membership of the table, done in the database so that

@@ -18,4 +18,4 @@ pub use error::{ServerError, SourceError};
 pub use events::{EventDecoder, SourceEvent};
 pub use replication::{ReplicationConnection, SlotInfo, SnapshotAction, StartOptions, SystemInfo};
 pub use slot::{SlotState, lookup_slot};
-pub use stream::ReplicationStream;
+pub use stream::{Acker, ReplicationStream};

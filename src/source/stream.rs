@@ -40,6 +40,19 @@ enum Cmd {
 
 type Item = Result<SourceEvent, SourceError>;
 
+/// Confirms LSNs on behalf of a [`ReplicationStream`]; cheap to clone and send to other tasks.
+#[derive(Clone)]
+pub struct Acker {
+    shared: Arc<Shared>,
+}
+
+impl Acker {
+    /// Same as [`ReplicationStream::confirm`].
+    pub fn confirm(&self, lsn: Lsn) {
+        self.shared.confirmed.fetch_max(lsn.0, Ordering::AcqRel);
+    }
+}
+
 /// A running logical replication stream.
 pub struct ReplicationStream {
     events: mpsc::Receiver<Item>,
@@ -103,6 +116,18 @@ impl ReplicationStream {
     /// Sent with the next status update; never moves backwards.
     pub fn confirm(&self, lsn: Lsn) {
         self.shared.confirmed.fetch_max(lsn.0, Ordering::AcqRel);
+    }
+
+    /// A handle that confirms LSNs from another task (the one that commits the sink).
+    pub fn acker(&self) -> Acker {
+        Acker {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// True when every event received so far has been taken: the consumer has caught up.
+    pub fn caught_up(&self) -> bool {
+        self.events.is_empty()
     }
 
     /// The highest LSN passed to [`ReplicationStream::confirm`] (or the start LSN).

@@ -29,6 +29,54 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// CPU seconds (user + system) of every process whose command line starts with one of `prefixes`,
+/// keyed by pid, with its title.
+fn cpu_by_process(prefixes: &[&str]) -> std::collections::HashMap<u32, (String, f64)> {
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let mut out = std::collections::HashMap::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let title = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if !prefixes.iter().any(|p| title.contains(p)) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 =
+            fields[11].parse::<f64>().unwrap_or(0.0) + fields[12].parse::<f64>().unwrap_or(0.0);
+        out.insert(pid, (title.trim().to_owned(), ticks / tick));
+    }
+    out
+}
+
+fn print_cpu_diff(
+    before: &std::collections::HashMap<u32, (String, f64)>,
+    after: &std::collections::HashMap<u32, (String, f64)>,
+) {
+    let mut rows: Vec<(f64, String)> = after
+        .iter()
+        .map(|(pid, (title, secs))| {
+            let base = before.get(pid).map_or(0.0, |b| b.1);
+            (secs - base, title.clone())
+        })
+        .filter(|(d, _)| *d > 0.005)
+        .collect();
+    rows.sort_by(|a, b| b.0.total_cmp(&a.0));
+    for (secs, title) in rows {
+        println!("  cpu {secs:6.2} s  {title}");
+    }
+}
+
 fn query(cluster: &pg::Cluster, db: &str, sql: &str) -> String {
     cluster.psql(db, sql).trim().to_owned()
 }
@@ -96,6 +144,7 @@ fn main() {
 
     // The ceiling: pg_recvlogical draining the same WAL through pgoutput.
     let out = tempfile::NamedTempFile::new().unwrap();
+    let cpu_before = cpu_by_process(&["postgres"]);
     let started = Instant::now();
     let status = Command::new(cluster.bin("pg_recvlogical"))
         .args([
@@ -116,6 +165,8 @@ fn main() {
         .status()
         .expect("run pg_recvlogical");
     let recv_secs = started.elapsed().as_secs_f64();
+    println!("CPU during pg_recvlogical's drain ({recv_secs:.2} s wall):");
+    print_cpu_diff(&cpu_before, &cpu_by_process(&["postgres"]));
     assert!(status.success(), "pg_recvlogical failed");
 
     // sluice: from start until sync_wal_position passes the marker's commit.
@@ -132,6 +183,7 @@ fn main() {
         .local_addr()
         .unwrap()
         .to_string();
+    let cpu_before = cpu_by_process(&["postgres", sluice_bin]);
     let mut child = run_args(&["--admin-addr", &admin])
         .spawn()
         .expect("start sluice");
@@ -152,6 +204,8 @@ fn main() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let sluice_secs = started.elapsed().as_secs_f64();
+    println!("CPU during sluice's drain ({sluice_secs:.2} s wall):");
+    print_cpu_diff(&cpu_before, &cpu_by_process(&["postgres", sluice_bin]));
     peak = peak.max(peak_rss_kib(child.id()).unwrap_or(0));
 
     // Where the time went, from sluice's own metrics.
