@@ -43,17 +43,29 @@ enum State {
     Lost,
 }
 
+/// Set to `1` by the benchmark (never by users) to measure decoding and rules alone: jobs are
+/// dropped instead of written, and their LSN is confirmed as if they had been committed.
+pub const DISCARD_ENV: &str = "SLUICE_BENCHMARK_DISCARD_SINK";
+
 /// Owns the sink while jobs run in the background.
 pub struct Committer {
     state: State,
     acker: Acker,
+    discard: bool,
 }
 
 impl Committer {
     pub fn new(sink: Sink, acker: Acker) -> Self {
+        let discard = std::env::var(DISCARD_ENV).is_ok_and(|v| v == "1");
+        if discard {
+            tracing::warn!(
+                "{DISCARD_ENV}=1: BENCHMARK MODE, nothing is written to the sink and every change is lost"
+            );
+        }
         Committer {
             state: State::Idle(sink),
             acker,
+            discard,
         }
     }
 
@@ -92,8 +104,16 @@ impl Committer {
             ));
         };
         let acker = self.acker.clone();
+        let discard = self.discard;
         self.state = State::Busy(tokio::spawn(async move {
-            let result = run(&mut sink, job, &acker).await;
+            let result = if discard {
+                Ok(job.commit.inspect(|p| {
+                    acker.confirm(p.lsn);
+                    metrics::record_confirmed(p.lsn, job.server_end.max(p.lsn), None);
+                }))
+            } else {
+                run(&mut sink, job, &acker).await
+            };
             (sink, result)
         }));
         Ok(previous)

@@ -363,10 +363,14 @@ pub async fn open_sink(ctx: &Context) -> Result<Sink, PipelineError> {
     // The flush LSN is confirmed to the source as soon as the sink's COMMIT returns. With the
     // server's `synchronous_commit = off`, a crash of the sink server could then lose a batch
     // whose WAL the slot has already released: the commit must be durable before it returns.
+    //
+    // Generic plans: the sink's statements take arrays of thousands of keys, and a custom plan
+    // would estimate every element (measurably slow) and could pick a hash join over the whole
+    // edge table for a large batch. The generic plans are index probes.
     client
-        .batch_execute("SET synchronous_commit = on")
+        .batch_execute("SET synchronous_commit = on; SET plan_cache_mode = force_generic_plan")
         .await
-        .map_err(|e| SinkError::sql("setting synchronous_commit = on for the sink session", e))?;
+        .map_err(|e| SinkError::sql("configuring the sink session", e))?;
     let sink = Sink::new(client, ctx.config.slot.clone());
     sink.ensure_schema().await?;
     Ok(sink)

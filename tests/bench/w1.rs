@@ -114,7 +114,7 @@ fn main() {
             .arg(&module)
             .args(["--publication", "w1_pub", "--slot", "bench_sluice"])
             .args(extra)
-            .env("SLUICE_LOG", "warn")
+            .env("SLUICE_LOG", std::env::var("BENCH_SLUICE_LOG").unwrap_or("warn".into()))
             .stdout(Stdio::null());
         cmd
     };
