@@ -1,0 +1,72 @@
+//! The performance benchmark: every figure of issue 8, measured against a reference taken in
+//! the same run on the same machine, printed as one table at the end.
+//!
+//! ```text
+//! cargo bench --bench perf                     # all sections (about 5 minutes)
+//! cargo bench --bench perf -- w1 latency       # some of them: w1 rules snapshot memory latency
+//! ```
+//!
+//! Sections:
+//! - `w1`: (1) W1 end to end against `pg_recvlogical` on the same WAL; (2) the same with the sink
+//!   discarding (benchmark-only mode), i.e. decoding and rules alone; reload latency.
+//! - `rules`: (4) by-owner through Wasm against the same rule compiled natively.
+//! - `snapshot`: (3) the initial snapshot of 1,000,000 rows against a `COPY (SELECT ...) TO
+//!   STDOUT` plus a `COPY ... FROM STDIN` of the same rows into an empty table.
+//! - `memory`: (5) one transaction of 2,000,000 inserts: sluice's peak RSS, changelog complete.
+//! - `latency`: (6) commit-to-visible latency in the changelog at a steady 1,000 changes/s.
+//!
+//! `BENCH_SLUICE_LOG=sluice=debug` passes a log filter to the sluice processes (stderr).
+
+#[path = "../../common/pg.rs"]
+mod pg;
+#[path = "../../common/wasm.rs"]
+mod wasm;
+
+mod latency;
+mod memory;
+mod rules;
+mod snapshot;
+mod support;
+mod w1;
+
+fn main() {
+    let sections: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let want = |name: &str| sections.is_empty() || sections.iter().any(|s| s == name);
+    let mut report = support::Report::default();
+    println!(
+        "machine: {} cores, {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu_model()
+    );
+    if want("w1") {
+        w1::run(&mut report);
+    }
+    if want("rules") {
+        rules::run(&mut report);
+    }
+    if want("snapshot") {
+        snapshot::run(&mut report);
+    }
+    if want("memory") {
+        memory::run(&mut report);
+    }
+    if want("latency") {
+        latency::run(&mut report);
+    }
+    report.print();
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}

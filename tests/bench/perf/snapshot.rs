@@ -1,0 +1,95 @@
+//! Figure 3: the initial snapshot of a 1,000,000-row table (by-owner rules, edges and changelog
+//! written) against what the database itself needs to read and write that much: a
+//! `COPY (SELECT ...) TO STDOUT` of the table plus a `COPY ... FROM STDIN` of the same rows into
+//! an empty table of the same definition.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{Report, Sluice, cpu_by_process, print_cpu, query};
+use crate::{pg, wasm};
+
+const ROWS: u64 = 1_000_000;
+
+pub fn run(report: &mut Report) {
+    println!("\n== snapshot: {ROWS} rows ==");
+    let cluster = pg::cluster();
+    let db = cluster.create_db_blocking("bench_snapshot");
+    cluster.psql(
+        &db.name,
+        &format!(
+            "CREATE TABLE items (id bigint PRIMARY KEY, user_id text, list_id bigint, title text NOT NULL, \
+               done boolean NOT NULL DEFAULT false, updated_at timestamptz NOT NULL DEFAULT now(), deleted_at timestamptz);
+             INSERT INTO items (id, user_id, list_id, title, done, updated_at)
+               SELECT g, 'u' || (g % 1000), g % 5000, 'item ' || g || ' ' || repeat('x', 40), false, now()
+               FROM generate_series(1, {ROWS}) g;
+             VACUUM ANALYZE items;
+             CREATE TABLE items_copy (LIKE items INCLUDING ALL);
+             CREATE PUBLICATION bench_pub FOR TABLE items;"
+        ),
+    );
+
+    // The reference, through psql so both directions cross a client connection as sluice's do.
+    let dump = tempfile::NamedTempFile::new().unwrap();
+    let psql = |sql: &str, stdin: Stdio, stdout: Stdio| {
+        let started = Instant::now();
+        let status = Command::new(cluster.bin("psql"))
+            .args([
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                &db.url,
+                "-c",
+                sql,
+            ])
+            .stdin(stdin)
+            .stdout(stdout)
+            .status()
+            .expect("run psql");
+        assert!(status.success(), "psql {sql} failed");
+        started.elapsed().as_secs_f64()
+    };
+    let copy_out = psql(
+        "COPY (SELECT * FROM items) TO STDOUT",
+        Stdio::null(),
+        Stdio::from(dump.reopen().unwrap()),
+    );
+    let copy_in = psql(
+        "COPY items_copy FROM STDIN",
+        Stdio::from(dump.reopen().unwrap()),
+        Stdio::null(),
+    );
+    let reference = copy_out + copy_in;
+    println!("reference: COPY out {copy_out:.2} s + COPY in {copy_in:.2} s = {reference:.2} s");
+
+    let module = wasm::module("by-owner");
+    let needles = ["postgres", "sluice run"];
+    let before = cpu_by_process(&needles);
+    let mut s = Sluice::start(&db.url, &module, "bench_snapshot", &[], &[]);
+    let streaming = s.wait_streaming(Duration::from_secs(1800));
+    print_cpu("sluice's snapshot", &before, &cpu_by_process(&needles));
+    let secs = (streaming - s.started).as_secs_f64();
+    let (sink_secs, rule_secs) = (
+        s.histogram_sum("sluice_batch_write_seconds"),
+        s.histogram_sum("sluice_rule_eval_seconds"),
+    );
+    let peak = s.stop();
+    println!(
+        "sluice snapshot: {secs:.2} s from process start ({:.0} rows/s; sink {sink_secs:.2} s, rules {rule_secs:.2} s; peak RSS {peak:.1} MiB)",
+        ROWS as f64 / secs
+    );
+    let edges = query(cluster, &db.name, "SELECT count(*) FROM sync_bucket_edges");
+    let changelog = query(cluster, &db.name, "SELECT count(*) FROM sync_changelog");
+    assert_eq!(edges, ROWS.to_string(), "one edge per row");
+    assert_eq!(changelog, ROWS.to_string(), "one changelog insert per row");
+
+    let ratio = reference / secs;
+    report.add(
+        "3. snapshot 1M rows / (COPY out + COPY in)",
+        format!("{ratio:.2} ({secs:.1} s vs {reference:.1} s)"),
+        ">= 0.5",
+        ratio >= 0.5,
+    );
+}
