@@ -49,8 +49,24 @@ pub struct ReloadBody {
 }
 
 /// Installs the Prometheus recorder (process-wide; call once).
+///
+/// Durations and sizes are histograms with fixed buckets rather than summaries: they aggregate
+/// across instances, and recording or rendering one costs no quantile computation.
 pub fn install_recorder() -> Result<PrometheusHandle, AdminError> {
-    PrometheusBuilder::new()
+    use crate::pipeline::metrics::{BATCH_ROWS, BATCH_SECONDS, RULE_SECONDS};
+    use metrics_exporter_prometheus::Matcher;
+    const SECONDS: &[f64] = &[
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ];
+    const ROWS: &[f64] = &[
+        1.0, 10.0, 100.0, 500.0, 1_000.0, 2_500.0, 5_000.0, 10_000.0, 25_000.0, 50_000.0,
+    ];
+    let builder = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(BATCH_SECONDS.into()), SECONDS)
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(RULE_SECONDS.into()), SECONDS))
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BATCH_ROWS.into()), ROWS))
+        .map_err(|e| AdminError::Recorder(e.to_string()))?;
+    builder
         .install_recorder()
         .map_err(|e| AdminError::Recorder(e.to_string()))
 }

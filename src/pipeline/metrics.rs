@@ -1,6 +1,5 @@
 //! The pipeline's Prometheus metrics. Names are stable: dashboards depend on them.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use metrics::{counter, gauge, histogram};
@@ -54,7 +53,7 @@ pub fn describe() {
 /// Counts a chunk's changes and outcomes, aggregated first so the hot path does not touch the
 /// registry per row.
 pub fn record_chunk(changes: &[Change], outcomes: &[Outcome], rule_time: Duration) {
-    let mut by_table: HashMap<(&str, &str, Operation), u64> = HashMap::new();
+    let mut by_table: rustc_hash::FxHashMap<(&str, &str, Operation), u64> = Default::default();
     for c in changes {
         *by_table
             .entry((c.table.schema.as_str(), c.table.name.as_str(), c.op))

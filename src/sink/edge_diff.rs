@@ -11,7 +11,9 @@
 //! written back in bulk: new edges by COPY, changed ones by one upsert, deleted ones by one
 //! delete. An edge whose checksum did not change is not written at all.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use rustc_hash::FxHashMap;
 
 use crate::model::Operation;
 use crate::sink::record::SinkRecord;
@@ -21,6 +23,10 @@ pub type RecordKey = (String, String);
 
 /// A record's stored edges: bucket id → checksum.
 pub type StoredEdges = BTreeMap<String, Option<i32>>;
+
+/// Keyed by record. FxHash: the keys are ours (table names and primary keys the sink reads
+/// back), hashed several times per change, and SipHash showed in the profile.
+pub type RecordMap<V> = FxHashMap<RecordKey, V>;
 
 /// One changelog row to append.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,9 +41,9 @@ pub struct ChangelogEntry {
 #[derive(Debug, Default)]
 pub struct EdgeState {
     /// As stored before the chunk.
-    initial: HashMap<RecordKey, StoredEdges>,
+    initial: RecordMap<StoredEdges>,
     /// After applying the chunk so far, with the checksum to store.
-    current: HashMap<RecordKey, (BTreeSet<String>, Option<i32>)>,
+    current: RecordMap<(BTreeSet<String>, Option<i32>)>,
 }
 
 /// (table, record, bucket, checksum)
@@ -57,10 +63,10 @@ pub struct EdgeWrites {
 impl EdgeState {
     /// Starts from the stored edges of the chunk's records. Records with no stored edges may be
     /// absent from `stored`.
-    pub fn new(stored: HashMap<RecordKey, StoredEdges>) -> Self {
+    pub fn new(stored: RecordMap<StoredEdges>) -> Self {
         EdgeState {
             initial: stored,
-            current: HashMap::new(),
+            current: RecordMap::default(),
         }
     }
 
@@ -168,7 +174,7 @@ mod tests {
 
     #[test]
     fn insert_update_move_delete_follow_synchro() {
-        let mut state = EdgeState::new(HashMap::new());
+        let mut state = EdgeState::new(RecordMap::default());
         let mut out = Vec::new();
         state.apply(&rec(Operation::Insert, "1", &["user:a"]), true, &mut out);
         state.apply(&rec(Operation::Update, "1", &["user:a"]), true, &mut out);
@@ -196,7 +202,7 @@ mod tests {
 
     #[test]
     fn writes_are_the_net_difference_against_storage() {
-        let mut stored = HashMap::new();
+        let mut stored = RecordMap::default();
         stored.insert(
             ("items".to_string(), "1".to_string()),
             stored_edges(&[("user:a", Some(7)), ("global", Some(5))]),
@@ -233,7 +239,7 @@ mod tests {
 
     #[test]
     fn a_dropped_change_leaves_every_bucket() {
-        let mut stored = HashMap::new();
+        let mut stored = RecordMap::default();
         stored.insert(
             ("items".to_string(), "1".to_string()),
             stored_edges(&[("user:a", Some(1))]),
@@ -246,7 +252,7 @@ mod tests {
 
     #[test]
     fn rebucketing_logs_only_membership_changes() {
-        let mut stored = HashMap::new();
+        let mut stored = RecordMap::default();
         stored.insert(
             ("items".to_string(), "1".to_string()),
             stored_edges(&[("user:a", Some(7)), ("global", Some(7))]),
@@ -263,7 +269,7 @@ mod tests {
 
     #[test]
     fn silent_application_updates_edges_without_changelog() {
-        let mut state = EdgeState::new(HashMap::new());
+        let mut state = EdgeState::new(RecordMap::default());
         let mut out = Vec::new();
         state.apply(&rec(Operation::Insert, "1", &["user:a"]), false, &mut out);
         assert!(out.is_empty());
@@ -272,7 +278,7 @@ mod tests {
 
     #[test]
     fn an_edge_whose_checksum_did_not_change_is_not_rewritten() {
-        let mut stored = HashMap::new();
+        let mut stored = RecordMap::default();
         stored.insert(
             ("items".to_string(), "1".to_string()),
             stored_edges(&[("user:a", Some(7))]),

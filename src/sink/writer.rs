@@ -9,7 +9,6 @@
 //! changelog and another for new edges, one `unnest` upsert for edges whose checksum changed and
 //! one `unnest` delete. Nothing round-trips per row.
 
-use std::collections::HashMap;
 use std::pin::pin;
 
 use bytes::Bytes;
@@ -19,7 +18,7 @@ use tokio_postgres::Client;
 use crate::model::Lsn;
 use crate::sink::SinkError;
 use crate::sink::copy_binary::CopyBinary;
-use crate::sink::edge_diff::{ChangelogEntry, EdgeRow, EdgeState, RecordKey, StoredEdges};
+use crate::sink::edge_diff::{ChangelogEntry, EdgeRow, EdgeState, RecordMap, StoredEdges};
 use crate::sink::record::{RuleFailure, SinkItem, SinkRecord};
 use crate::sink::schema::SIDECAR_DDL;
 
@@ -230,7 +229,7 @@ impl Sink {
     async fn read_edges(
         &self,
         records: &[&SinkRecord],
-    ) -> Result<HashMap<RecordKey, StoredEdges>, SinkError> {
+    ) -> Result<RecordMap<StoredEdges>, SinkError> {
         // One `= ANY` probe per table rather than a join against unnest(): the planner then walks
         // the primary-key index instead of hashing the whole edge table, which grows with it.
         let mut by_table: std::collections::BTreeMap<&str, std::collections::BTreeSet<&str>> =
@@ -241,7 +240,7 @@ impl Sink {
                 .or_default()
                 .insert(r.record_id.as_str());
         }
-        let mut stored: HashMap<RecordKey, StoredEdges> = HashMap::new();
+        let mut stored: RecordMap<StoredEdges> = RecordMap::default();
         for (table, ids) in by_table {
             let ids: Vec<&str> = ids.into_iter().collect();
             let rows = self

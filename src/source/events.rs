@@ -1,7 +1,6 @@
 //! pgoutput messages to [`SourceEvent`]s: the relation cache and typed rows.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::model::{Change, Column, Lsn, Operation, TableSchema, Value};
@@ -52,7 +51,7 @@ pub enum SourceEvent {
 /// Turns pgoutput messages into events, keeping the relation cache (by OID) between messages.
 #[derive(Default)]
 pub struct EventDecoder {
-    relations: HashMap<u32, Arc<TableSchema>>,
+    relations: rustc_hash::FxHashMap<u32, Arc<TableSchema>>,
     /// `final_lsn` of the open transaction.
     xact_lsn: Lsn,
     in_stream: bool,
