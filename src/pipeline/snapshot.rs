@@ -24,6 +24,18 @@ use crate::sink::progress::TableProgress;
 use crate::source::catalog::PublishedTable;
 use crate::source::snapshot::{self, TableReader};
 
+/// A chunk's last key, its row count and its evaluated sink items.
+fn evaluated(
+    chunk: snapshot::SnapshotChunk,
+    rules: &mut RulesInstance,
+    t: &Transform<'_>,
+    rules_batch: usize,
+) -> Result<(Vec<String>, usize, Vec<crate::sink::SinkItem>), PipelineError> {
+    let n = chunk.changes.len();
+    let out = evaluate_all(chunk.changes, rules, t, rules_batch)?;
+    Ok((chunk.last_key, n, out))
+}
+
 /// Reads every published table not yet done, and persists it.
 #[allow(clippy::too_many_arguments)]
 pub async fn run_snapshot(
@@ -67,28 +79,52 @@ pub async fn run_snapshot(
         if after.is_some() {
             info!(table = %name, rows_done, "resuming the snapshot after its last persisted chunk");
         }
+        // A table with no stored edges at all, read from its start, cannot meet a stored edge:
+        // its chunks skip the edge read (one index probe per row otherwise).
+        let fresh = after.is_none() && sink.has_no_edges(&name).await?;
         let mut reader = TableReader::new(table.clone(), after, chunk_rows, consistent_lsn);
         view.table_started(&name);
         let mut last_key = None;
         let started = Instant::now();
-        while let Some(chunk) = reader.next_chunk(source).await? {
-            let n = chunk.changes.len();
-            let out = evaluate_all(chunk.changes, rules, t, rules_batch)?;
-            sink.write(&out, emit_changelog).await?;
+        let mut next = match reader.next_chunk(source).await? {
+            Some(chunk) => Some(evaluated(chunk, rules, t, rules_batch)?),
+            None => None,
+        };
+        while let Some((chunk_key, n, out)) = next.take() {
             rows_done += n as i64;
-            sink.save_snapshot_progress(&TableProgress {
+            let progress = TableProgress {
                 table_name: name.clone(),
-                last_key: Some(chunk.last_key.clone()),
+                last_key: Some(chunk_key.clone()),
                 rows_done,
                 done: false,
                 consistent_lsn,
-            })
-            .await?;
-            sink.commit_without_lsn().await?;
+            };
+            // The sink writes this chunk while the next one is read and evaluated.
+            let write = async {
+                if fresh {
+                    sink.write_new_records(&out, emit_changelog).await?;
+                } else {
+                    sink.write(&out, emit_changelog).await?;
+                }
+                sink.save_snapshot_progress(&progress).await?;
+                sink.commit_without_lsn().await?;
+                Ok::<_, PipelineError>(())
+            };
+            let read = async {
+                match reader.next_chunk(source).await? {
+                    Some(chunk) => {
+                        Ok::<_, PipelineError>(Some(evaluated(chunk, rules, t, rules_batch)?))
+                    }
+                    None => Ok(None),
+                }
+            };
+            let (written, read) = tokio::join!(write, read);
+            written?;
+            next = read?;
             metrics::counter!(crate::pipeline::metrics::SNAPSHOT_ROWS).increment(n as u64);
             view.rows(n as u64);
             total += n as u64;
-            last_key = Some(chunk.last_key);
+            last_key = Some(chunk_key);
         }
         sink.save_snapshot_progress(&TableProgress {
             table_name: name.clone(),

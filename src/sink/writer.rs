@@ -115,13 +115,41 @@ impl Sink {
         let mut start = 0;
         for (i, item) in items.iter().enumerate() {
             if let SinkItem::Truncate { table_name } = item {
-                stats += self.write_segment(&items[start..i], emit_changelog).await?;
+                stats += self
+                    .write_segment(&items[start..i], emit_changelog, false)
+                    .await?;
                 stats += self.truncate(table_name, emit_changelog).await?;
                 start = i + 1;
             }
         }
-        stats += self.write_segment(&items[start..], emit_changelog).await?;
+        stats += self
+            .write_segment(&items[start..], emit_changelog, false)
+            .await?;
         Ok(stats)
+    }
+
+    /// Like [`Sink::write`], for records the caller knows have no stored edges and that appear
+    /// once each (a first snapshot of a table with no edges at all): the edge read is skipped.
+    pub async fn write_new_records(
+        &mut self,
+        items: &[SinkItem],
+        emit_changelog: bool,
+    ) -> Result<WriteStats, SinkError> {
+        self.begin().await?;
+        self.write_segment(items, emit_changelog, true).await
+    }
+
+    /// True when no edge of `table` is stored.
+    pub async fn has_no_edges(&self, table: &str) -> Result<bool, SinkError> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT NOT EXISTS (SELECT 1 FROM sync_bucket_edges WHERE table_name = $1)",
+                &[&table],
+            )
+            .await
+            .map_err(|e| SinkError::sql(format!("checking for stored edges of {table}"), e))?;
+        Ok(row.get(0))
     }
 
     /// Stores `lsn` as the confirmed position and commits. After this returns, the source may
@@ -165,6 +193,7 @@ impl Sink {
         &mut self,
         items: &[SinkItem],
         emit: bool,
+        nothing_stored: bool,
     ) -> Result<WriteStats, SinkError> {
         let mut stats = WriteStats::default();
         if items.is_empty() {
@@ -193,7 +222,11 @@ impl Sink {
 
         if !records.is_empty() {
             let t0 = std::time::Instant::now();
-            let stored = self.read_edges(&records).await?;
+            let stored = if nothing_stored {
+                RecordMap::default()
+            } else {
+                self.read_edges(&records).await?
+            };
             let t1 = t0.elapsed();
             let mut state = EdgeState::new(stored);
             let mut entries = Vec::with_capacity(records.len());

@@ -40,6 +40,11 @@ enum Cmd {
 
 type Item = Result<SourceEvent, SourceError>;
 
+/// Events travel from the reader to the consumer in batches: one channel operation (and at most
+/// one wake-up of the consumer's thread) per batch instead of per event. A batch ends when the
+/// socket has nothing more buffered, so batching never delays an event.
+const BATCH: usize = 256;
+
 /// Confirms LSNs on behalf of a [`ReplicationStream`]; cheap to clone and send to other tasks.
 #[derive(Clone)]
 pub struct Acker {
@@ -55,7 +60,9 @@ impl Acker {
 
 /// A running logical replication stream.
 pub struct ReplicationStream {
-    events: mpsc::Receiver<Item>,
+    events: mpsc::Receiver<Vec<Item>>,
+    /// The rest of the batch being consumed, in reverse order (popped from the end).
+    current: Vec<Item>,
     cmds: mpsc::UnboundedSender<Cmd>,
     shared: Arc<Shared>,
     reader: Option<JoinHandle<()>>,
@@ -70,7 +77,7 @@ impl ReplicationStream {
             last_received: AtomicU64::new(opts.start_lsn.0),
             closing: AtomicBool::new(false),
         });
-        let (tx, events) = mpsc::channel(opts.channel_capacity.max(1));
+        let (tx, events) = mpsc::channel(opts.channel_capacity.div_ceil(BATCH).max(2));
         let (cmds, cmd_rx) = mpsc::unbounded_channel();
         let Wire {
             reader,
@@ -81,6 +88,7 @@ impl ReplicationStream {
         let reader = tokio::spawn(read_loop(ReadState {
             frames: reader,
             tx,
+            pending: Vec::with_capacity(BATCH),
             cmds: cmds.clone(),
             shared: shared.clone(),
             decoder: EventDecoder::new(),
@@ -95,6 +103,7 @@ impl ReplicationStream {
         ));
         ReplicationStream {
             events,
+            current: Vec::new(),
             cmds,
             shared,
             reader: Some(reader),
@@ -105,7 +114,16 @@ impl ReplicationStream {
 
     /// Next decoded event; `Ok(None)` after a clean end of the stream.
     pub async fn recv(&mut self) -> Result<Option<SourceEvent>, SourceError> {
-        match self.events.recv().await {
+        if self.current.is_empty() {
+            match self.events.recv().await {
+                Some(mut batch) => {
+                    batch.reverse();
+                    self.current = batch;
+                }
+                None => return Ok(None),
+            }
+        }
+        match self.current.pop() {
             Some(Ok(ev)) => Ok(Some(ev)),
             Some(Err(e)) => Err(e),
             None => Ok(None),
@@ -127,7 +145,7 @@ impl ReplicationStream {
 
     /// True when every event received so far has been taken: the consumer has caught up.
     pub fn caught_up(&self) -> bool {
-        self.events.is_empty()
+        self.current.is_empty() && self.events.is_empty()
     }
 
     /// The highest LSN passed to [`ReplicationStream::confirm`] (or the start LSN).
@@ -195,7 +213,9 @@ impl Drop for ReplicationStream {
 
 struct ReadState {
     frames: FrameReader<ReadHalf<BoxStream>>,
-    tx: mpsc::Sender<Item>,
+    tx: mpsc::Sender<Vec<Item>>,
+    /// Decoded, not yet sent.
+    pending: Vec<Item>,
     cmds: mpsc::UnboundedSender<Cmd>,
     shared: Arc<Shared>,
     decoder: EventDecoder,
@@ -210,6 +230,32 @@ impl ReadState {
 
     fn note_received(&self, lsn: u64) {
         self.shared.last_received.fetch_max(lsn, Ordering::AcqRel);
+    }
+
+    /// Sends what is pending. A batch of keepalives alone is advisory: it is dropped rather than
+    /// blocking the socket when the consumer is behind. Returns false once the consumer is gone.
+    async fn flush(&mut self) -> bool {
+        if self.pending.is_empty() {
+            return true;
+        }
+        let batch = std::mem::replace(&mut self.pending, Vec::with_capacity(BATCH));
+        let advisory = batch
+            .iter()
+            .all(|i| matches!(i, Ok(SourceEvent::Keepalive { .. })));
+        if advisory {
+            return !matches!(
+                self.tx.try_send(batch),
+                Err(mpsc::error::TrySendError::Closed(_))
+            );
+        }
+        self.tx.send(batch).await.is_ok()
+    }
+
+    /// Sends what is pending, then `err`.
+    async fn fail(&mut self, err: SourceError) {
+        if self.flush().await {
+            let _ = self.tx.send(vec![Err(err)]).await;
+        }
     }
 
     fn lost(&self, reason: String) -> SourceError {
@@ -230,33 +276,32 @@ async fn read_loop(mut st: ReadState) {
             Ok(f) => f,
             Err(e) => {
                 if !discard && !st.shared.closing.load(Ordering::Acquire) {
-                    let _ = st.tx.send(Err(st.lost(e.to_string()))).await;
+                    let err = st.lost(e.to_string());
+                    st.fail(err).await;
                 }
                 return;
             }
         };
+        // Anything but data ends a batch: what was decoded goes out before it is acted on.
+        if (frame.tag != b'd' || copy_done) && !discard && !st.flush().await {
+            discard = true;
+        }
         match frame.tag {
             b'd' if !copy_done => {
                 let result = handle_copy_data(&mut st, frame.body);
-                let item = match result {
-                    Ok(Some(ev)) => Ok(ev),
-                    Ok(None) => continue,
-                    Err(e) => Err(e),
-                };
                 if discard {
                     continue;
                 }
-                let fatal = item.is_err();
-                if let Ok(SourceEvent::Keepalive { .. }) = &item {
-                    // Advisory: never block the socket on it.
-                    let _ = st.tx.try_send(item);
-                    continue;
+                match result {
+                    Ok(Some(ev)) => st.pending.push(Ok(ev)),
+                    Ok(None) => {}
+                    Err(e) => {
+                        st.fail(e).await;
+                        return;
+                    }
                 }
-                if st.tx.send(item).await.is_err() {
+                if (st.pending.len() >= BATCH || !st.frames.has_frame()) && !st.flush().await {
                     discard = true;
-                }
-                if fatal {
-                    return;
                 }
             }
             b'c' => {
@@ -286,7 +331,7 @@ async fn read_loop(mut st: ReadState) {
                         server: Box::new(e),
                     }
                 };
-                let _ = st.tx.send(Err(err)).await;
+                st.fail(err).await;
                 return;
             }
             b'N' => {

@@ -40,6 +40,18 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
+    /// A complete frame is buffered: [`FrameReader::next`] returns without reading the socket.
+    pub fn has_frame(&self) -> bool {
+        self.buf.len() >= 5
+            && usize::try_from(i32::from_be_bytes([
+                self.buf[1],
+                self.buf[2],
+                self.buf[3],
+                self.buf[4],
+            ]))
+            .is_ok_and(|len| self.buf.len() > len)
+    }
+
     /// Next frame; `Err(UnexpectedEof)` when the server closes the socket.
     pub async fn next(&mut self) -> std::io::Result<Frame> {
         loop {
