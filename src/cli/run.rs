@@ -110,7 +110,11 @@ pub fn init_logging(format: LogFormat, default: &str) {
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     init_logging(args.log_format, "info,wasmtime=warn,cranelift=warn");
     let config = resolve_config(&args, |k| std::env::var(k).ok())?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // One thread for the whole data path. The heavy lifting happens in PostgreSQL's walsender
+    // and sink backend, which need the cores; sluice's share (decoding, rules, encoding) fits on
+    // one, and keeping the reader, the pipeline and the committer on the same thread removes a
+    // cross-thread wake-up per socket read. Compiles run on the blocking pool.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
