@@ -3,10 +3,10 @@
 //! `COPY (SELECT ...) TO STDOUT` of the table plus a `COPY ... FROM STDIN` of the same rows into
 //! an empty table of the same definition.
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
-use crate::support::{Report, Sluice, cpu_by_process, print_cpu, query};
+use crate::support::{Report, Sluice, cpu_by_process, print_cpu, psql_timed, query};
 use crate::{pg, wasm};
 
 const ROWS: u64 = 1_000_000;
@@ -31,26 +31,8 @@ pub fn run(report: &mut Report) {
 
     // The reference, through psql so both directions cross a client connection as sluice's do.
     let dump = tempfile::NamedTempFile::new().unwrap();
-    let psql = |sql: &str, stdin: Stdio, stdout: Stdio| {
-        let started = Instant::now();
-        let status = Command::new(cluster.bin("psql"))
-            .args([
-                "-X",
-                "-q",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-d",
-                &db.url,
-                "-c",
-                sql,
-            ])
-            .stdin(stdin)
-            .stdout(stdout)
-            .status()
-            .expect("run psql");
-        assert!(status.success(), "psql {sql} failed");
-        started.elapsed().as_secs_f64()
-    };
+    let psql =
+        |sql: &str, stdin: Stdio, stdout: Stdio| psql_timed(cluster, &db.url, sql, stdin, stdout);
     let copy_out = psql(
         "COPY (SELECT * FROM items) TO STDOUT",
         Stdio::null(),

@@ -220,7 +220,7 @@ impl Sluice {
                 Instant::now() < deadline,
                 "sluice did not reach {lsn} in time"
             );
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -285,6 +285,26 @@ pub fn print_cpu(
     for (secs, title) in rows {
         println!("     {secs:6.2} s  {title}");
     }
+}
+
+/// Runs one statement through psql (so COPY data crosses a client connection, as sluice's does);
+/// returns its wall time.
+pub fn psql_timed(
+    cluster: &pg::Cluster,
+    db_url: &str,
+    sql: &str,
+    stdin: Stdio,
+    stdout: Stdio,
+) -> f64 {
+    let started = Instant::now();
+    let status = Command::new(cluster.bin("psql"))
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", db_url, "-c", sql])
+        .stdin(stdin)
+        .stdout(stdout)
+        .status()
+        .expect("run psql");
+    assert!(status.success(), "psql {sql} failed");
+    started.elapsed().as_secs_f64()
 }
 
 /// Runs `pg_recvlogical` on `slot` until `end_lsn`; returns its wall time.
