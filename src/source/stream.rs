@@ -143,11 +143,6 @@ impl ReplicationStream {
         }
     }
 
-    /// True when every event received so far has been taken: the consumer has caught up.
-    pub fn caught_up(&self) -> bool {
-        self.current.is_empty() && self.events.is_empty()
-    }
-
     /// The highest LSN passed to [`ReplicationStream::confirm`] (or the start LSN).
     pub fn confirmed(&self) -> Lsn {
         Lsn(self.shared.confirmed.load(Ordering::Acquire))
