@@ -49,6 +49,7 @@ mod bindings;
 mod buckets;
 mod engine;
 mod error;
+mod imports;
 mod instance;
 pub mod jsonl;
 mod limits;

@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 
 use rand::{Rng, SeedableRng};
-use sluice::model::{Operation, Value};
 use sluice::fuzzing;
+use sluice::model::{Operation, Value};
 use sluice::rules::jsonl::ChangeReader;
 use sluice::source::values::decode_text;
 
