@@ -135,6 +135,9 @@ fn normalize_timestamptz(text: &str) -> String {
     parse_timestamptz(text).unwrap_or_else(|| text.to_owned())
 }
 
+/// The largest year PostgreSQL's timestamps reach (294276 AD), with a little slack.
+const MAX_YEAR: i64 = 300_000;
+
 fn parse_timestamptz(text: &str) -> Option<String> {
     let (date, rest) = text.split_once(' ')?;
     // The zone starts at the last '+' or '-' of the time part.
@@ -145,6 +148,12 @@ fn parse_timestamptz(text: &str) -> Option<String> {
     let zh: i64 = zparts.next()?.parse().ok()?;
     let zm: i64 = zparts.next().map_or(Some(0), |m| m.parse().ok())?;
     let zs: i64 = zparts.next().map_or(Some(0), |s| s.parse().ok())?;
+    // Every field is range-checked before any arithmetic: PostgreSQL's offsets stay within
+    // ±15:59:59 and its years within 4713 BC..294276 AD, and anything else must fall back to
+    // the text, not overflow (found by the `values` fuzz target).
+    if !(0..=15).contains(&zh) || !(0..=59).contains(&zm) || !(0..=59).contains(&zs) {
+        return None;
+    }
     let offset = sign * (zh * 3600 + zm * 60 + zs);
 
     let mut dparts = date.rsplitn(3, '-');
@@ -160,7 +169,14 @@ fn parse_timestamptz(text: &str) -> Option<String> {
     let h: i64 = tparts.next()?.parse().ok()?;
     let m: i64 = tparts.next()?.parse().ok()?;
     let s: i64 = tparts.next()?.parse().ok()?;
-    if tparts.next().is_some() || !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+    if tparts.next().is_some()
+        || !(1..=MAX_YEAR).contains(&year)
+        || !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || !(0..=24).contains(&h)
+        || !(0..=59).contains(&m)
+        || !(0..=60).contains(&s)
+    {
         return None;
     }
     let total = days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + s - offset;
@@ -457,6 +473,31 @@ mod tests {
         assert_eq!(
             decode_text(1184, "-infinity"),
             Value::Timestamptz("-infinity".into())
+        );
+    }
+
+    #[test]
+    fn out_of_range_timestamptz_fields_stay_text() {
+        // Found by the `values` fuzz target: a huge zone offset overflowed i64 (a panic with
+        // overflow checks, a garbage timestamp without). Each field out of range keeps the text.
+        for text in [
+            "2024-01-01 00:00:00+1666666666666666664:59",
+            "2024-01-01 00:00:00+16",
+            "2024-01-01 00:00:00+05:60",
+            "2024-01-01 00:00:00+05:30:60",
+            "9223372036854775807-01-01 00:00:00+00",
+            "0-01-01 00:00:00+00",
+            "2024-01-01 9223372036854775807:00:00+00",
+            "2024-01-01 25:00:00+00",
+            "2024-01-01 00:60:00+00",
+            "2024-01-01 00:00:61+00",
+            "2024-01-01 -1:00:00+00",
+        ] {
+            assert_eq!(decode_text(1184, text), Value::Timestamptz(text.into()));
+        }
+        assert_eq!(
+            decode_text(1184, "294276-12-31 23:59:59+15:59:59"),
+            Value::Timestamptz("294276-12-31T08:00:00Z".into())
         );
     }
 
