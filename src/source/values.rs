@@ -267,6 +267,7 @@ fn array_to_json(elem: u32, text: &str) -> Option<String> {
         elem,
         // box is the only built-in type with ';' as delimiter and it is not in the table above.
         delim: b',',
+        depth: 0,
     };
     p.array()?;
     (p.i == p.s.len()).then_some(p.out)
@@ -278,7 +279,14 @@ struct ArrayParser<'a> {
     out: String,
     elem: u32,
     delim: u8,
+    /// Nesting level of the array being parsed; at most [`MAX_ARRAY_DIMENSIONS`].
+    depth: usize,
 }
+
+/// PostgreSQL's `MAXDIM`: no array it sends nests deeper. The parser recurses once per level,
+/// so deeper text (only hostile input) is kept as text instead of exhausting the stack (found by
+/// replaying the `values` fuzz corpus on a 2 MB test thread).
+const MAX_ARRAY_DIMENSIONS: usize = 6;
 
 impl ArrayParser<'_> {
     fn peek(&self) -> Option<u8> {
@@ -286,14 +294,16 @@ impl ArrayParser<'_> {
     }
 
     fn array(&mut self) -> Option<()> {
-        if self.peek()? != b'{' {
+        if self.peek()? != b'{' || self.depth == MAX_ARRAY_DIMENSIONS {
             return None;
         }
+        self.depth += 1;
         self.i += 1;
         self.out.push('[');
         if self.peek()? == b'}' {
             self.i += 1;
             self.out.push(']');
+            self.depth -= 1;
             return Some(());
         }
         loop {
@@ -327,6 +337,7 @@ impl ArrayParser<'_> {
                 b'}' => {
                     self.i += 1;
                     self.out.push(']');
+                    self.depth -= 1;
                     return Some(());
                 }
                 _ => return None,
@@ -499,6 +510,21 @@ mod tests {
             decode_text(1184, "294276-12-31 23:59:59+15:59:59"),
             Value::Timestamptz("294276-12-31T08:00:00Z".into())
         );
+    }
+
+    #[test]
+    fn arrays_nest_at_most_six_deep() {
+        assert_eq!(
+            decode_text(1007, "{{{{{{1}}}}}}"),
+            Value::Json("[[[[[[1]]]]]]".into())
+        );
+        assert_eq!(
+            decode_text(1007, "{{{{{{{1}}}}}}}"),
+            Value::Text("{{{{{{{1}}}}}}}".into())
+        );
+        // Deep enough to overflow a test thread's stack before the limit.
+        let deep = format!("{}1{}", "{".repeat(100_000), "}".repeat(100_000));
+        assert_eq!(decode_text(1007, &deep), Value::Text(deep.clone()));
     }
 
     #[test]
