@@ -4,6 +4,8 @@
 //! acknowledgements flow back from sink to source as LSNs.
 
 pub mod cli;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod model;
 pub mod pg;
 pub mod pipeline;

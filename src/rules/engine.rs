@@ -11,6 +11,7 @@ use wasmtime::{Config, Engine, EngineWeak, InstanceAllocationStrategy, PoolingAl
 
 use super::bindings::{Rules, RulesPre};
 use super::error::RulesError;
+use super::imports;
 use super::limits::RuleLimits;
 use super::module::RulesModule;
 use super::state::InstanceState;
@@ -113,6 +114,7 @@ impl RulesEngine {
                 module: label.clone(),
                 reason,
             })?;
+        imports::check(&self.inner.engine, &component, &label)?;
         let instance_pre = self
             .inner
             .linker

@@ -24,8 +24,21 @@ pub enum RulesError {
         module: String,
         reason: wasmtime::Error,
     },
+    /// The module imports an interface that is not on the allowlist (see `rules/imports.rs`).
+    /// `import` is the first such import, `what` says what it is for, `others` lists the rest.
     #[error(
-        "module {module} imports something sluice does not provide: {reason:#}. Rules get only `sluice:rules/host` and WASI without capabilities (no sockets)"
+        "module {module} imports `{import}`{others}, which sluice does not provide: {what}. Rules run without network, filesystem or clock access; remove the code or dependency that uses it (a rule may import only sluice:rules/*, wasi:io/*, wasi:cli/* and wasi:random/*)"
+    )]
+    UnsupportedImport {
+        module: String,
+        import: String,
+        what: &'static str,
+        others: String,
+    },
+    /// An allowed interface that does not match what sluice links (another version, a function
+    /// sluice's WASI does not have).
+    #[error(
+        "module {module} imports something sluice does not provide: {reason:#}. Rules get only `sluice:rules/host` and WASI io, cli and random (0.2), without capabilities"
     )]
     Imports {
         module: String,

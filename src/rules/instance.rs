@@ -158,7 +158,10 @@ fn describe_trap(
             message
         }
         (Some(message), Some(trap)) => {
-            format!("rule trapped: {trap}; the module logged: {message}")
+            format!(
+                "rule trapped: {}; the module logged: {message}",
+                trap_text(err, *trap)
+            )
         }
         (Some(message), None) => {
             format!(
@@ -166,7 +169,44 @@ fn describe_trap(
                 err.root_cause()
             )
         }
-        (None, Some(trap)) => format!("rule trapped: {trap}"),
+        (None, Some(trap)) => format!("rule trapped: {}", trap_text(err, *trap)),
         (None, None) => format!("rule trapped: {}", err.root_cause()),
     }
+}
+
+/// A trap as one line. An out-of-bounds access deep in a recursion is said to be what it most
+/// likely is: Rust keeps its stack in linear memory, below the data, so a guest that recurses
+/// too deep runs its stack pointer past address zero and faults there, instead of hitting
+/// wasmtime's own stack limit (`Trap::StackOverflow`).
+pub(crate) fn trap_text(err: &wasmtime::Error, trap: Trap) -> String {
+    if trap == Trap::MemoryOutOfBounds
+        && let Some(functions) = recursion(err)
+    {
+        return format!(
+            "stack overflow, probably (the innermost {RECURSION_FRAMES} calls go round {functions} function{}): {trap}",
+            if functions == 1 { "" } else { "s" }
+        );
+    }
+    trap.to_string()
+}
+
+/// Frames of the trap's backtrace looked at; wasmtime captures 20 by default.
+const RECURSION_FRAMES: usize = 16;
+
+/// How many distinct functions the innermost [`RECURSION_FRAMES`] frames of the trap's backtrace
+/// cycle through, if that is few enough (at most 3) to call it a recursion.
+fn recursion(err: &wasmtime::Error) -> Option<usize> {
+    let frames = err.downcast_ref::<wasmtime::WasmBacktrace>()?.frames();
+    let innermost = frames.get(..RECURSION_FRAMES)?;
+    let mut functions: Vec<&wasmtime::FrameInfo> = Vec::new();
+    for frame in innermost {
+        let seen = functions.iter().any(|f| {
+            f.func_index() == frame.func_index()
+                && wasmtime::Module::same(f.module(), frame.module())
+        });
+        if !seen {
+            functions.push(frame);
+        }
+    }
+    (functions.len() <= 3).then_some(functions.len())
 }

@@ -6,9 +6,11 @@
 //! - [`RulesEngine`]: one wasmtime engine for the process (component model,
 //!   pooling allocator, epoch interruption, `concurrency_support(false)`),
 //!   an epoch ticker thread, and a linker with the host imports: the
-//!   world's `host.log` and the WASI interfaces `wasm32-wasip2` std needs,
-//!   without capabilities (no preopens, env, network; fixed clocks and
-//!   randomness; sockets not linked at all).
+//!   world's `host.log` and the WASI io, cli and random interfaces
+//!   `wasm32-wasip2` std needs, without capabilities (no env, args or stdio;
+//!   fixed randomness). Clocks, filesystem, sockets and HTTP are not linked:
+//!   a module importing anything off the allowlist in `imports.rs` is
+//!   refused at load, naming the import.
 //! - [`RulesModule`]: one module version (sha256 of its bytes), compiled,
 //!   type-checked against `sluice:rules/rules@0.1.0` through `InstancePre`,
 //!   and known to pass `init` with its configuration.
@@ -49,6 +51,7 @@ mod bindings;
 mod buckets;
 mod engine;
 mod error;
+mod imports;
 mod instance;
 pub mod jsonl;
 mod limits;

@@ -94,7 +94,7 @@ impl RulesModule {
                         "init did not finish within the init deadline of {:?} (RuleLimits::init_deadline)",
                         limits.init_deadline
                     ),
-                    Some(trap) => trap.to_string(),
+                    Some(trap) => super::instance::trap_text(&err, *trap),
                     None => err.root_cause().to_string(),
                 };
                 return Err(RulesError::InitTrapped {

@@ -1,13 +1,12 @@
-//! The WASI interfaces that `wasm32-wasip2` std imports, linked without
-//! capabilities (see `state.rs` for what each one returns). Sockets and
-//! name lookup are deliberately not linked: a module that imports them is
-//! rejected at load time with the name of the import.
+//! The WASI interfaces a rules module may import (the allowlist in `imports.rs`), linked
+//! without capabilities (see `state.rs` for what each one returns): io and cli, which every
+//! `wasm32-wasip2` std module imports, and random, which std's `HashMap` seeds itself from.
+//! Clocks, the filesystem, sockets and HTTP are deliberately not linked: a module that imports
+//! them is refused at load with the name of the import.
 
 use wasmtime::component::{HasData, Linker, ResourceTable};
 use wasmtime_wasi::WasiView;
 use wasmtime_wasi::cli::{WasiCli, WasiCliView};
-use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView};
-use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView};
 use wasmtime_wasi::p2::bindings::sync as p2;
 use wasmtime_wasi::random::WasiRandom;
 
@@ -25,11 +24,6 @@ pub(crate) fn add_to_linker(linker: &mut Linker<InstanceState>) -> wasmtime::Res
     wasmtime_wasi::p2::bindings::io::error::add_to_linker::<T, Io>(l, |t| t.ctx().table)?;
     p2::io::poll::add_to_linker::<T, Io>(l, |t| t.ctx().table)?;
     p2::io::streams::add_to_linker::<T, Io>(l, |t| t.ctx().table)?;
-    wasmtime_wasi::p2::bindings::clocks::wall_clock::add_to_linker::<T, WasiClocks>(l, T::clocks)?;
-    wasmtime_wasi::p2::bindings::clocks::monotonic_clock::add_to_linker::<T, WasiClocks>(
-        l,
-        T::clocks,
-    )?;
     wasmtime_wasi::p2::bindings::random::random::add_to_linker::<T, WasiRandom>(l, |t| {
         t.ctx().ctx.random()
     })?;
@@ -39,11 +33,6 @@ pub(crate) fn add_to_linker(linker: &mut Linker<InstanceState>) -> wasmtime::Res
     wasmtime_wasi::p2::bindings::random::insecure_seed::add_to_linker::<T, WasiRandom>(l, |t| {
         t.ctx().ctx.random()
     })?;
-    wasmtime_wasi::p2::bindings::filesystem::preopens::add_to_linker::<T, WasiFilesystem>(
-        l,
-        T::filesystem,
-    )?;
-    p2::filesystem::types::add_to_linker::<T, WasiFilesystem>(l, T::filesystem)?;
     use wasmtime_wasi::p2::bindings::cli;
     cli::exit::add_to_linker::<T, WasiCli>(l, T::cli)?;
     cli::environment::add_to_linker::<T, WasiCli>(l, T::cli)?;

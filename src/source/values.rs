@@ -135,6 +135,9 @@ fn normalize_timestamptz(text: &str) -> String {
     parse_timestamptz(text).unwrap_or_else(|| text.to_owned())
 }
 
+/// The largest year PostgreSQL's timestamps reach (294276 AD), with a little slack.
+const MAX_YEAR: i64 = 300_000;
+
 fn parse_timestamptz(text: &str) -> Option<String> {
     let (date, rest) = text.split_once(' ')?;
     // The zone starts at the last '+' or '-' of the time part.
@@ -145,6 +148,12 @@ fn parse_timestamptz(text: &str) -> Option<String> {
     let zh: i64 = zparts.next()?.parse().ok()?;
     let zm: i64 = zparts.next().map_or(Some(0), |m| m.parse().ok())?;
     let zs: i64 = zparts.next().map_or(Some(0), |s| s.parse().ok())?;
+    // Every field is range-checked before any arithmetic: PostgreSQL's offsets stay within
+    // ±15:59:59 and its years within 4713 BC..294276 AD, and anything else must fall back to
+    // the text, not overflow (found by the `values` fuzz target).
+    if !(0..=15).contains(&zh) || !(0..=59).contains(&zm) || !(0..=59).contains(&zs) {
+        return None;
+    }
     let offset = sign * (zh * 3600 + zm * 60 + zs);
 
     let mut dparts = date.rsplitn(3, '-');
@@ -160,7 +169,14 @@ fn parse_timestamptz(text: &str) -> Option<String> {
     let h: i64 = tparts.next()?.parse().ok()?;
     let m: i64 = tparts.next()?.parse().ok()?;
     let s: i64 = tparts.next()?.parse().ok()?;
-    if tparts.next().is_some() || !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+    if tparts.next().is_some()
+        || !(1..=MAX_YEAR).contains(&year)
+        || !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || !(0..=24).contains(&h)
+        || !(0..=59).contains(&m)
+        || !(0..=60).contains(&s)
+    {
         return None;
     }
     let total = days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + s - offset;
@@ -251,6 +267,7 @@ fn array_to_json(elem: u32, text: &str) -> Option<String> {
         elem,
         // box is the only built-in type with ';' as delimiter and it is not in the table above.
         delim: b',',
+        depth: 0,
     };
     p.array()?;
     (p.i == p.s.len()).then_some(p.out)
@@ -262,7 +279,14 @@ struct ArrayParser<'a> {
     out: String,
     elem: u32,
     delim: u8,
+    /// Nesting level of the array being parsed; at most [`MAX_ARRAY_DIMENSIONS`].
+    depth: usize,
 }
+
+/// PostgreSQL's `MAXDIM`: no array it sends nests deeper. The parser recurses once per level,
+/// so deeper text (only hostile input) is kept as text instead of exhausting the stack (found by
+/// replaying the `values` fuzz corpus on a 2 MB test thread).
+const MAX_ARRAY_DIMENSIONS: usize = 6;
 
 impl ArrayParser<'_> {
     fn peek(&self) -> Option<u8> {
@@ -270,14 +294,16 @@ impl ArrayParser<'_> {
     }
 
     fn array(&mut self) -> Option<()> {
-        if self.peek()? != b'{' {
+        if self.peek()? != b'{' || self.depth == MAX_ARRAY_DIMENSIONS {
             return None;
         }
+        self.depth += 1;
         self.i += 1;
         self.out.push('[');
         if self.peek()? == b'}' {
             self.i += 1;
             self.out.push(']');
+            self.depth -= 1;
             return Some(());
         }
         loop {
@@ -311,6 +337,7 @@ impl ArrayParser<'_> {
                 b'}' => {
                     self.i += 1;
                     self.out.push(']');
+                    self.depth -= 1;
                     return Some(());
                 }
                 _ => return None,
@@ -458,6 +485,46 @@ mod tests {
             decode_text(1184, "-infinity"),
             Value::Timestamptz("-infinity".into())
         );
+    }
+
+    #[test]
+    fn out_of_range_timestamptz_fields_stay_text() {
+        // Found by the `values` fuzz target: a huge zone offset overflowed i64 (a panic with
+        // overflow checks, a garbage timestamp without). Each field out of range keeps the text.
+        for text in [
+            "2024-01-01 00:00:00+1666666666666666664:59",
+            "2024-01-01 00:00:00+16",
+            "2024-01-01 00:00:00+05:60",
+            "2024-01-01 00:00:00+05:30:60",
+            "9223372036854775807-01-01 00:00:00+00",
+            "0-01-01 00:00:00+00",
+            "2024-01-01 9223372036854775807:00:00+00",
+            "2024-01-01 25:00:00+00",
+            "2024-01-01 00:60:00+00",
+            "2024-01-01 00:00:61+00",
+            "2024-01-01 -1:00:00+00",
+        ] {
+            assert_eq!(decode_text(1184, text), Value::Timestamptz(text.into()));
+        }
+        assert_eq!(
+            decode_text(1184, "294276-12-31 23:59:59+15:59:59"),
+            Value::Timestamptz("294276-12-31T08:00:00Z".into())
+        );
+    }
+
+    #[test]
+    fn arrays_nest_at_most_six_deep() {
+        assert_eq!(
+            decode_text(1007, "{{{{{{1}}}}}}"),
+            Value::Json("[[[[[[1]]]]]]".into())
+        );
+        assert_eq!(
+            decode_text(1007, "{{{{{{{1}}}}}}}"),
+            Value::Text("{{{{{{{1}}}}}}}".into())
+        );
+        // Deep enough to overflow a test thread's stack before the limit.
+        let deep = format!("{}1{}", "{".repeat(100_000), "}".repeat(100_000));
+        assert_eq!(decode_text(1007, &deep), Value::Text(deep.clone()));
     }
 
     #[test]

@@ -21,6 +21,10 @@ const PACKAGES: &[&str] = &[
     "failing-init",
     "hostile-outputs",
     "init-never-returns",
+    "imports-sockets",
+    "imports-filesystem",
+    "imports-clocks",
+    "uses-hashmap",
 ];
 
 fn root() -> PathBuf {

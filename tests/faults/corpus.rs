@@ -1,10 +1,11 @@
-//! Replays the committed fuzz corpora (tests/fuzz/corpus/{values,jsonl}) through the same entry
-//! points as the fuzz targets, plus a fixed-seed mutation pass over them, so CI catches a
-//! regression without cargo-fuzz or a nightly toolchain.
+//! Replays the committed fuzz corpora (tests/fuzz/corpus/{decode,values,jsonl}) through the fuzz
+//! targets' own bodies (`sluice::fuzzing`), plus a fixed-seed mutation pass over them, so CI
+//! catches a regression without cargo-fuzz or a nightly toolchain.
 
 use std::path::PathBuf;
 
 use rand::{Rng, SeedableRng};
+use sluice::fuzzing;
 use sluice::model::{Operation, Value};
 use sluice::rules::jsonl::ChangeReader;
 use sluice::source::values::decode_text;
@@ -19,38 +20,6 @@ fn corpus(name: &str) -> Vec<Vec<u8>> {
         .collect();
     files.sort();
     files.iter().map(|p| std::fs::read(p).unwrap()).collect()
-}
-
-/// The `values` fuzz target's body.
-fn values_target(data: &[u8]) {
-    const OIDS: [u32; 24] = [
-        16, 17, 18, 19, 20, 21, 23, 25, 114, 700, 701, 1042, 1043, 1082, 1083, 1114, 1184, 1266,
-        1700, 2950, 3802, 1007, 1009, 1231,
-    ];
-    if data.len() < 4 {
-        return;
-    }
-    let (sel, rest) = data.split_at(4);
-    let raw = u32::from_be_bytes([sel[0], sel[1], sel[2], sel[3]]);
-    let oid = if raw & 0x8000_0000 == 0 {
-        OIDS[raw as usize % OIDS.len()]
-    } else {
-        raw & 0x7fff_ffff
-    };
-    if let Ok(text) = std::str::from_utf8(rest) {
-        let _ = decode_text(oid, text);
-    }
-}
-
-/// The `jsonl` fuzz target's body.
-fn jsonl_target(data: &[u8]) {
-    let Ok(text) = std::str::from_utf8(data) else {
-        return;
-    };
-    let mut reader = ChangeReader::new();
-    for (i, line) in text.lines().enumerate() {
-        let _ = reader.parse(i + 1, line);
-    }
 }
 
 fn mutate(rng: &mut rand::rngs::StdRng, seeds: &[Vec<u8>]) -> Vec<u8> {
@@ -84,22 +53,32 @@ fn mutate(rng: &mut rand::rngs::StdRng, seeds: &[Vec<u8>]) -> Vec<u8> {
     data
 }
 
-#[test]
-fn values_corpus_replays_without_panics() {
-    let seeds = corpus("values");
+/// Replays every file of `name`'s corpus, then `mutations` fixed-seed mutations of them.
+fn replay(name: &str, min_files: usize, seed: u64, target: fn(&[u8])) {
+    let seeds = corpus(name);
     assert!(
-        seeds.len() >= 70,
-        "the values corpus has {} files",
+        seeds.len() >= min_files,
+        "the {name} corpus has {} files, expected at least {min_files}",
         seeds.len()
     );
     for s in &seeds {
-        values_target(s);
+        target(s);
     }
-    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     for _ in 0..20_000 {
-        values_target(&mutate(&mut rng, &seeds));
+        target(&mutate(&mut rng, &seeds));
     }
-    // Spot checks of what the hostile seeds decode to.
+}
+
+#[test]
+fn decode_corpus_replays_without_panics() {
+    replay("decode", 20, 5, fuzzing::decode);
+}
+
+#[test]
+fn values_corpus_replays_without_panics() {
+    replay("values", 50, 7, fuzzing::values);
+    // Spot checks of what hostile values decode to.
     assert!(matches!(decode_text(701, "NaN"), Value::Float(f) if f.is_nan()));
     assert_eq!(
         decode_text(701, "-Infinity"),
@@ -113,26 +92,17 @@ fn values_corpus_replays_without_panics() {
 
 #[test]
 fn jsonl_corpus_replays_without_panics() {
-    let seeds = corpus("jsonl");
-    assert!(
-        seeds.len() >= 19,
-        "the jsonl corpus has {} files",
-        seeds.len()
-    );
-    for s in &seeds {
-        jsonl_target(s);
-    }
-    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
-    for _ in 0..20_000 {
-        jsonl_target(&mutate(&mut rng, &seeds));
-    }
+    replay("jsonl", 15, 11, fuzzing::jsonl);
     let mut reader = ChangeReader::new();
     let change = reader
-        .parse(1, std::str::from_utf8(&seeds[0]).unwrap())
+        .parse(
+            1,
+            r#"{"table":"public.items","op":"insert","new":{"id":1,"user_id":"u1"},"old":null}"#,
+        )
         .unwrap();
     assert_eq!(change.op, Operation::Insert);
     let err = reader
-        .parse(5, std::str::from_utf8(&seeds[4]).unwrap())
+        .parse(5, r#"{"table":"items","op":"upsert","new":{"id":1}}"#)
         .unwrap_err();
     assert_eq!(err.line, 5);
 }

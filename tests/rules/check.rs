@@ -146,23 +146,133 @@ fn rejects_a_wrong_signature() {
     );
 }
 
+/// The one line `sluice check` (and `sluice run`) print for a module importing `import`, for
+/// what sluice says `import`'s family is, and the other refused imports it lists.
+fn unsupported_import(module: &Path, import: &str, what: &str, others: &[&str]) -> String {
+    let others = if others.is_empty() {
+        String::new()
+    } else {
+        format!(" (and `{}`)", others.join("`, `"))
+    };
+    format!(
+        "error: module {} imports `{import}`{others}, which sluice does not provide: {what}. Rules run without network, filesystem or clock access; remove the code or dependency that uses it (a rule may import only sluice:rules/*, wasi:io/*, wasi:cli/* and wasi:random/*)\n",
+        module.display()
+    )
+}
+
+const SOCKETS: &str = "network access, as used by std::net or a network client";
+const FILESYSTEM: &str = "file access, as used by std::fs";
+const CLOCKS: &str = "the clock, as used by SystemTime::now, Instant::now or thread::sleep; a rule must be a function of the change alone";
+
 #[test]
-fn rejects_a_module_that_imports_sockets() {
+fn rejects_a_module_that_uses_std_net() {
+    let path = wasm::module("imports-sockets");
+    assert_eq!(
+        rejected(&path),
+        unsupported_import(
+            &path,
+            "wasi:sockets/network@0.2.6",
+            SOCKETS,
+            &[
+                "wasi:sockets/instance-network@0.2.6",
+                "wasi:sockets/udp@0.2.6",
+                "wasi:sockets/udp-create-socket@0.2.6",
+                "wasi:sockets/tcp@0.2.6",
+                "wasi:sockets/tcp-create-socket@0.2.6",
+                "wasi:sockets/ip-name-lookup@0.2.6",
+                "wasi:filesystem/types@0.2.6",
+                "wasi:filesystem/preopens@0.2.6",
+                "wasi:clocks/monotonic-clock@0.2.6",
+                "wasi:clocks/wall-clock@0.2.6",
+            ]
+        )
+    );
+}
+
+#[test]
+fn rejects_a_module_that_uses_std_fs() {
+    let path = wasm::module("imports-filesystem");
+    assert_eq!(
+        rejected(&path),
+        unsupported_import(
+            &path,
+            "wasi:filesystem/types@0.2.6",
+            FILESYSTEM,
+            &[
+                "wasi:filesystem/preopens@0.2.6",
+                "wasi:clocks/wall-clock@0.2.6"
+            ]
+        )
+    );
+}
+
+#[test]
+fn rejects_a_module_that_reads_the_clock() {
+    let path = wasm::module("imports-clocks");
+    assert_eq!(
+        rejected(&path),
+        unsupported_import(
+            &path,
+            "wasi:clocks/monotonic-clock@0.2.6",
+            CLOCKS,
+            &["wasi:clocks/wall-clock@0.2.6"]
+        )
+    );
+}
+
+#[test]
+fn rejects_hand_written_imports_of_each_family_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    for (import, what) in [
+        ("wasi:sockets/instance-network@0.2.0", SOCKETS),
+        ("wasi:sockets/ip-name-lookup@0.2.3", SOCKETS),
+        ("wasi:http/outgoing-handler@0.2.0", "outgoing HTTP"),
+        ("wasi:filesystem/preopens@0.2.0", FILESYSTEM),
+        ("wasi:clocks/monotonic-clock@0.2.0", CLOCKS),
+        (
+            "acme:cache/store@1.0.0",
+            "an interface sluice does not know",
+        ),
+    ] {
+        let path = wat_file(
+            &dir,
+            "import.wasm",
+            &format!(r#"(component (import "{import}" (instance (export "f" (func)))))"#),
+        );
+        assert_eq!(
+            rejected(&path),
+            unsupported_import(&path, import, what, &[])
+        );
+    }
+}
+
+#[test]
+fn an_allowed_interface_of_the_wrong_shape_is_a_linker_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = wat_file(
         &dir,
-        "net.wasm",
+        "random.wasm",
         r#"(component
-             (import "wasi:sockets/instance-network@0.2.0"
-               (instance (export "instance-network" (func (result u32))))))"#,
+             (import "wasi:random/random@0.2.0"
+               (instance (export "get-random-u64" (func (result string))))))"#,
     );
-    assert_eq!(
-        rejected(&path),
-        format!(
-            "error: module {} imports something sluice does not provide: component imports instance `wasi:sockets/instance-network@0.2.0`, but a matching implementation was not found in the linker: instance export `instance-network` has the wrong type: function implementation is missing. Rules get only `sluice:rules/host` and WASI without capabilities (no sockets)\n",
+    let err = rejected(&path);
+    assert!(
+        err.starts_with(&format!(
+            "error: module {} imports something sluice does not provide: component imports instance `wasi:random/random@0.2.0`",
             path.display()
-        )
+        )),
+        "{err}"
     );
+}
+
+#[test]
+fn accepts_a_module_that_uses_a_hashmap() {
+    // std's HashMap seeds itself from wasi:random, which sluice provides (deterministically).
+    let path = wasm::module("uses-hashmap");
+    let (out, err, ok) = check(&path, None);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("ok "), "{out}");
 }
 
 #[test]

@@ -174,3 +174,18 @@ fn failing_init_rejects_the_module() {
         )
     );
 }
+
+#[test]
+fn deep_recursion_is_reported_as_a_stack_overflow() {
+    // Rust's stack lives in linear memory: running out of it is an out-of-bounds access, which
+    // the host recognises as a recursion from the trap's backtrace.
+    let mut instance = instance("hostile-outputs");
+    let (bad, _) = run_with_bad_change(&mut instance, "recurse");
+    assert_eq!(
+        bad,
+        Outcome::Error(
+            "rule trapped: stack overflow, probably (the innermost 16 calls go round 1 function): wasm trap: out of bounds memory access".into()
+        )
+    );
+    assert_still_serves(&mut instance);
+}
