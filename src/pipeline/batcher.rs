@@ -140,7 +140,7 @@ impl Batcher {
         if self.in_tx {
             self.open_tx_written = true;
         }
-        let items = self.evaluate(items, rules, t)?;
+        let items = self.evaluate(items, rules, t).await?;
         committer
             .submit(Job {
                 items,
@@ -187,7 +187,7 @@ impl Batcher {
             })
             .sum();
         self.tx_start = 0;
-        let items = self.evaluate(items, rules, t)?;
+        let items = self.evaluate(items, rules, t).await?;
         self.last_commit = None;
         self.first_commit_at = None;
         committer
@@ -204,7 +204,11 @@ impl Batcher {
     }
 
     /// Runs the rules over `items` in calls of the rules batch size.
-    fn evaluate(
+    ///
+    /// Yields to the runtime after each call: the reader and the committer share this thread,
+    /// and a large batch would otherwise keep the sink connection idle and the socket unread
+    /// for the whole evaluation.
+    async fn evaluate(
         &mut self,
         items: Vec<Pending>,
         rules: &mut RulesInstance,
@@ -220,6 +224,7 @@ impl Batcher {
                     if run.len() >= self.rules_batch {
                         self.evaluated += run.len() as u64;
                         errored += evaluate_into(&mut run, rules, t, &mut out)?;
+                        tokio::task::yield_now().await;
                     }
                 }
                 Pending::Truncate(tables) => {
