@@ -33,7 +33,7 @@ pub fn run(report: &mut Report) {
         "transaction generated in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    let end_lsn = query(cluster, &db.name, "SELECT pg_current_wal_lsn()");
+    let end_lsn = query(cluster, &db.name, "SELECT pg_current_wal_insert_lsn()");
     let end = lsn_number(cluster, &db.name, &end_lsn) - 1;
 
     let mut s = Sluice::start(&db.url, &module, "bench_memory", &[], &[]);

@@ -40,7 +40,7 @@ pub fn run(report: &mut Report) {
     cluster.psql(&db.name, &workload("w1.sql"));
     println!("W1 generated in {:.2} s", started.elapsed().as_secs_f64());
     cluster.psql(&db.name, "INSERT INTO marker VALUES (1)");
-    let end_lsn = query(cluster, &db.name, "SELECT pg_current_wal_lsn()");
+    let end_lsn = query(cluster, &db.name, "SELECT pg_current_wal_insert_lsn()");
     let marker = lsn_number(cluster, &db.name, &end_lsn) - 1;
 
     // The first reader of fresh WAL pays for bringing it into the page cache: a warm-up drain
