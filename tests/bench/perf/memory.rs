@@ -3,7 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::{Report, Sluice, lsn_number, prime_slot, query};
+use crate::support::{
+    Report, Sluice, create_items, insert_items_sql, lsn_number, prime_slot, query,
+};
 use crate::{pg, wasm};
 
 const ROWS: u64 = 2_000_000;
@@ -12,23 +14,11 @@ pub fn run(report: &mut Report) {
     println!("\n== memory: one transaction of {ROWS} inserts ==");
     let cluster = pg::cluster();
     let db = cluster.create_db_blocking("bench_memory");
-    cluster.psql(
-        &db.name,
-        "CREATE TABLE items (id bigint PRIMARY KEY, user_id text, list_id bigint, title text NOT NULL, \
-           done boolean NOT NULL DEFAULT false, updated_at timestamptz NOT NULL DEFAULT now(), deleted_at timestamptz);
-         CREATE PUBLICATION bench_pub FOR TABLE items;",
-    );
+    create_items(cluster, &db.name);
     let module = wasm::module("by-owner");
     prime_slot(&db.url, &module, "bench_memory");
     let started = Instant::now();
-    cluster.psql(
-        &db.name,
-        &format!(
-            "INSERT INTO items (id, user_id, list_id, title, done, updated_at)
-             SELECT g, 'u' || (g % 1000), g % 5000, 'item ' || g || ' ' || repeat('x', 40), false, now()
-             FROM generate_series(1, {ROWS}) g"
-        ),
-    );
+    cluster.psql(&db.name, &insert_items_sql(ROWS));
     println!(
         "transaction generated in {:.1} s",
         started.elapsed().as_secs_f64()

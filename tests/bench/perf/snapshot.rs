@@ -6,7 +6,9 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::support::{Report, Sluice, cpu_by_process, print_cpu, psql_timed, query};
+use crate::support::{
+    Report, Sluice, cpu_by_process, create_items, insert_items_sql, print_cpu, psql_timed, query,
+};
 use crate::{pg, wasm};
 
 const ROWS: u64 = 1_000_000;
@@ -15,18 +17,12 @@ pub fn run(report: &mut Report) {
     println!("\n== snapshot: {ROWS} rows ==");
     let cluster = pg::cluster();
     let db = cluster.create_db_blocking("bench_snapshot");
+    create_items(cluster, &db.name);
+    cluster.psql(&db.name, &insert_items_sql(ROWS));
+    cluster.psql(&db.name, "VACUUM ANALYZE items");
     cluster.psql(
         &db.name,
-        &format!(
-            "CREATE TABLE items (id bigint PRIMARY KEY, user_id text, list_id bigint, title text NOT NULL, \
-               done boolean NOT NULL DEFAULT false, updated_at timestamptz NOT NULL DEFAULT now(), deleted_at timestamptz);
-             INSERT INTO items (id, user_id, list_id, title, done, updated_at)
-               SELECT g, 'u' || (g % 1000), g % 5000, 'item ' || g || ' ' || repeat('x', 40), false, now()
-               FROM generate_series(1, {ROWS}) g;
-             VACUUM ANALYZE items;
-             CREATE TABLE items_copy (LIKE items INCLUDING ALL);
-             CREATE PUBLICATION bench_pub FOR TABLE items;"
-        ),
+        "CREATE TABLE items_copy (LIKE items INCLUDING ALL)",
     );
 
     // The reference, through psql so both directions cross a client connection as sluice's do.

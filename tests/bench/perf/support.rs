@@ -60,6 +60,22 @@ pub fn workload(name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 
+/// W1's `items` table (from `w1-schema.sql`) in `bench_pub`, for the sections that fill it
+/// themselves.
+pub fn create_items(cluster: &pg::Cluster, db: &str) {
+    cluster.psql(db, &workload("w1-schema.sql"));
+    cluster.psql(db, "CREATE PUBLICATION bench_pub FOR TABLE items");
+}
+
+/// Inserts rows `1..=rows` into `items`, shaped like W1's (1,000 owners), in one statement.
+pub fn insert_items_sql(rows: u64) -> String {
+    format!(
+        "INSERT INTO items (id, user_id, list_id, title, done, updated_at) \
+         SELECT g, 'u' || (g % 1000), g % 5000, 'item ' || g || ' ' || repeat('x', 40), false, now() \
+         FROM generate_series(1, {rows}) g"
+    )
+}
+
 pub fn query(cluster: &pg::Cluster, db: &str, sql: &str) -> String {
     cluster.psql(db, sql).trim().to_owned()
 }
