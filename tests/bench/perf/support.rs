@@ -105,7 +105,8 @@ pub fn free_addr() -> String {
         .to_string()
 }
 
-fn agent() -> ureq::Agent {
+/// An HTTP client for sluice's admin listener: statuses are answers, not errors.
+pub fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(30)))

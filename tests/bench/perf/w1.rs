@@ -156,10 +156,7 @@ fn reload_latency(s: &Sluice, report: &mut Report) {
     let by_owner = wasm::module("by-owner");
     let other = wasm::module("multi-tenant");
     let rules_config = serde_json::json!("[tenant_columns]\nitems = \"user_id\"\n");
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
+    let agent = crate::support::agent();
     let mut worst_overhead = 0;
     for i in 0..6 {
         let body = if i % 2 == 0 {
