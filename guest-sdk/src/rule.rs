@@ -88,9 +88,11 @@ pub trait Rule: Default + 'static {
         true
     }
 
-    /// The bucket ids the row belongs to. Each must be non-empty, at most 255
-    /// bytes and free of control characters; the host removes duplicates and
-    /// caps how many one change may have (64 by default). An `Err` becomes
+    /// The bucket ids the row belongs to. Each must be non-empty and free of
+    /// control characters, format characters (zero-width and bidi characters,
+    /// U+FEFF, the soft hyphen) and U+2028/U+2029, and at most 255 bytes once
+    /// the host has normalised it to NFC; the host removes duplicates (after
+    /// NFC) and caps how many one change may have (64 by default). An `Err` becomes
     /// this change's error outcome, handled by sluice's failure policy
     /// without affecting other changes.
     ///

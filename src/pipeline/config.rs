@@ -69,6 +69,9 @@ pub struct RulesSection {
     pub memory_mib: usize,
     /// Maximum buckets one change may be assigned to.
     pub max_buckets_per_change: usize,
+    /// Largest module file sluice reads, in MiB (the CLI, the config, the file watch and
+    /// `POST /rules/reload` alike).
+    pub max_module_mib: u64,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -151,6 +154,7 @@ impl Default for RulesSection {
             deadline_ms: 1_000,
             memory_mib: 64,
             max_buckets_per_change: 64,
+            max_module_mib: 256,
         }
     }
 }
@@ -279,14 +283,89 @@ impl Config {
         if self.publication.is_empty() {
             return bad("publication name must not be empty");
         }
-        if self.batch.max_rows == 0 || self.rules.batch_size == 0 || self.snapshot.chunk_rows == 0 {
-            return bad(
-                "batch.max_rows, rules.batch_size and snapshot.chunk_rows must be at least 1",
-            );
-        }
+        self.validate_ranges()?;
         if self.create_publication && self.tables.is_empty() {
             return bad("create_publication = true needs `tables` to list the tables to publish");
         }
+        Ok(())
+    }
+
+    /// Checks every numeric setting against its range (the README's configuration table lists
+    /// them). The first setting out of range is reported with its TOML key and the range.
+    fn validate_ranges(&self) -> Result<(), ConfigError> {
+        let r = &self.rules;
+        in_range(
+            "rules.batch_size",
+            r.batch_size,
+            RULES_BATCH_SIZE,
+            BATCH_SIZE_NOTE,
+        )?;
+        in_range("rules.deadline_ms", r.deadline_ms, RULES_DEADLINE_MS, MS)?;
+        in_range(
+            "rules.memory_mib",
+            r.memory_mib,
+            RULES_MEMORY_MIB,
+            MEMORY_NOTE,
+        )?;
+        in_range(
+            "rules.max_buckets_per_change",
+            r.max_buckets_per_change,
+            RULES_MAX_BUCKETS_PER_CHANGE,
+            "",
+        )?;
+        in_range(
+            "rules.max_module_mib",
+            r.max_module_mib,
+            RULES_MAX_MODULE_MIB,
+            " MiB",
+        )?;
+        let b = &self.batch;
+        in_range("batch.max_rows", b.max_rows, BATCH_MAX_ROWS, " rows")?;
+        in_range(
+            "batch.max_bytes",
+            b.max_bytes,
+            BATCH_MAX_BYTES,
+            " (1 MiB to 4 GiB)",
+        )?;
+        in_range("batch.max_delay_ms", b.max_delay_ms, BATCH_MAX_DELAY_MS, MS)?;
+        in_range(
+            "snapshot.chunk_rows",
+            self.snapshot.chunk_rows,
+            SNAPSHOT_CHUNK_ROWS,
+            " rows",
+        )?;
+        let reload = &self.reload;
+        in_range(
+            "reload.debounce_ms",
+            reload.debounce_ms,
+            RELOAD_DEBOUNCE_MS,
+            MS,
+        )?;
+        in_range(
+            "reload.rollback_window",
+            reload.rollback_window,
+            RELOAD_ROLLBACK_WINDOW,
+            " changes",
+        )?;
+        let rate = reload.rollback_error_rate;
+        if !(0.0..=1.0).contains(&rate) {
+            let what = if rate.is_nan() {
+                "is not a number"
+            } else {
+                "is out of range"
+            };
+            return Err(ConfigError::Invalid(format!(
+                "reload.rollback_error_rate = {} {what}: it must be between 0.0 and 1.0 \
+                 (the share of failed changes that rolls a new version back)",
+                toml_float(rate)
+            )));
+        }
+        in_range(
+            "status_interval_ms",
+            self.status_interval_ms,
+            STATUS_INTERVAL_MS,
+            " milliseconds; keep it well below the server's wal_sender_timeout",
+        )?;
         Ok(())
     }
 
@@ -313,6 +392,60 @@ impl Config {
 
     pub fn max_delay(&self) -> Duration {
         Duration::from_millis(self.batch.max_delay_ms)
+    }
+}
+
+// Allowed ranges of the numeric settings (inclusive). README.md's configuration table repeats them.
+
+/// Changes per call into the module: the whole batch is copied into one instance's memory.
+pub const RULES_BATCH_SIZE: (u64, u64) = (1, 65_536);
+/// Per-batch deadline: up to ten minutes.
+pub const RULES_DEADLINE_MS: (u64, u64) = (1, 600_000);
+/// Linear memory per instance: a 32-bit Wasm memory holds at most 4 GiB.
+pub const RULES_MEMORY_MIB: (u64, u64) = (1, 4_096);
+pub const RULES_MAX_BUCKETS_PER_CHANGE: (u64, u64) = (1, 10_000);
+pub const RULES_MAX_MODULE_MIB: (u64, u64) = (1, 4_096);
+pub const BATCH_MAX_ROWS: (u64, u64) = (1, 1_000_000);
+/// 1 MiB to 4 GiB of decoded changes.
+pub const BATCH_MAX_BYTES: (u64, u64) = (1 << 20, 4 << 30);
+/// 0 writes every commit at once; at most an hour.
+pub const BATCH_MAX_DELAY_MS: (u64, u64) = (0, 3_600_000);
+pub const SNAPSHOT_CHUNK_ROWS: (u64, u64) = (1, 1_000_000);
+/// 0 loads a changed file at once; at most a minute.
+pub const RELOAD_DEBOUNCE_MS: (u64, u64) = (0, 60_000);
+pub const RELOAD_ROLLBACK_WINDOW: (u64, u64) = (1, 1_000_000);
+/// From 100 ms to an hour; PostgreSQL's `wal_sender_timeout` (60 s by default) is the practical cap.
+pub const STATUS_INTERVAL_MS: (u64, u64) = (100, 3_600_000);
+
+const MS: &str = " milliseconds";
+const MEMORY_NOTE: &str = " MiB (a module's 32-bit memory holds at most 4 GiB)";
+const BATCH_SIZE_NOTE: &str =
+    " changes; a batch is copied into one module instance's memory, so a larger one cannot fit";
+
+/// Refuses `value` outside `range` (inclusive), naming the key and the range; `note` follows the
+/// range (a unit, or why the range is what it is).
+fn in_range(
+    key: &str,
+    value: impl TryInto<u64> + Copy + std::fmt::Display,
+    (min, max): (u64, u64),
+    note: &str,
+) -> Result<(), ConfigError> {
+    match value.try_into() {
+        Ok(v) if (min..=max).contains(&v) => Ok(()),
+        _ => Err(ConfigError::Invalid(format!(
+            "{key} = {value} is out of range: it must be between {min} and {max}{note}"
+        ))),
+    }
+}
+
+/// A float as TOML writes it (`nan`, `inf`, `7.0`).
+fn toml_float(v: f64) -> String {
+    if v.is_nan() {
+        "nan".to_owned()
+    } else if v.is_infinite() {
+        if v > 0.0 { "inf" } else { "-inf" }.to_owned()
+    } else {
+        format!("{v:?}")
     }
 }
 
@@ -375,6 +508,167 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .starts_with("slot name must be")
+        );
+    }
+
+    /// Parses `toml` on top of a database URL and module, then validates.
+    fn check(toml: &str) -> Result<(), String> {
+        let mut c = Config::from_toml(toml).expect("parses");
+        c.database_url = Some("postgres://x".into());
+        c.rules.module = Some("m.wasm".into());
+        c.validate().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_are_in_range() {
+        assert_eq!(check(""), Ok(()));
+        // The README's example and the values the integration tests use.
+        assert_eq!(
+            check(
+                "status_interval_ms = 200\n[rules]\ndeadline_ms = 300\nmemory_mib = 32\n\
+                 [batch]\nmax_rows = 10000\nmax_delay_ms = 0\n[snapshot]\nchunk_rows = 1\n\
+                 [reload]\ndebounce_ms = 0\nrollback_window = 20\nrollback_error_rate = 0.5\n"
+            ),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn every_bound_is_inclusive() {
+        let at_bounds = [
+            ("[rules]\nbatch_size", RULES_BATCH_SIZE),
+            ("[rules]\ndeadline_ms", RULES_DEADLINE_MS),
+            ("[rules]\nmemory_mib", RULES_MEMORY_MIB),
+            (
+                "[rules]\nmax_buckets_per_change",
+                RULES_MAX_BUCKETS_PER_CHANGE,
+            ),
+            ("[rules]\nmax_module_mib", RULES_MAX_MODULE_MIB),
+            ("[batch]\nmax_rows", BATCH_MAX_ROWS),
+            ("[batch]\nmax_bytes", BATCH_MAX_BYTES),
+            ("[batch]\nmax_delay_ms", BATCH_MAX_DELAY_MS),
+            ("[snapshot]\nchunk_rows", SNAPSHOT_CHUNK_ROWS),
+            ("[reload]\ndebounce_ms", RELOAD_DEBOUNCE_MS),
+            ("[reload]\nrollback_window", RELOAD_ROLLBACK_WINDOW),
+            ("status_interval_ms", STATUS_INTERVAL_MS),
+        ];
+        for (key, (min, max)) in at_bounds {
+            assert_eq!(check(&format!("{key} = {min}\n")), Ok(()), "{key} = {min}");
+            assert_eq!(check(&format!("{key} = {max}\n")), Ok(()), "{key} = {max}");
+            let err = check(&format!("{key} = {}\n", max + 1)).unwrap_err();
+            let name = key.replace("[", "").replace("]\n", ".");
+            assert!(
+                err.starts_with(&format!(
+                    "{name} = {} is out of range: it must be between {min} and {max}",
+                    max + 1
+                )),
+                "{err}"
+            );
+            if min > 0 {
+                let err = check(&format!("{key} = {}\n", min - 1)).unwrap_err();
+                assert!(err.contains(" is out of range: "), "{err}");
+            }
+        }
+        for rate in ["0.0", "1.0", "0", "1"] {
+            assert_eq!(
+                check(&format!("[reload]\nrollback_error_rate = {rate}\n")),
+                Ok(())
+            );
+        }
+    }
+
+    #[test]
+    fn settings_that_make_no_sense_are_refused_with_key_and_range() {
+        let cases = [
+            (
+                "[rules]\nmax_buckets_per_change = 0\n",
+                "rules.max_buckets_per_change = 0 is out of range: it must be between 1 and 10000",
+            ),
+            (
+                "[reload]\nrollback_error_rate = nan\n",
+                "reload.rollback_error_rate = nan is not a number: it must be between 0.0 and 1.0 \
+                 (the share of failed changes that rolls a new version back)",
+            ),
+            (
+                "[reload]\nrollback_error_rate = 7.0\n",
+                "reload.rollback_error_rate = 7.0 is out of range: it must be between 0.0 and 1.0 \
+                 (the share of failed changes that rolls a new version back)",
+            ),
+            (
+                "[reload]\nrollback_error_rate = -inf\n",
+                "reload.rollback_error_rate = -inf is out of range: it must be between 0.0 and 1.0 \
+                 (the share of failed changes that rolls a new version back)",
+            ),
+            (
+                "status_interval_ms = 0\n",
+                "status_interval_ms = 0 is out of range: it must be between 100 and 3600000 \
+                 milliseconds; keep it well below the server's wal_sender_timeout",
+            ),
+            (
+                "[batch]\nmax_delay_ms = 18446744073709551615\n",
+                "batch.max_delay_ms = 18446744073709551615 is out of range: it must be between 0 \
+                 and 3600000 milliseconds",
+            ),
+            (
+                "[rules]\nmemory_mib = 0\n",
+                "rules.memory_mib = 0 is out of range: it must be between 1 and 4096 MiB \
+                 (a module's 32-bit memory holds at most 4 GiB)",
+            ),
+            (
+                "[rules]\nbatch_size = 10_000_000\n",
+                "rules.batch_size = 10000000 is out of range: it must be between 1 and 65536 \
+                 changes; a batch is copied into one module instance's memory, so a larger one \
+                 cannot fit",
+            ),
+            (
+                "[rules]\nbatch_size = 0\n",
+                "rules.batch_size = 0 is out of range: it must be between 1 and 65536 \
+                 changes; a batch is copied into one module instance's memory, so a larger one \
+                 cannot fit",
+            ),
+            (
+                "[rules]\ndeadline_ms = 0\n",
+                "rules.deadline_ms = 0 is out of range: it must be between 1 and 600000 milliseconds",
+            ),
+            (
+                "[rules]\nmax_module_mib = 0\n",
+                "rules.max_module_mib = 0 is out of range: it must be between 1 and 4096 MiB",
+            ),
+            (
+                "[batch]\nmax_rows = 0\n",
+                "batch.max_rows = 0 is out of range: it must be between 1 and 1000000 rows",
+            ),
+            (
+                "[batch]\nmax_bytes = 1024\n",
+                "batch.max_bytes = 1024 is out of range: it must be between 1048576 and 4294967296 \
+                 (1 MiB to 4 GiB)",
+            ),
+            (
+                "[snapshot]\nchunk_rows = 0\n",
+                "snapshot.chunk_rows = 0 is out of range: it must be between 1 and 1000000 rows",
+            ),
+            (
+                "[reload]\ndebounce_ms = 86400000\n",
+                "reload.debounce_ms = 86400000 is out of range: it must be between 0 and 60000 \
+                 milliseconds",
+            ),
+            (
+                "[reload]\nrollback_window = 0\n",
+                "reload.rollback_window = 0 is out of range: it must be between 1 and 1000000 \
+                 changes",
+            ),
+        ];
+        for (toml, expected) in cases {
+            assert_eq!(check(toml), Err(expected.to_owned()), "{toml}");
+        }
+    }
+
+    #[test]
+    fn the_first_violation_is_reported() {
+        assert_eq!(
+            check("status_interval_ms = 0\n[rules]\nmemory_mib = 0\n").unwrap_err(),
+            "rules.memory_mib = 0 is out of range: it must be between 1 and 4096 MiB \
+             (a module's 32-bit memory holds at most 4 GiB)"
         );
     }
 

@@ -3,13 +3,16 @@
 
 use std::collections::HashSet;
 
+use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfc_quick};
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+
 use crate::model::Outcome;
 
 use super::bindings::WitOutcome;
 use super::limits::MAX_BUCKET_ID_BYTES;
 
-/// Turns a guest outcome into the pipeline's, validating and deduplicating
-/// bucket ids (first occurrence wins, order kept).
+/// Turns a guest outcome into the pipeline's, validating, normalising (NFC) and
+/// deduplicating bucket ids (first occurrence wins, order kept).
 pub(crate) fn validate(outcome: WitOutcome, max_buckets: usize) -> Outcome {
     match outcome {
         WitOutcome::Drop => Outcome::Drop,
@@ -22,7 +25,7 @@ pub(crate) fn validate(outcome: WitOutcome, max_buckets: usize) -> Outcome {
 }
 
 fn validate_buckets(mut buckets: Vec<String>, max_buckets: usize) -> Result<Vec<String>, String> {
-    for bucket in &buckets {
+    for bucket in &mut buckets {
         check_id(bucket)?;
     }
     if buckets.len() <= 16 {
@@ -49,24 +52,62 @@ fn validate_buckets(mut buckets: Vec<String>, max_buckets: usize) -> Result<Vec<
     Ok(buckets)
 }
 
-fn check_id(bucket: &str) -> Result<(), String> {
+/// NFC shrinks text at most three to one (a Hangul syllable from three jamo,
+/// U+0390 from three Greek code points), so an id longer than this cannot fit
+/// whatever its form: it is refused before it is scanned or normalised.
+const MAX_RAW_ID_BYTES: usize = 4 * MAX_BUCKET_ID_BYTES;
+
+/// Checks one id and puts it in NFC, so that ids that differ only in how an
+/// accent is encoded are one bucket. The length is checked on the NFC form.
+///
+/// Refused: the empty id, control characters (Cc), format characters (Cf: the
+/// zero-width space and joiners, bidi embeddings, overrides and isolates, the
+/// byte-order mark, the soft hyphen...) and the line and paragraph separators
+/// (Zl, Zp). They are invisible or break lines, so they make ids that look
+/// alike but are different buckets.
+fn check_id(bucket: &mut String) -> Result<(), String> {
     if bucket.is_empty() {
         return Err("rule returned an empty bucket id".to_owned());
     }
-    if bucket.len() > MAX_BUCKET_ID_BYTES {
-        let prefix: String = bucket.chars().take(32).collect();
-        return Err(format!(
-            "rule returned a bucket id of {} bytes ({prefix:?}...); at most {MAX_BUCKET_ID_BYTES} are allowed",
-            bucket.len()
-        ));
+    if bucket.len() > MAX_RAW_ID_BYTES {
+        return Err(too_long(bucket));
     }
-    if let Some(c) = bucket.chars().find(|c| c.is_control()) {
+    for c in bucket.chars() {
+        let (what, why) = match c.general_category() {
+            GeneralCategory::Control => ("control character", ""),
+            GeneralCategory::Format => (
+                "format character",
+                " (invisible characters make ids that look alike; see wit/rules.wit)",
+            ),
+            GeneralCategory::LineSeparator => {
+                ("line separator", " (an id is one line; see wit/rules.wit)")
+            }
+            GeneralCategory::ParagraphSeparator => (
+                "paragraph separator",
+                " (an id is one line; see wit/rules.wit)",
+            ),
+            _ => continue,
+        };
         return Err(format!(
-            "rule returned bucket id {bucket:?}, which contains control character U+{:04X}",
+            "rule returned bucket id {bucket:?}, which contains {what} U+{:04X}{why}",
             u32::from(c)
         ));
     }
+    if is_nfc_quick(bucket.chars()) != IsNormalized::Yes {
+        *bucket = bucket.nfc().collect();
+    }
+    if bucket.len() > MAX_BUCKET_ID_BYTES {
+        return Err(too_long(bucket));
+    }
     Ok(())
+}
+
+fn too_long(bucket: &str) -> String {
+    let prefix: String = bucket.chars().take(32).collect();
+    format!(
+        "rule returned a bucket id of {} bytes ({prefix:?}...); at most {MAX_BUCKET_ID_BYTES} are allowed",
+        bucket.len()
+    )
 }
 
 #[cfg(test)]
@@ -133,6 +174,147 @@ mod tests {
         assert_eq!(
             validate(keep(&["x".repeat(255).as_str()]), 64),
             Outcome::Keep(vec!["x".repeat(255)])
+        );
+    }
+
+    #[test]
+    fn invisible_and_line_breaking_characters_are_refused() {
+        let format = "(invisible characters make ids that look alike; see wit/rules.wit)";
+        let line = "(an id is one line; see wit/rules.wit)";
+        let cases = [
+            (
+                "user:\u{200b}1",
+                format!(
+                    "rule returned bucket id \"user:\\u{{200b}}1\", which contains format \
+                     character U+200B {format}"
+                ),
+            ),
+            (
+                "user:\u{202e}1",
+                format!(
+                    "rule returned bucket id \"user:\\u{{202e}}1\", which contains format \
+                     character U+202E {format}"
+                ),
+            ),
+            (
+                "\u{feff}user:1",
+                format!(
+                    "rule returned bucket id \"\\u{{feff}}user:1\", which contains format \
+                     character U+FEFF {format}"
+                ),
+            ),
+            (
+                "user:\u{ad}1",
+                format!(
+                    "rule returned bucket id \"user:\\u{{ad}}1\", which contains format \
+                     character U+00AD {format}"
+                ),
+            ),
+            (
+                "user:1\u{2028}",
+                format!(
+                    "rule returned bucket id \"user:1\\u{{2028}}\", which contains line \
+                     separator U+2028 {line}"
+                ),
+            ),
+            (
+                "user:1\u{2029}",
+                format!(
+                    "rule returned bucket id \"user:1\\u{{2029}}\", which contains paragraph \
+                     separator U+2029 {line}"
+                ),
+            ),
+        ];
+        for (id, expected) in cases {
+            assert_eq!(
+                validate(keep(&["user:1", id]), 64),
+                Outcome::Error(expected),
+                "{id:?}"
+            );
+        }
+        // The rest of Cf, by sample: bidi marks, embeddings and isolates, word joiner,
+        // invisible operators, zero-width joiners, a tag character.
+        for c in [
+            '\u{200c}',
+            '\u{200d}',
+            '\u{200e}',
+            '\u{200f}',
+            '\u{202a}',
+            '\u{202d}',
+            '\u{2060}',
+            '\u{2064}',
+            '\u{2066}',
+            '\u{2069}',
+            '\u{61c}',
+            '\u{e0041}',
+        ] {
+            let Outcome::Error(e) = validate(keep(&[&format!("user:{c}1")]), 64) else {
+                panic!("U+{:04X} accepted", u32::from(c));
+            };
+            assert!(
+                e.ends_with(&format!("format character U+{:04X} {format}", u32::from(c))),
+                "{e}"
+            );
+        }
+        // Visible non-ASCII is fine.
+        assert_eq!(
+            validate(keep(&["org:東京", "user:Zoë", "team:🚀"]), 64),
+            Outcome::Keep(vec!["org:東京".into(), "user:Zoë".into(), "team:🚀".into()])
+        );
+    }
+
+    #[test]
+    fn ids_are_normalised_to_nfc_before_deduplication() {
+        assert_eq!(
+            validate(keep(&["user:e\u{301}", "user:\u{e9}"]), 64),
+            Outcome::Keep(vec!["user:\u{e9}".into()])
+        );
+        assert_eq!(
+            validate(keep(&["user:\u{e9}", "user:e\u{301}"]), 64),
+            Outcome::Keep(vec!["user:\u{e9}".into()])
+        );
+        // Hangul jamo compose into one syllable.
+        assert_eq!(
+            validate(keep(&["org:\u{1100}\u{1161}\u{11a8}"]), 64),
+            Outcome::Keep(vec!["org:\u{ac01}".into()])
+        );
+        // Twenty ids take the hashing path; two pairs collapse after NFC.
+        let mut ids: Vec<String> = (0..18).map(|i| format!("x{i}")).collect();
+        ids.extend(["é".into(), "e\u{301}".into(), "Å".into(), "A\u{30a}".into()]);
+        let Outcome::Keep(kept) = validate(WitOutcome::Keep(ids), 64) else {
+            panic!()
+        };
+        assert_eq!(kept.len(), 20);
+        assert_eq!(&kept[18..], ["é", "Å"]);
+    }
+
+    #[test]
+    fn length_is_checked_on_the_nfc_form() {
+        // 255 "e" + U+0301 pairs are 765 bytes decomposed, 510 composed: too long either way,
+        // and the message gives the NFC length.
+        let decomposed = "e\u{301}".repeat(255);
+        assert_eq!(
+            validate(WitOutcome::Keep(vec![decomposed]), 64),
+            Outcome::Error(format!(
+                "rule returned a bucket id of 510 bytes ({:?}...); at most 255 are allowed",
+                "é".repeat(32)
+            ))
+        );
+        // 85 Hangul syllables written as jamo: 765 bytes, 255 in NFC, so it fits.
+        let jamo = "\u{1100}\u{1161}\u{11a8}".repeat(85);
+        assert_eq!(jamo.len(), 765);
+        assert_eq!(
+            validate(WitOutcome::Keep(vec![jamo]), 64),
+            Outcome::Keep(vec!["\u{ac01}".repeat(85)])
+        );
+        // Longer than NFC could ever bring under the limit: refused before normalising.
+        let huge = "e\u{301}".repeat(400);
+        assert_eq!(
+            validate(WitOutcome::Keep(vec![huge]), 64),
+            Outcome::Error(format!(
+                "rule returned a bucket id of 1200 bytes ({:?}...); at most 255 are allowed",
+                "e\u{301}".repeat(16)
+            ))
         );
     }
 
