@@ -127,7 +127,7 @@ async fn run_pipeline(config: Config) -> anyhow::Result<()> {
     let (handles, receivers) = crate::pipeline::controls();
     if let Some(addr) = config.admin_addr {
         let handle = admin::install_recorder()?;
-        admin::serve(addr, Arc::clone(&health), handle, handles.clone()).await?;
+        admin::serve(addr, Arc::clone(&health), handle, handles.clone())?;
     }
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {

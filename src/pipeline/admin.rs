@@ -71,20 +71,24 @@ pub fn install_recorder() -> Result<PrometheusHandle, AdminError> {
         .map_err(|e| AdminError::Recorder(e.to_string()))
 }
 
-/// Binds the listener and serves it in the background. Returns the bound address (useful with
+/// Binds the listener and serves it on a thread and runtime of its own, so that health,
+/// readiness and metrics answer promptly whatever the pipeline's thread is doing (a long
+/// snapshot chunk, a rule running to its deadline). Returns the bound address (useful with
 /// port 0).
-pub async fn serve(
+pub fn serve(
     addr: SocketAddr,
     health: Arc<Health>,
     metrics: PrometheusHandle,
     handles: Handles,
 ) -> Result<SocketAddr, AdminError> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| AdminError::Bind { addr, source })?;
-    let local = listener
-        .local_addr()
-        .map_err(|source| AdminError::Bind { addr, source })?;
+    let bind_err = |source| AdminError::Bind { addr, source };
+    let listener = std::net::TcpListener::bind(addr).map_err(bind_err)?;
+    listener.set_nonblocking(true).map_err(bind_err)?;
+    let local = listener.local_addr().map_err(bind_err)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(bind_err)?;
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -96,11 +100,20 @@ pub async fn serve(
             metrics,
             handles,
         });
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "admin listener stopped");
-        }
-    });
+    std::thread::Builder::new()
+        .name("sluice-admin".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let served = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(listener) => axum::serve(listener, app).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "admin listener stopped");
+                }
+            });
+        })
+        .map_err(bind_err)?;
     info!(addr = %local, "admin listener ready: /healthz /readyz /metrics, POST /rules/reload, POST /rebucket");
     Ok(local)
 }

@@ -14,7 +14,7 @@ use crate::pipeline::committer::{Committer, Job, Persisted};
 use crate::pipeline::config::Config;
 use crate::pipeline::metrics;
 use crate::pipeline::transform::Transform;
-use crate::rules::RulesInstance;
+use crate::rules::RulesWorker;
 use crate::sink::SinkItem;
 
 /// A change or truncate waiting for the rules and the sink, in stream order.
@@ -129,7 +129,7 @@ impl Batcher {
     pub async fn write_chunk(
         &mut self,
         committer: &mut Committer,
-        rules: &mut RulesInstance,
+        rules: &mut RulesWorker,
         t: &Transform<'_>,
         server_end: Lsn,
     ) -> Result<(), PipelineError> {
@@ -160,7 +160,7 @@ impl Batcher {
     pub async fn commit(
         &mut self,
         committer: &mut Committer,
-        rules: &mut RulesInstance,
+        rules: &mut RulesWorker,
         t: &Transform<'_>,
         server_end: Lsn,
     ) -> Result<bool, PipelineError> {
@@ -203,15 +203,13 @@ impl Batcher {
         Ok(true)
     }
 
-    /// Runs the rules over `items` in calls of the rules batch size.
-    ///
-    /// Yields to the runtime after each call: the reader and the committer share this thread,
-    /// and a large batch would otherwise keep the sink connection idle and the socket unread
-    /// for the whole evaluation.
+    /// Runs the rules over `items` in calls of the rules batch size. Each call runs on the
+    /// rules worker's thread, so the reader and the committer, which share this one, go on
+    /// meanwhile.
     async fn evaluate(
         &mut self,
         items: Vec<Pending>,
-        rules: &mut RulesInstance,
+        rules: &mut RulesWorker,
         t: &Transform<'_>,
     ) -> Result<Vec<SinkItem>, PipelineError> {
         let mut out = Vec::with_capacity(items.len());
@@ -223,13 +221,12 @@ impl Batcher {
                     run.push(c);
                     if run.len() >= self.rules_batch {
                         self.evaluated += run.len() as u64;
-                        errored += evaluate_into(&mut run, rules, t, &mut out)?;
-                        tokio::task::yield_now().await;
+                        errored += evaluate_into(&mut run, rules, t, &mut out).await?;
                     }
                 }
                 Pending::Truncate(tables) => {
                     self.evaluated += run.len() as u64;
-                    errored += evaluate_into(&mut run, rules, t, &mut out)?;
+                    errored += evaluate_into(&mut run, rules, t, &mut out).await?;
                     out.extend(tables.iter().map(|s| SinkItem::Truncate {
                         table_name: s.qualified_name(),
                     }));
@@ -237,7 +234,7 @@ impl Batcher {
             }
         }
         self.evaluated += run.len() as u64;
-        errored += evaluate_into(&mut run, rules, t, &mut out)?;
+        errored += evaluate_into(&mut run, rules, t, &mut out).await?;
         self.errored += errored;
         Ok(out)
     }
@@ -245,9 +242,9 @@ impl Batcher {
 
 /// Runs the rules over `run` (then empties it) and appends the sink items. Returns how many
 /// changes the rules failed on.
-pub fn evaluate_into(
+pub async fn evaluate_into(
     run: &mut Vec<Change>,
-    rules: &mut RulesInstance,
+    rules: &mut RulesWorker,
     t: &Transform<'_>,
     out: &mut Vec<SinkItem>,
 ) -> Result<u64, PipelineError> {
@@ -255,24 +252,26 @@ pub fn evaluate_into(
         return Ok(0);
     }
     let started = Instant::now();
-    let outcomes = rules.evaluate(run);
-    metrics::record_chunk(run, &outcomes, started.elapsed());
+    let (changes, outcomes) = rules.evaluate(std::mem::take(run)).await?;
+    metrics::record_chunk(&changes, &outcomes, started.elapsed());
     let errored = outcomes
         .iter()
         .filter(|o| matches!(o, crate::model::Outcome::Error(_)))
         .count() as u64;
-    for (change, outcome) in run.iter().zip(outcomes) {
+    for (change, outcome) in changes.iter().zip(outcomes) {
         t.apply(change, outcome, out)?;
     }
+    // Keep the allocation for the next run.
+    *run = changes;
     run.clear();
     Ok(errored)
 }
 
 /// Runs the rules over a whole chunk of changes (snapshot, re-bucketing) in calls of
 /// `rules_batch`, returning the sink items.
-pub fn evaluate_all(
+pub async fn evaluate_all(
     changes: Vec<Change>,
-    rules: &mut RulesInstance,
+    rules: &mut RulesWorker,
     t: &Transform<'_>,
     rules_batch: usize,
 ) -> Result<Vec<SinkItem>, PipelineError> {
@@ -280,7 +279,7 @@ pub fn evaluate_all(
     let mut changes = changes.into_iter().peekable();
     while changes.peek().is_some() {
         let mut run: Vec<_> = changes.by_ref().take(rules_batch).collect();
-        evaluate_into(&mut run, rules, t, &mut out)?;
+        evaluate_into(&mut run, rules, t, &mut out).await?;
     }
     Ok(out)
 }

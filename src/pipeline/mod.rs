@@ -194,6 +194,7 @@ pub async fn load_rules(config: &Config) -> Result<(RulesEngine, Arc<RulesModule
         batch_deadline: Duration::from_millis(config.rules.deadline_ms),
         memory_bytes: config.rules.memory_mib << 20,
         max_buckets_per_change: config.rules.max_buckets_per_change,
+        max_module_bytes: config.rules.max_module_mib.saturating_mul(1 << 20),
         ..RuleLimits::default()
     };
     let path = config.rules.module.clone().ok_or_else(|| {

@@ -20,7 +20,7 @@ use crate::model::Lsn;
 use crate::pipeline::PipelineError;
 use crate::pipeline::batcher::evaluate_all;
 use crate::pipeline::transform::Transform;
-use crate::rules::RulesInstance;
+use crate::rules::RulesWorker;
 use crate::sink::progress::{TableProgress, Walk};
 use crate::sink::{Sink, SinkItem};
 use crate::source::catalog::PublishedTable;
@@ -205,7 +205,7 @@ impl RebucketJob {
         &mut self,
         source: &Client,
         sink: &mut Sink,
-        rules: &mut RulesInstance,
+        rules: &mut RulesWorker,
         t: &Transform<'_>,
         chunk_rows: usize,
         rules_batch: usize,
@@ -230,7 +230,7 @@ impl RebucketJob {
             }
             Some(chunk) => {
                 let n = chunk.changes.len();
-                let mut out = evaluate_all(chunk.changes, rules, t, rules_batch)?;
+                let mut out = evaluate_all(chunk.changes, rules, t, rules_batch).await?;
                 for item in &mut out {
                     if let SinkItem::Record(r) = item {
                         r.membership_only = true;

@@ -175,14 +175,22 @@ pub async fn validator(
         let requested_at = Instant::now();
         let candidate_path = req.module.clone().unwrap_or_else(|| path.clone());
         let candidate_config = req.rules_config.clone().unwrap_or_else(|| config.clone());
-        let bytes = match tokio::fs::read(&candidate_path).await {
-            Ok(b) => b,
+        let engine2 = engine.clone();
+        let read_path = candidate_path.clone();
+        let read = tokio::task::spawn_blocking(move || engine2.read_module(&read_path)).await;
+        let bytes = match read {
+            Ok(Ok(bytes)) if bytes.starts_with(b"\0asm") => bytes,
+            Ok(Ok(_)) => {
+                let detail = "not a WebAssembly file (no `\\0asm` header)";
+                refuse_file(req, &candidate_path, detail, &active.0);
+                continue;
+            }
+            Ok(Err(e)) => {
+                refuse_file(req, &candidate_path, &e.to_string(), &active.0);
+                continue;
+            }
             Err(e) => {
-                reject(
-                    req,
-                    format!("cannot read {}: {e}", candidate_path.display()),
-                    &active.0,
-                );
+                reject(req, format!("validation task failed: {e}"), &active.0);
                 continue;
             }
         };
@@ -205,12 +213,14 @@ pub async fn validator(
         let started = Instant::now();
         let engine2 = engine.clone();
         let cfg = candidate_config.clone();
-        let loaded = tokio::task::spawn_blocking(move || engine2.load(&bytes, &cfg)).await;
+        let label = candidate_path.display().to_string();
+        let loaded =
+            tokio::task::spawn_blocking(move || engine2.load_named(&label, &bytes, &cfg)).await;
         let compile = started.elapsed();
         let module = match loaded {
             Ok(Ok(m)) => m,
             Ok(Err(e)) => {
-                reject(req, format!("{}: {e}", candidate_path.display()), &active.0);
+                reject(req, e.to_string(), &active.0);
                 continue;
             }
             Err(e) => {
@@ -232,6 +242,23 @@ pub async fn validator(
             return;
         }
     }
+}
+
+/// A path that does not hold a module: the log says why, the reply only that it is not one, so
+/// that whoever may send reload requests learns nothing about files that are not modules
+/// (whether a path exists, is a directory, what its bytes hash to).
+fn refuse_file(req: ReloadRequest, path: &Path, detail: &str, active: &str) {
+    warn!(path = %path.display(), detail, trigger = req.trigger.as_str(),
+        "rules reload refused: the path does not hold a rules module");
+    reject(
+        req,
+        format!(
+            "{} is not a rules module: give the path of a readable regular file that holds a \
+             wasm32-wasip2 component (the sluice log says why this one is not)",
+            path.display()
+        ),
+        active,
+    );
 }
 
 fn reject(req: ReloadRequest, reason: String, active: &str) {

@@ -18,21 +18,21 @@ use crate::pipeline::batcher::evaluate_all;
 use crate::pipeline::config::SnapshotSection;
 use crate::pipeline::progress::SnapshotProgressView;
 use crate::pipeline::transform::Transform;
-use crate::rules::RulesInstance;
+use crate::rules::RulesWorker;
 use crate::sink::Sink;
 use crate::sink::progress::TableProgress;
 use crate::source::catalog::PublishedTable;
 use crate::source::snapshot::{self, TableReader};
 
 /// A chunk's last key, its row count and its evaluated sink items.
-fn evaluated(
+async fn evaluated(
     chunk: snapshot::SnapshotChunk,
-    rules: &mut RulesInstance,
+    rules: &mut RulesWorker,
     t: &Transform<'_>,
     rules_batch: usize,
 ) -> Result<(Vec<String>, usize, Vec<crate::sink::SinkItem>), PipelineError> {
     let n = chunk.changes.len();
-    let out = evaluate_all(chunk.changes, rules, t, rules_batch)?;
+    let out = evaluate_all(chunk.changes, rules, t, rules_batch).await?;
     Ok((chunk.last_key, n, out))
 }
 
@@ -44,7 +44,7 @@ pub async fn run_snapshot(
     consistent_lsn: Lsn,
     tables: &[PublishedTable],
     sink: &mut Sink,
-    rules: &mut RulesInstance,
+    rules: &mut RulesWorker,
     t: &Transform<'_>,
     settings: &SnapshotSection,
     rules_batch: usize,
@@ -87,7 +87,7 @@ pub async fn run_snapshot(
         let mut last_key = None;
         let started = Instant::now();
         let mut next = match reader.next_chunk(source).await? {
-            Some(chunk) => Some(evaluated(chunk, rules, t, rules_batch)?),
+            Some(chunk) => Some(evaluated(chunk, rules, t, rules_batch).await?),
             None => None,
         };
         while let Some((chunk_key, n, out)) = next.take() {
@@ -113,7 +113,7 @@ pub async fn run_snapshot(
             let read = async {
                 match reader.next_chunk(source).await? {
                     Some(chunk) => {
-                        Ok::<_, PipelineError>(Some(evaluated(chunk, rules, t, rules_batch)?))
+                        Ok::<_, PipelineError>(Some(evaluated(chunk, rules, t, rules_batch).await?))
                     }
                     None => Ok(None),
                 }

@@ -12,7 +12,7 @@ use tracing::{debug, error, info, warn};
 use crate::model::Lsn;
 use crate::pipeline::rebucket::RebucketJob;
 use crate::pipeline::reload::{ROLLBACKS, Swap, Trigger};
-use crate::rules::{RulesInstance, RulesModule};
+use crate::rules::{RulesModule, RulesWorker};
 
 use crate::pipeline::batcher::{Batcher, Pending};
 use crate::pipeline::committer::Committer;
@@ -32,7 +32,7 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
     let tables = preflight(&source_sql, config).await?;
     let mut sink = open_sink(ctx).await?;
     let mut module = ctx.active.load_full();
-    let mut rules = module.instantiate()?;
+    let mut rules = RulesWorker::start(Arc::clone(&module)).await?;
     let soft_delete = |table: &str| config.soft_delete_column_for(table).map(str::to_owned);
     let mut transform = Transform {
         policy: config.failure_policy,
@@ -335,7 +335,7 @@ async fn apply_swap(
     ctx: &Context,
     swap: Swap,
     module: &mut Arc<RulesModule>,
-    rules: &mut RulesInstance,
+    rules: &mut RulesWorker,
     transform: &mut Transform<'_>,
     batcher: &mut Batcher,
     committer: &mut Committer,
@@ -347,7 +347,7 @@ async fn apply_swap(
         .await?;
     // Outcomes of the outgoing version do not count against the incoming one.
     let _ = batcher.take_outcome_counts();
-    let new_rules = match swap.module.instantiate() {
+    let new_rules = match RulesWorker::start(Arc::clone(&swap.module)).await {
         Ok(r) => r,
         Err(e) => {
             warn!(error = %e, "the validated rules version failed to instantiate; keeping the active version");
@@ -380,17 +380,19 @@ async fn check_rollback(ctx: &Context, watch: &mut Option<RollbackWatch>, batche
     w.seen += seen;
     w.errors += errors;
     let window = ctx.config.reload.rollback_window.max(1);
-    if w.seen < window {
+    let threshold = ctx.config.reload.rollback_error_rate;
+    // Errors that already exceed the threshold over the whole window decide it now: waiting
+    // for the rest of the window could only cost more failed changes (and, with a rule that
+    // runs to its deadline, minutes).
+    let decided = w.errors as f64 > threshold * window as f64;
+    if w.seen < window && !decided {
         return;
     }
-    let rate = w.errors as f64 / w.seen as f64;
-    if let Some(w) = watch
-        .take()
-        .filter(|_| rate > ctx.config.reload.rollback_error_rate)
-    {
+    let rate = w.errors as f64 / w.seen.max(1) as f64;
+    if let Some(w) = watch.take().filter(|_| rate > threshold) {
         error!(
             error_rate = rate,
-            threshold = ctx.config.reload.rollback_error_rate,
+            threshold,
             changes = w.seen,
             failed = w.errors,
             back_to = w.previous.version(),

@@ -14,6 +14,7 @@ use super::error::RulesError;
 use super::imports;
 use super::limits::RuleLimits;
 use super::module::RulesModule;
+use super::module_file;
 use super::state::InstanceState;
 use super::wasi;
 
@@ -82,14 +83,35 @@ impl RulesEngine {
         self.load_labelled(label, version, wasm, config)
     }
 
-    /// [`RulesEngine::load`] for a file; errors name the file.
+    /// [`RulesEngine::load`] for a file; errors name the file. The file is read as
+    /// [`RulesEngine::read_module`] reads it.
     pub fn load_file(&self, path: &Path, config: &str) -> Result<Arc<RulesModule>, RulesError> {
-        let wasm = std::fs::read(path).map_err(|source| RulesError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        let version = hex::encode(Sha256::digest(&wasm));
-        self.load_labelled(path.display().to_string(), version, &wasm, config)
+        let wasm = self.read_module(path)?;
+        self.load_named(&path.display().to_string(), &wasm, config)
+    }
+
+    /// The bytes of a module file: a regular file (symlinks resolved) of at most
+    /// [`RuleLimits::max_module_bytes`], read within
+    /// [`MODULE_READ_TIMEOUT`](super::module_file::MODULE_READ_TIMEOUT).
+    pub fn read_module(&self, path: &Path) -> Result<Vec<u8>, RulesError> {
+        module_file::read(path, self.inner.limits.max_module_bytes).map_err(|problem| {
+            RulesError::Read {
+                path: path.display().to_string(),
+                problem,
+            }
+        })
+    }
+
+    /// [`RulesEngine::load`] for bytes read elsewhere; errors name the module `label` (its
+    /// path), never a hash of bytes that may not be a module at all.
+    pub fn load_named(
+        &self,
+        label: &str,
+        wasm: &[u8],
+        config: &str,
+    ) -> Result<Arc<RulesModule>, RulesError> {
+        let version = hex::encode(Sha256::digest(wasm));
+        self.load_labelled(label.to_owned(), version, wasm, config)
     }
 
     fn load_labelled(

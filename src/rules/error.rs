@@ -6,10 +6,10 @@
 pub enum RulesError {
     #[error("cannot configure the rules engine: {0:#}")]
     Engine(wasmtime::Error),
-    #[error("cannot read rules module {path}")]
+    #[error("cannot read rules module {path}: {problem}")]
     Read {
         path: String,
-        source: std::io::Error,
+        problem: super::module_file::FileProblem,
     },
     #[error(
         "module {module} is not a WebAssembly file (no `\\0asm` header): build it with `cargo build --target wasm32-wasip2`"
@@ -63,4 +63,7 @@ pub enum RulesError {
         module: String,
         reason: wasmtime::Error,
     },
+    /// The thread that runs the module's calls for `sluice run` could not start or died.
+    #[error("module {module}: the rules worker failed: {reason}")]
+    Worker { module: String, reason: String },
 }

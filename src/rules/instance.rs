@@ -3,11 +3,14 @@
 
 use std::sync::Arc;
 
+use std::time::{Duration, Instant};
+
 use wasmtime::{Store, Trap};
 
 use crate::model::{Change, Outcome};
 
 use super::buckets;
+use super::guest_text::guest_text;
 use super::module::{EvaluateFunc, RulesModule, ticks};
 use super::state::InstanceState;
 use super::wire::{self, BatchTables};
@@ -26,11 +29,21 @@ struct Live {
 
 /// Why a call produced no outcomes.
 enum Failure {
-    /// The guest trapped or ran past its deadline: the instance is gone.
+    /// The guest ran past its deadline: the instance is gone. Bisecting would spend a deadline
+    /// per step, so the changes are tried one at a time instead.
+    Deadline(String),
+    /// The guest trapped: the instance is gone. Traps are quick, so the batch is bisected.
     Trap(String),
-    /// The batch could not be run at all (no instance, wrong outcome
-    /// count); bisecting would not help.
+    /// The guest returned more or fewer outcomes than changes. The instance is fine; the batch
+    /// is bisected like a trap, so that good changes keep their outcomes.
+    Count(String),
+    /// The batch could not be run at all (no instance); bisecting would not help.
     Whole(String),
+}
+
+/// The isolation budget of one batch: started by its first deadline miss.
+struct Isolation {
+    ends: Option<Instant>,
 }
 
 impl RulesInstance {
@@ -53,35 +66,86 @@ impl RulesInstance {
     /// One outcome per change, in order. Never fails as a whole: a change
     /// the rule cannot handle (error, invalid buckets, trap, deadline) gets
     /// an `Outcome::Error` and its neighbours get their real outcomes.
+    ///
+    /// Isolation costs at most [`RuleLimits::isolation_budget`](super::RuleLimits) beyond
+    /// the batch's own deadline; changes still unevaluated when it runs out fail with a
+    /// reason that says so.
     pub fn evaluate(&mut self, changes: &[Change]) -> Vec<Outcome> {
         let mut outcomes = Vec::with_capacity(changes.len());
-        self.evaluate_into(changes, &mut outcomes);
+        let mut isolation = Isolation { ends: None };
+        self.evaluate_into(changes, &mut isolation, &mut outcomes);
+        self.module.flush_log();
         outcomes
     }
 
-    fn evaluate_into(&mut self, changes: &[Change], outcomes: &mut Vec<Outcome>) {
+    fn evaluate_into(
+        &mut self,
+        changes: &[Change],
+        isolation: &mut Isolation,
+        outcomes: &mut Vec<Outcome>,
+    ) {
         if changes.is_empty() {
             return;
         }
-        match self.call(changes) {
+        let limits = &self.module.engine.limits;
+        let mut deadline = limits.batch_deadline;
+        if let Some(ends) = isolation.ends {
+            let left = ends.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                let message = self.budget_spent();
+                outcomes.extend(changes.iter().map(|_| Outcome::Error(message.clone())));
+                return;
+            }
+            deadline = deadline.min(left);
+        }
+        let cut_short = deadline < limits.batch_deadline;
+        match self.call(changes, deadline) {
             Ok(batch) => outcomes.extend(batch),
             Err(Failure::Whole(message)) => {
                 outcomes.extend(changes.iter().map(|_| Outcome::Error(message.clone())));
             }
-            Err(Failure::Trap(message)) if changes.len() == 1 => {
+            Err(Failure::Deadline(_)) if cut_short => {
+                let message = self.budget_spent();
+                outcomes.extend(changes.iter().map(|_| Outcome::Error(message.clone())));
+            }
+            Err(Failure::Deadline(message) | Failure::Trap(message) | Failure::Count(message))
+                if changes.len() == 1 =>
+            {
                 outcomes.push(Outcome::Error(message));
             }
-            Err(Failure::Trap(message)) => {
+            Err(Failure::Deadline(message)) => {
                 tracing::debug!(module = %self.module.version(), changes = changes.len(), %message,
-                    "rules batch trapped; bisecting to isolate the change");
+                    "rules batch missed its deadline; evaluating its changes one at a time");
+                let budget = self.module.engine.limits.isolation_budget();
+                isolation
+                    .ends
+                    .get_or_insert_with(|| Instant::now() + budget);
+                for change in changes.chunks(1) {
+                    self.evaluate_into(change, isolation, outcomes);
+                }
+            }
+            Err(Failure::Trap(message) | Failure::Count(message)) => {
+                tracing::debug!(module = %self.module.version(), changes = changes.len(), %message,
+                    "rules batch failed; bisecting to isolate the change");
                 let (left, right) = changes.split_at(changes.len() / 2);
-                self.evaluate_into(left, outcomes);
-                self.evaluate_into(right, outcomes);
+                self.evaluate_into(left, isolation, outcomes);
+                self.evaluate_into(right, isolation, outcomes);
             }
         }
     }
 
-    fn call(&mut self, changes: &[Change]) -> Result<Vec<Outcome>, Failure> {
+    fn budget_spent(&self) -> String {
+        let limits = &self.module.engine.limits;
+        format!(
+            "rule not evaluated for this change: its batch missed the deadline of {:?} and \
+             isolating the changes that caused it used up the budget of {:?} \
+             (RuleLimits::isolation_budget, twice the batch deadline)",
+            limits.batch_deadline,
+            limits.isolation_budget()
+        )
+    }
+
+    fn call(&mut self, changes: &[Change], deadline: Duration) -> Result<Vec<Outcome>, Failure> {
         let limits = &self.module.engine.limits;
         let live = match &mut self.live {
             Some(live) => live,
@@ -100,7 +164,7 @@ impl RulesInstance {
         let wire_changes = wire::wire_changes(changes, &tables, &values);
 
         live.store
-            .set_epoch_deadline(ticks(limits.batch_deadline, limits.epoch_tick));
+            .set_epoch_deadline(ticks(deadline, limits.epoch_tick));
         let state = live.store.data_mut();
         state.log.last_error = None;
         state.limits.exceeded = false;
@@ -110,9 +174,15 @@ impl RulesInstance {
         match result {
             Ok((batch,)) if batch.len() == changes.len() => Ok(batch
                 .into_iter()
-                .map(|outcome| buckets::validate(outcome, limits.max_buckets_per_change))
+                .map(
+                    |outcome| match buckets::validate(outcome, limits.max_buckets_per_change) {
+                        // Guest text, or host text quoting a guest's bucket id.
+                        Outcome::Error(message) => Outcome::Error(guest_text(&message)),
+                        kept_or_dropped => kept_or_dropped,
+                    },
+                )
                 .collect()),
-            Ok((batch,)) => Err(Failure::Whole(format!(
+            Ok((batch,)) => Err(Failure::Count(format!(
                 "module {} returned {} outcomes for {} changes; a rule must return exactly one per change",
                 self.module.label,
                 batch.len(),
@@ -122,10 +192,14 @@ impl RulesInstance {
                 let state = live.store.data_mut();
                 let guest_said = state.log.last_error.take();
                 let out_of_memory = state.limits.exceeded;
-                let message = describe_trap(&err, guest_said, out_of_memory, limits);
+                let message = guest_text(&describe_trap(&err, guest_said, out_of_memory, limits));
                 // The store may hold a half-updated guest heap: never reuse it.
                 self.live = None;
-                Err(Failure::Trap(message))
+                if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) && !out_of_memory {
+                    Err(Failure::Deadline(message))
+                } else {
+                    Err(Failure::Trap(message))
+                }
             }
         }
     }

@@ -6,7 +6,8 @@ use std::time::Duration;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RuleLimits {
     /// Wall-clock budget for one `evaluate` call. A batch that runs longer is
-    /// interrupted (epoch deadline) and then bisected.
+    /// interrupted (epoch deadline); its changes are then evaluated one at a
+    /// time, each under this deadline, within [`RuleLimits::isolation_budget`].
     pub batch_deadline: Duration,
     /// Wall-clock budget for `init`.
     pub init_deadline: Duration,
@@ -19,9 +20,22 @@ pub struct RuleLimits {
     pub max_instances: u32,
     /// Epoch tick: the granularity of deadlines.
     pub epoch_tick: Duration,
-    /// Guest `host.log` lines forwarded per instance
-    /// per second; the rest are counted and summarised.
+    /// Guest `host.log` lines forwarded per second for one module version, across all of
+    /// its instances (a trap's re-instantiation gets no fresh budget); the rest are counted
+    /// and summarised.
     pub log_lines_per_second: u32,
+    /// Largest module file read, in bytes.
+    pub max_module_bytes: u64,
+}
+
+impl RuleLimits {
+    /// Wall-clock time one batch may spend isolating changes after it missed its deadline:
+    /// twice the batch deadline. Past it, the changes not yet evaluated fail with a reason
+    /// that says so, so that a rule that loops on every change costs three deadlines a batch,
+    /// not one per change.
+    pub fn isolation_budget(&self) -> Duration {
+        self.batch_deadline.saturating_mul(2)
+    }
 }
 
 impl Default for RuleLimits {
@@ -34,6 +48,7 @@ impl Default for RuleLimits {
             max_instances: 64,
             epoch_tick: Duration::from_millis(5),
             log_lines_per_second: 20,
+            max_module_bytes: 256 << 20,
         }
     }
 }

@@ -15,6 +15,7 @@
 //!   type-checked against `sluice:rules/rules@0.1.0` through `InstancePre`,
 //!   and known to pass `init` with its configuration.
 //! - [`RulesInstance`]: a store plus instance, owned by one worker.
+//! - [`RulesWorker`]: a `RulesInstance` on a thread of its own, for `sluice run`.
 //!
 //! # Limits
 //!
@@ -25,43 +26,59 @@
 //! removed, at most [`RuleLimits::max_buckets_per_change`] per change); a
 //! bad outcome becomes `Outcome::Error` for that change only.
 //!
-//! # Traps and bisection
+//! # Traps, deadlines and isolation
 //!
 //! A trap (a panic, which is an abort under `panic = "abort"`; memory
 //! exhaustion; the deadline) can leave the guest's heap in any state, so
 //! the instance that trapped is never called again: it is dropped and the
 //! next call instantiates a fresh one from the `InstancePre` and re-runs
 //! `init`. The batch that trapped has no outcomes, and we do not know which
-//! change caused it, so it is split in half and each half is evaluated
-//! again, recursively. A half that succeeds yields its real outcomes; a
-//! half of one change that still traps yields `Outcome::Error` with the
-//! trap's reason (and the guest's last error log line, which carries a
-//! panic's message). Outcomes stay in input order.
+//! change caused it:
+//! - after a trap other than the deadline, or a wrong number of outcomes,
+//!   the batch is split in half and each half is evaluated again,
+//!   recursively. Traps are quick, so this costs about `2·log2(n)` calls for
+//!   one bad change in `n`;
+//! - after a missed deadline, bisecting would spend a deadline per step
+//!   (`2n − 1` for a rule that loops on every change: 17 minutes for one
+//!   batch at the defaults). The changes are evaluated one at a time instead,
+//!   each under the batch deadline, within an isolation budget of two
+//!   deadlines per batch ([`RuleLimits::isolation_budget`]); the changes
+//!   still unevaluated when it runs out fail with a reason that says so. A
+//!   batch therefore costs at most three deadlines, whatever the rule does.
 //!
-//! Cost: with one bad change in a batch of `n`, there are about
-//! `2·log2(n)` extra calls and `log2(n) + 1` traps. For a rule that loops
-//! forever each trap costs one deadline, so giving up on that change takes
-//! at most `(ceil(log2 n) + 1) · batch_deadline` (10 deadlines for 512),
-//! and all other changes of the batch still get their outcomes. A rule that
-//! fails on many changes degrades towards one call per change, never
-//! worse. Errors the rule *returns* (`Outcome::Error` from the guest) are
-//! not traps and cost nothing extra.
+//! A single change that still fails yields `Outcome::Error` with the reason
+//! (and the guest's last error log line, which carries a panic's message).
+//! Outcomes stay in input order. Errors the rule *returns* are not traps and
+//! cost nothing extra.
+//!
+//! # Guest text and guest output
+//!
+//! Every piece of text from a guest (error outcomes, init errors, `host.log`
+//! lines, trap messages quoting them) goes through [`guest_text`]: at most
+//! [`MAX_GUEST_TEXT_BYTES`], no NUL, one line. Guest stdout and stderr are
+//! discarded and stdin is empty; in `sluice run` every guest call runs on
+//! the [`RulesWorker`]'s own thread, never on an async runtime's.
 
 mod bindings;
 mod buckets;
 mod engine;
 mod error;
+mod guest_text;
 mod imports;
 mod instance;
 pub mod jsonl;
 mod limits;
 mod module;
+pub mod module_file;
 mod state;
 mod wasi;
 mod wire;
+mod worker;
 
 pub use engine::RulesEngine;
 pub use error::RulesError;
+pub use guest_text::{MAX_GUEST_TEXT_BYTES, guest_text};
 pub use instance::RulesInstance;
 pub use limits::{MAX_BUCKET_ID_BYTES, RuleLimits};
 pub use module::RulesModule;
+pub use worker::RulesWorker;

@@ -8,8 +8,9 @@ use wasmtime::component::TypedFunc;
 use super::bindings::{Rules, RulesPre, WitOutcome};
 use super::engine::EngineInner;
 use super::error::RulesError;
+use super::guest_text::guest_text;
 use super::instance::RulesInstance;
-use super::state::InstanceState;
+use super::state::{InstanceState, LogBudget};
 use super::wire::EvaluateParams;
 
 pub(crate) type EvaluateFunc = TypedFunc<EvaluateParams<'static>, (Vec<WitOutcome>,)>;
@@ -23,6 +24,7 @@ pub struct RulesModule {
     version: String,
     pre: RulesPre<InstanceState>,
     config: String,
+    log_budget: Arc<LogBudget>,
 }
 
 impl RulesModule {
@@ -33,18 +35,25 @@ impl RulesModule {
         pre: RulesPre<InstanceState>,
         config: String,
     ) -> Self {
+        let log_budget = Arc::new(LogBudget::new(&version, engine.limits.log_lines_per_second));
         RulesModule {
             engine,
             label,
             version,
             pre,
             config,
+            log_budget,
         }
     }
 
     /// The sha256 of the module's bytes, in hex.
     pub fn version(&self) -> &str {
         &self.version
+    }
+
+    /// Reports guest log lines suppressed by the rate limit in a second that has ended.
+    pub(crate) fn flush_log(&self) {
+        self.log_budget.flush();
     }
 
     /// The file path (or short hash) messages name the module by.
@@ -64,7 +73,7 @@ impl RulesModule {
         let limits = &self.engine.limits;
         let mut store = Store::new(
             &self.engine.engine,
-            InstanceState::new(limits, &self.version),
+            InstanceState::new(limits, Arc::clone(&self.log_budget)),
         );
         store.limiter(|state| &mut state.limits);
         store.epoch_deadline_trap();
@@ -85,7 +94,7 @@ impl RulesModule {
             Ok(Err(message)) => {
                 return Err(RulesError::InitFailed {
                     module: self.label.clone(),
-                    message,
+                    message: guest_text(&message),
                 });
             }
             Err(err) => {
@@ -99,7 +108,7 @@ impl RulesModule {
                 };
                 return Err(RulesError::InitTrapped {
                     module: self.label.clone(),
-                    reason,
+                    reason: guest_text(&reason),
                 });
             }
         }

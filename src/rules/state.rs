@@ -1,6 +1,7 @@
 //! Per-instance store data: the guest's (empty) WASI world, its memory
 //! limits and where its log lines go.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use wasmtime::ResourceLimiter;
@@ -8,6 +9,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{Level, sluice};
+use super::guest_text::guest_text;
 use super::limits::RuleLimits;
 
 /// Everything a store owns for one instance.
@@ -19,8 +21,8 @@ pub(crate) struct InstanceState {
 }
 
 impl InstanceState {
-    pub(crate) fn new(limits: &RuleLimits, version: &str) -> Self {
-        let log = GuestLog::new(version, limits.log_lines_per_second);
+    pub(crate) fn new(limits: &RuleLimits, log_budget: Arc<LogBudget>) -> Self {
+        let log = GuestLog::new(log_budget);
         // Nothing is granted: no preopens, env, args or network; stdin is
         // empty and stdout/stderr discard (a panic's message reaches the host
         // through `host.log`, see the guest SDK); randomness is fixed so that
@@ -101,70 +103,110 @@ impl ResourceLimiter for MemoryCap {
     }
 }
 
-/// Guest log lines, forwarded to `tracing` with the module version and
-/// rate-limited per instance. The last error line is kept so that a trap
-/// can be explained (the SDK logs a panic's message before aborting).
-pub(crate) struct GuestLog {
+/// One module version's budget of forwarded `host.log` lines, shared by every instance of it:
+/// a rule that logs and then traps gets a fresh instance for each bisection step, and must not
+/// get a fresh budget with it.
+pub(crate) struct LogBudget {
     version: String,
     per_second: u32,
-    window_start: Option<Instant>,
-    in_window: u32,
+    window: Mutex<LogWindow>,
+}
+
+#[derive(Default)]
+struct LogWindow {
+    start: Option<Instant>,
+    forwarded: u32,
     suppressed: u64,
+}
+
+impl LogBudget {
+    pub(crate) fn new(version: &str, per_second: u32) -> Self {
+        LogBudget {
+            version: version.to_owned(),
+            per_second,
+            window: Mutex::new(LogWindow::default()),
+        }
+    }
+
+    /// Whether one more line may be forwarded now. The first line over the limit says so; the
+    /// count of suppressed lines is reported when the second ends.
+    fn admit(&self) -> bool {
+        let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if w.start
+            .is_none_or(|start| now.duration_since(start) >= Duration::from_secs(1))
+        {
+            self.report(&mut w);
+            *w = LogWindow {
+                start: Some(now),
+                ..LogWindow::default()
+            };
+        }
+        if w.forwarded < self.per_second {
+            w.forwarded += 1;
+            return true;
+        }
+        if w.suppressed == 0 {
+            tracing::warn!(module = %self.version, limit = self.per_second,
+                "rules module logs more than {} lines a second; the rest of this second's are suppressed",
+                self.per_second);
+        }
+        w.suppressed += 1;
+        false
+    }
+
+    /// Reports the lines suppressed in a second that has ended. Called after every rules call,
+    /// so the count appears even when the module stops logging.
+    pub(crate) fn flush(&self) {
+        let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        if w.suppressed > 0
+            && w.start
+                .is_some_and(|start| start.elapsed() >= Duration::from_secs(1))
+        {
+            self.report(&mut w);
+        }
+    }
+
+    fn report(&self, w: &mut LogWindow) {
+        if w.suppressed > 0 {
+            tracing::warn!(module = %self.version, suppressed = w.suppressed,
+                "{} rules module log lines were suppressed by the rate limit", w.suppressed);
+            w.suppressed = 0;
+        }
+    }
+}
+
+/// Guest log lines of one instance, forwarded to `tracing` under the target
+/// `sluice::rules::guest` with the module version, within the version's [`LogBudget`]. Each is
+/// one bounded line (see `guest_text`). The last error line is kept so that a trap can be
+/// explained (the SDK logs a panic's message before aborting).
+pub(crate) struct GuestLog {
+    budget: Arc<LogBudget>,
     pub(crate) last_error: Option<String>,
 }
 
 impl GuestLog {
-    fn new(version: &str, per_second: u32) -> Self {
+    fn new(budget: Arc<LogBudget>) -> Self {
         GuestLog {
-            version: version.to_owned(),
-            per_second,
-            window_start: None,
-            in_window: 0,
-            suppressed: 0,
+            budget,
             last_error: None,
         }
     }
 
     pub(crate) fn write(&mut self, level: Level, message: &str) {
-        if level == Level::Error {
-            self.last_error = Some(truncate(message, 1024).to_owned());
-        }
-        let now = Instant::now();
-        match self.window_start {
-            Some(start) if now.duration_since(start) < Duration::from_secs(1) => {}
-            _ => {
-                if self.suppressed > 0 {
-                    tracing::warn!(module = %self.version, suppressed = self.suppressed,
-                        "rules module log lines suppressed by the rate limit");
-                }
-                self.window_start = Some(now);
-                self.in_window = 0;
-                self.suppressed = 0;
+        let text = guest_text(message);
+        let admitted = self.budget.admit();
+        let module = self.budget.version.as_str();
+        if admitted {
+            match level {
+                Level::Debug => tracing::debug!(target: "sluice::rules::guest", module, "{text}"),
+                Level::Info => tracing::info!(target: "sluice::rules::guest", module, "{text}"),
+                Level::Warn => tracing::warn!(target: "sluice::rules::guest", module, "{text}"),
+                Level::Error => tracing::error!(target: "sluice::rules::guest", module, "{text}"),
             }
         }
-        if self.in_window >= self.per_second {
-            self.suppressed += 1;
-            return;
-        }
-        self.in_window += 1;
-        let message = truncate(message, 4096);
-        let module = self.version.as_str();
-        match level {
-            Level::Debug => tracing::debug!(target: "sluice::rules::guest", module, "{message}"),
-            Level::Info => tracing::info!(target: "sluice::rules::guest", module, "{message}"),
-            Level::Warn => tracing::warn!(target: "sluice::rules::guest", module, "{message}"),
-            Level::Error => tracing::error!(target: "sluice::rules::guest", module, "{message}"),
+        if level == Level::Error {
+            self.last_error = Some(text);
         }
     }
-}
-
-fn truncate(message: &str, max: usize) -> &str {
-    if message.len() <= max {
-        return message;
-    }
-    let mut end = max;
-    while !message.is_char_boundary(end) {
-        end -= 1;
-    }
-    &message[..end]
 }

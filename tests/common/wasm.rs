@@ -25,6 +25,7 @@ const PACKAGES: &[&str] = &[
     "imports-filesystem",
     "imports-clocks",
     "uses-hashmap",
+    "misbehaving-guest",
 ];
 
 fn root() -> PathBuf {

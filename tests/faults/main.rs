@@ -16,6 +16,7 @@ mod wasm;
 mod corpus;
 mod crash;
 mod data;
+mod guest;
 mod network;
 mod proxy;
 mod restart;

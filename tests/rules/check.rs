@@ -59,9 +59,9 @@ fn runs_init_with_the_rules_config() {
     let (_, err, ok) = check(&wasm::module("multi-tenant"), Some(&config));
     assert!(!ok);
     assert_eq!(
-        err.lines().next().unwrap(),
+        err,
         format!(
-            "error: module {}: init failed: multi-tenant config names no tables, for example:",
+            "error: module {}: init failed: multi-tenant config names no tables, for example `tenant_columns = {{ items = \"org_id\" }}`\n",
             wasm::module("multi-tenant").display()
         )
     );
@@ -284,5 +284,79 @@ fn rejects_a_failing_init() {
             "error: module {}: init failed: failing-init rejects every configuration (got 0 bytes)\n",
             path.display()
         )
+    );
+}
+
+/// Paths that are not regular files of bounded size are refused before anything is read into
+/// memory: `/dev/zero` used to be read until memory ran out, a FIFO would block the open.
+#[test]
+fn rejects_devices_directories_fifos_and_oversized_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.wasm");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let not_regular = "it is not a regular file (a directory, device, FIFO or socket); give the path of a .wasm file";
+    for path in [Path::new("/dev/zero"), dir.path(), fifo.as_path()] {
+        assert_eq!(
+            rejected(path),
+            format!(
+                "error: cannot read rules module {}: {not_regular}\n",
+                path.display()
+            )
+        );
+    }
+    // Sparse: 257 MiB on paper, nothing on disk.
+    let big = dir.path().join("big.wasm");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(257 << 20)
+        .unwrap();
+    assert_eq!(
+        rejected(&big),
+        format!(
+            "error: cannot read rules module {}: it is 269484032 bytes, over the limit of 268435456 bytes (rules.max_module_mib); a rules module is normally a few MiB\n",
+            big.display()
+        )
+    );
+    let link = dir.path().join("link.wasm");
+    std::os::unix::fs::symlink(wasm::module("by-owner"), &link).unwrap();
+    let (_, err, ok) = check(&link, None);
+    assert!(ok, "a symlink to a module is followed: {err}");
+}
+
+/// A module that prints in `init` is an ordinary module; a 10 MiB init error is reported as one
+/// bounded line.
+#[test]
+fn guest_output_and_huge_init_errors_are_harmless() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("rules.toml");
+    let module = wasm::module("misbehaving-guest");
+    std::fs::write(&config, "print-in-init").unwrap();
+    let (out, err, ok) = check(&module, Some(&config));
+    assert!(ok, "{err}");
+    assert!(
+        out.starts_with("ok "),
+        "guest output leaked into stdout: {out}"
+    );
+    assert_eq!(err, "");
+    std::fs::write(&config, "huge-init-error").unwrap();
+    let (out, err, ok) = check(&module, Some(&config));
+    assert!(!ok);
+    assert_eq!(out, "");
+    assert_eq!(err.lines().count(), 1, "one line expected");
+    assert!(err.len() < 5_000, "an error of {} bytes", err.len());
+    assert!(
+        err.starts_with(&format!(
+            "error: module {}: init failed: iiii",
+            module.display()
+        )),
+        "{}",
+        &err[..200]
+    );
+    assert!(
+        err.ends_with(&format!("... ({} more bytes cut)\n", (10 << 20) - 4048)),
+        "{}",
+        &err[err.len() - 200..]
     );
 }

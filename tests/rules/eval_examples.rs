@@ -122,7 +122,7 @@ fn multi_tenant_without_config_is_rejected() {
     assert_eq!(
         err,
         format!(
-            "error: module {}: init failed: multi-tenant needs a configuration naming each table's tenant column, for example:\n[tenant_columns]\nitems = \"org_id\"\n",
+            "error: module {}: init failed: multi-tenant needs a configuration naming each table's tenant column, for example `tenant_columns = {{ items = \"org_id\" }}`\n",
             module("multi-tenant")
         )
     );
@@ -163,4 +163,34 @@ fn malformed_line_names_its_number() {
         err,
         "error: malformed change in -: line 3: not a JSON object: EOF while parsing an object at line 1 column 45\n"
     );
+}
+
+/// A rule that writes to stdout or stderr, or reads stdin, gets its outcomes like any other:
+/// its output is discarded, never mixed into eval's own.
+#[test]
+fn guest_output_is_discarded() {
+    let input: String = ["print", "eprint", "dbg", "stdin", "nul"]
+        .iter()
+        .enumerate()
+        .map(|(i, title)| {
+            format!(
+                "{{\"table\":\"items\",\"op\":\"insert\",\"new\":{{\"id\":{i},\"title\":\"{title}\"}},\"old\":null}}\n"
+            )
+        })
+        .collect();
+    let (out, err, ok) = eval(
+        &["--module", &module("misbehaving-guest"), "--input", "-"],
+        Some(&input),
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        out,
+        r#"{"outcome":"keep","buckets":["id:Value::Int(0)"]}
+{"outcome":"keep","buckets":["id:Value::Int(1)"]}
+{"outcome":"keep","buckets":["id:Value::Int(2)"]}
+{"outcome":"keep","buckets":["id:Value::Int(3)"]}
+{"outcome":"error","message":"bad\\u{0}thing"}
+"#
+    );
+    assert_eq!(err, "");
 }

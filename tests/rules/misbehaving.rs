@@ -70,11 +70,44 @@ fn loop_forever_is_cut_off_at_the_deadline() {
                 .into()
         )
     );
-    // 16 -> 8 -> 4 -> 2 -> 1: five calls hit the deadline.
-    let traps = (BATCH as f64).log2() as u32 + 1;
-    assert!(elapsed >= DEADLINE * traps, "gave up after {elapsed:?}");
+    // The batch misses its deadline, then its changes run one at a time: only the looping one
+    // misses it again. Two deadlines, where bisection spent five (16 -> 8 -> 4 -> 2 -> 1).
+    assert!(elapsed >= DEADLINE * 2, "gave up after {elapsed:?}");
     assert!(
-        elapsed < DEADLINE * traps + Duration::from_secs(2),
+        elapsed < DEADLINE * 2 + Duration::from_secs(2),
+        "gave up after {elapsed:?}"
+    );
+    assert_still_serves(&mut instance);
+}
+
+/// A rule that loops on every change: the batch misses its deadline, the first change alone
+/// misses it again, and the isolation budget (two deadlines) is spent; the other changes fail
+/// with a reason that says they were not evaluated. Three deadlines in all, where bisection
+/// spent `2n - 1`.
+#[test]
+fn a_batch_looping_on_every_change_costs_three_deadlines() {
+    let mut instance = instance("loop-forever");
+    let items = items();
+    let batch: Vec<_> = (0..BATCH).map(|i| item(&items, i, "loop")).collect();
+    let started = Instant::now();
+    let outcomes = instance.evaluate(&batch);
+    let elapsed = started.elapsed();
+    let deadline = Outcome::Error(
+        "rule did not finish within the batch deadline of 200ms (RuleLimits::batch_deadline)"
+            .into(),
+    );
+    let spent = Outcome::Error(
+        "rule not evaluated for this change: its batch missed the deadline of 200ms and \
+         isolating the changes that caused it used up the budget of 400ms \
+         (RuleLimits::isolation_budget, twice the batch deadline)"
+            .into(),
+    );
+    let mut expected = vec![spent; BATCH as usize];
+    expected[0] = deadline;
+    assert_eq!(outcomes, expected);
+    assert!(elapsed >= DEADLINE * 3, "gave up after {elapsed:?}");
+    assert!(
+        elapsed < DEADLINE * 3 + Duration::from_secs(2),
         "gave up after {elapsed:?}"
     );
     assert_still_serves(&mut instance);

@@ -45,7 +45,8 @@ pub struct MultiTenant {
 
 impl Rule for MultiTenant {
     fn init(&mut self, config: &str) -> Result<(), String> {
-        const EXAMPLE: &str = "for example:\n[tenant_columns]\nitems = \"org_id\"";
+        // One line: the host shows a module's text as one line (newlines are escaped).
+        const EXAMPLE: &str = "for example `tenant_columns = { items = \"org_id\" }`";
         let text = config.trim();
         if text.is_empty() {
             return Err(format!(
@@ -168,11 +169,11 @@ mod tests {
         let err = |config: &str| MultiTenant::default().init(config).unwrap_err();
         assert_eq!(
             err(""),
-            "multi-tenant needs a configuration naming each table's tenant column, for example:\n[tenant_columns]\nitems = \"org_id\""
+            "multi-tenant needs a configuration naming each table's tenant column, for example `tenant_columns = { items = \"org_id\" }`"
         );
         assert_eq!(
             err("[tenant_columns]"),
-            "multi-tenant config names no tables, for example:\n[tenant_columns]\nitems = \"org_id\""
+            "multi-tenant config names no tables, for example `tenant_columns = { items = \"org_id\" }`"
         );
         assert!(
             err("tenants = 1").starts_with("multi-tenant config (TOML): "),

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo bench --bench perf                     # all sections (about 5 minutes)
-//! cargo bench --bench perf -- w1 latency       # some of them: w1 rules snapshot memory latency
+//! cargo bench --bench perf -- w1 latency       # some of them: w1 rules snapshot memory latency rollback
 //! ```
 //!
 //! Sections:
@@ -14,6 +14,8 @@
 //!   STDOUT` plus a `COPY ... FROM STDIN` of the same rows into an empty table.
 //! - `memory`: (5) one transaction of 2,000,000 inserts: sluice's peak RSS, changelog complete.
 //! - `latency`: (6) commit-to-visible latency in the changelog at a steady 1,000 changes/s.
+//! - `rollback`: (issue 19) swap to rollback for a rule that loops on every change, and admin
+//!   latency meanwhile.
 //!
 //! `BENCH_SLUICE_LOG=sluice=debug` passes a log filter to the sluice processes (stderr).
 
@@ -24,6 +26,7 @@ mod wasm;
 
 mod latency;
 mod memory;
+mod rollback;
 mod rules;
 mod snapshot;
 mod support;
@@ -55,6 +58,9 @@ fn main() {
     }
     if want("latency") {
         latency::run(&mut report);
+    }
+    if want("rollback") {
+        rollback::run(&mut report);
     }
     report.print();
 }
