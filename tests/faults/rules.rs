@@ -176,6 +176,22 @@ async fn invalid_bucket_ids_are_dead_lettered() {
             "rule returned bucket id \"user:\\u{7}\", which contains control character U+0007",
         ),
         ("long", long.as_str()),
+        (
+            "zwsp",
+            "rule returned bucket id \"user:\\u{200b}1\", which contains format character U+200B (invisible characters make ids that look alike; see wit/rules.wit)",
+        ),
+        (
+            "rlo",
+            "rule returned bucket id \"user:\\u{202e}1\", which contains format character U+202E (invisible characters make ids that look alike; see wit/rules.wit)",
+        ),
+        (
+            "bom",
+            "rule returned bucket id \"\\u{feff}user:1\", which contains format character U+FEFF (invisible characters make ids that look alike; see wit/rules.wit)",
+        ),
+        (
+            "lsep",
+            "rule returned bucket id \"user:1\\u{2028}\", which contains line separator U+2028 (an id is one line; see wit/rules.wit)",
+        ),
     ] {
         let got = one_bad_change("invalid-bucket-id", trigger).await;
         assert_failure(got, error);

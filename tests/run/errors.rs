@@ -153,3 +153,61 @@ async fn dropped_slot_is_fatal_with_how_to_resnapshot_and_keeps_the_changelog() 
         "nothing already written is lost"
     );
 }
+
+/// Settings that make no sense are refused at start, by `sluice run` itself, with the key and
+/// its range, before anything connects: no sidecar table, no slot.
+#[tokio::test(flavor = "multi_thread")]
+async fn out_of_range_settings_are_refused_with_the_key_and_range() {
+    let db = pg::cluster().create_db("err_ranges").await;
+    let cases = [
+        (
+            "[rules]\nmax_buckets_per_change = 0\n",
+            "rules.max_buckets_per_change = 0 is out of range: it must be between 1 and 10000",
+        ),
+        (
+            "[reload]\nrollback_error_rate = nan\n",
+            "reload.rollback_error_rate = nan is not a number: it must be between 0.0 and 1.0 (the share of failed changes that rolls a new version back)",
+        ),
+        (
+            "[reload]\nrollback_error_rate = 7.0\n",
+            "reload.rollback_error_rate = 7.0 is out of range: it must be between 0.0 and 1.0 (the share of failed changes that rolls a new version back)",
+        ),
+        (
+            "status_interval_ms = 0\n",
+            "status_interval_ms = 0 is out of range: it must be between 100 and 3600000 milliseconds; keep it well below the server's wal_sender_timeout",
+        ),
+        (
+            "[batch]\nmax_delay_ms = 18446744073709551615\n",
+            "batch.max_delay_ms = 18446744073709551615 is out of range: it must be between 0 and 3600000 milliseconds",
+        ),
+        (
+            "[rules]\nbatch_size = 10000000\n",
+            "rules.batch_size = 10000000 is out of range: it must be between 1 and 65536 changes; a batch is copied into one module instance's memory, so a larger one cannot fit",
+        ),
+        (
+            "[rules]\nmemory_mib = 0\n",
+            "rules.memory_mib = 0 is out of range: it must be between 1 and 4096 MiB (a module's 32-bit memory holds at most 4 GiB)",
+        ),
+    ];
+    for (toml, message) in cases {
+        let log = fails(
+            &db,
+            &wasm::module("by-owner"),
+            RunOpts {
+                config_toml: Some(toml.into()),
+                ..Default::default()
+            },
+        );
+        assert_eq!(error_line(&log), format!("error: {message}"), "{toml}");
+    }
+    let client = db.client().await;
+    let slots: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_replication_slots WHERE database = current_database()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(slots, 0, "a slot was created");
+}
