@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::model::{Change, Lsn, TableSchema, Value};
 use crate::pipeline::PipelineError;
+use crate::pipeline::checksums::{self, BatchTables};
 use crate::pipeline::committer::{Committer, Job, Persisted};
 use crate::pipeline::config::Config;
 use crate::pipeline::metrics;
@@ -215,18 +216,19 @@ impl Batcher {
         let mut out = Vec::with_capacity(items.len());
         let mut run: Vec<Change> = Vec::new();
         let mut errored = 0;
+        let mut noted = BatchTables::default();
         for item in items {
             match item {
                 Pending::Change(c) => {
                     run.push(c);
                     if run.len() >= self.rules_batch {
                         self.evaluated += run.len() as u64;
-                        errored += evaluate_into(&mut run, rules, t, &mut out).await?;
+                        errored += evaluate_into(&mut run, rules, t, &mut out, &mut noted).await?;
                     }
                 }
                 Pending::Truncate(tables) => {
                     self.evaluated += run.len() as u64;
-                    errored += evaluate_into(&mut run, rules, t, &mut out).await?;
+                    errored += evaluate_into(&mut run, rules, t, &mut out, &mut noted).await?;
                     out.extend(tables.iter().map(|s| SinkItem::Truncate {
                         table_name: s.qualified_name(),
                     }));
@@ -234,8 +236,11 @@ impl Batcher {
             }
         }
         self.evaluated += run.len() as u64;
-        errored += evaluate_into(&mut run, rules, t, &mut out).await?;
+        errored += evaluate_into(&mut run, rules, t, &mut out, &mut noted).await?;
         self.errored += errored;
+        if let Some(rows) = t.rows {
+            checksums::fill(&mut out, &noted, rows).await?;
+        }
         Ok(out)
     }
 }
@@ -247,9 +252,13 @@ pub async fn evaluate_into(
     rules: &mut RulesWorker,
     t: &Transform<'_>,
     out: &mut Vec<SinkItem>,
+    tables: &mut BatchTables,
 ) -> Result<u64, PipelineError> {
     if run.is_empty() {
         return Ok(0);
+    }
+    for change in run.iter() {
+        tables.note(&change.table);
     }
     let started = Instant::now();
     let (changes, outcomes) = rules.evaluate(std::mem::take(run)).await?;
@@ -276,10 +285,14 @@ pub async fn evaluate_all(
     rules_batch: usize,
 ) -> Result<Vec<SinkItem>, PipelineError> {
     let mut out = Vec::with_capacity(changes.len());
+    let mut tables = BatchTables::default();
     let mut changes = changes.into_iter().peekable();
     while changes.peek().is_some() {
         let mut run: Vec<_> = changes.by_ref().take(rules_batch).collect();
-        evaluate_into(&mut run, rules, t, &mut out).await?;
+        evaluate_into(&mut run, rules, t, &mut out, &mut tables).await?;
+    }
+    if let Some(rows) = t.rows {
+        checksums::fill(&mut out, &tables, rows).await?;
     }
     Ok(out)
 }

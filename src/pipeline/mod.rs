@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod batcher;
+pub mod checksums;
 pub mod committer;
 pub mod config;
 pub mod metrics;
@@ -86,6 +87,14 @@ pub enum PipelineError {
     SlotOtherDatabase { slot: String, database: String },
     #[error("blocking task failed: {0}")]
     Join(String),
+    /// Reading current rows for checksums lost its connection (server errors are not fatal:
+    /// see `checksums::fill`).
+    #[error("reading the current rows of {table} for synchro's checksum: {source}")]
+    RowRead {
+        table: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
 }
 
 impl From<SourceError> for PipelineError {
@@ -125,6 +134,7 @@ impl PipelineError {
                 crate::sink::session_ended(source)
             }
             PipelineError::SlotBusy { .. } => true,
+            PipelineError::RowRead { .. } => true,
             PipelineError::Pg(_) => true,
             PipelineError::Sink(e) => e.is_connection_lost(),
             PipelineError::Snapshot(SnapshotError::Read { source, .. }) => {

@@ -20,6 +20,7 @@ use crate::pipeline::snapshot::run_snapshot;
 use crate::pipeline::transform::Transform;
 use crate::pipeline::{Context, PipelineError, metrics, open_sink, preflight};
 use crate::sink::schema::SIDECAR_TABLES;
+use crate::source::row_json::RowJson;
 use crate::source::{
     ReplicationConnection, SnapshotAction, SourceError, SourceEvent, StartOptions, lookup_slot,
 };
@@ -34,10 +35,12 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
     let mut module = ctx.active.load_full();
     let mut rules = RulesWorker::start(Arc::clone(&module)).await?;
     let soft_delete = |table: &str| config.soft_delete_column_for(table).map(str::to_owned);
+    let row_json = RowJson::connect(&ctx.source).await?;
     let mut transform = Transform {
         policy: config.failure_policy,
         rules_version: module.version().to_owned(),
         soft_delete: &soft_delete,
+        rows: Some(&row_json),
     };
 
     let stored = sink.stored_lsn().await?;

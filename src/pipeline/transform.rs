@@ -28,6 +28,9 @@ pub struct Transform<'a> {
     pub rules_version: String,
     /// The soft-delete column for a qualified table name.
     pub soft_delete: &'a (dyn Fn(&str) -> Option<String> + Sync),
+    /// Where current rows are read for synchro's checksum; `None` leaves checksums unset
+    /// (unit tests).
+    pub rows: Option<&'a crate::source::row_json::RowJson>,
 }
 
 impl Transform<'_> {
@@ -83,11 +86,6 @@ impl Transform<'_> {
         } else {
             change.op
         };
-        let checksum = change
-            .new
-            .as_deref()
-            .filter(|_| op != Operation::Delete)
-            .map(row_checksum);
         out.push(SinkItem::Record(SinkRecord {
             table_name,
             record_id,
@@ -97,7 +95,8 @@ impl Transform<'_> {
             } else {
                 buckets
             },
-            checksum,
+            // Set from the current row before the sink writes: see pipeline::checksums.
+            checksum: None,
             membership_only: false,
         }));
         Ok(())
@@ -151,49 +150,6 @@ fn key_of(change: &Change, row: &[Value]) -> Option<String> {
     record_id::encode(values?)
 }
 
-/// FNV-1a over the row's values: cheap, stable across runs and versions, and enough to tell a
-/// sync server that a row's content changed.
-pub fn row_checksum(row: &[Value]) -> i32 {
-    let mut hash: u32 = 0x811c_9dc5;
-    let mut feed = |bytes: &[u8]| {
-        for b in bytes {
-            hash ^= u32::from(*b);
-            hash = hash.wrapping_mul(0x0100_0193);
-        }
-    };
-    for value in row {
-        match value {
-            Value::Null => feed(&[0]),
-            Value::Unchanged => feed(&[1]),
-            Value::Bool(b) => feed(&[2, u8::from(*b)]),
-            Value::Int(i) => {
-                feed(&[3]);
-                feed(&i.to_le_bytes());
-            }
-            Value::Float(f) => {
-                feed(&[4]);
-                feed(&f.to_bits().to_le_bytes());
-            }
-            Value::Bytes(b) => {
-                feed(&[5]);
-                feed(b);
-            }
-            Value::Text(s)
-            | Value::Numeric(s)
-            | Value::Json(s)
-            | Value::Date(s)
-            | Value::Time(s)
-            | Value::Timestamp(s)
-            | Value::Timestamptz(s) => {
-                feed(&[6]);
-                feed(s.as_bytes());
-            }
-        }
-        feed(&[0xff]);
-    }
-    hash as i32
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -241,6 +197,7 @@ mod tests {
             policy,
             rules_version: "abc".into(),
             soft_delete: &SOFT,
+            rows: None,
         }
     }
 

@@ -1,5 +1,6 @@
 //! The sink stage: changelog rows, bucket edges and the confirmed LSN, persisted together.
 
+pub mod checksum;
 pub mod copy_binary;
 pub mod edge_diff;
 pub mod progress;

@@ -8,6 +8,7 @@ mod error;
 mod events;
 pub mod pgoutput;
 mod replication;
+pub mod row_json;
 mod slot;
 pub mod snapshot;
 mod stream;

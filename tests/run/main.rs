@@ -1,6 +1,8 @@
 //! End-to-end tests of `sluice run` against a real PostgreSQL: snapshot, stream, rules and the
 //! atomic write of changelog, edges and LSN.
 
+#[path = "../common/go.rs"]
+mod go;
 #[path = "../common/pg.rs"]
 mod pg;
 #[path = "../common/wasm.rs"]
@@ -8,6 +10,7 @@ mod wasm;
 
 mod support;
 
+mod checksum;
 mod crash;
 mod errors;
 mod readme;

@@ -1,0 +1,83 @@
+//! Current rows as `row_to_json` gives them, fetched in bulk by primary key.
+//!
+//! This is the row as a sync server hands it to its clients (synchro hydrates with
+//! `row_to_json`), so it is what synchro's checksum must be computed from: every column, even
+//! ones the publication does not stream, TOASTed values included, each type formatted by
+//! PostgreSQL itself. The connection is a plain one with the database's and role's default
+//! settings, like the sync server's own, because `row_to_json` follows the session's `TimeZone`
+//! and `IntervalStyle`.
+//!
+//! One query per table and batch, never one per row: the keys travel as one array of JSON
+//! objects that `json_populate_record` turns into the table's own key types, so the primary
+//! key index is used whatever the key types are.
+
+use tokio_postgres::Client;
+
+use crate::model::TableSchema;
+use crate::pg::{PgConfig, PgError};
+use crate::source::catalog::quote_ident;
+
+/// A connection for reading current rows as JSON.
+pub struct RowJson {
+    client: Client,
+}
+
+impl RowJson {
+    /// Opens the connection, with the database's default session settings.
+    pub async fn connect(config: &PgConfig) -> Result<Self, PgError> {
+        Ok(RowJson {
+            client: config.connect_sql().await?,
+        })
+    }
+
+    /// The `row_to_json` text of each row whose primary key columns (in `key_columns` order)
+    /// have the given text forms; `None` where no such row exists any more.
+    pub async fn fetch(
+        &self,
+        table: &TableSchema,
+        key_columns: &[&str],
+        keys: &[Vec<&str>],
+    ) -> Result<Vec<Option<String>>, tokio_postgres::Error> {
+        let name = format!(
+            "{}.{}",
+            quote_ident(&table.schema),
+            quote_ident(&table.name)
+        );
+        let on: Vec<String> = key_columns
+            .iter()
+            .map(|c| format!("sluice_t.{0} = sluice_u.{0}", quote_ident(c)))
+            .collect();
+        // Aliases no column is likely to share, and a qualified whole-row reference: a bare
+        // `row_to_json(t)` is ambiguous in a table with a column named `t`.
+        let sql = format!(
+            "SELECT sluice_k.i, row_to_json(sluice_t.*)::text \
+             FROM unnest($1::text[]) WITH ORDINALITY AS sluice_k(j, i) \
+             CROSS JOIN LATERAL json_populate_record(NULL::{name}, sluice_k.j::json) AS sluice_u \
+             JOIN {name} AS sluice_t ON {}",
+            on.join(" AND ")
+        );
+        let objects: Vec<String> = keys
+            .iter()
+            .map(|values| {
+                let object: serde_json::Map<String, serde_json::Value> = key_columns
+                    .iter()
+                    .zip(values)
+                    .map(|(c, v)| ((*c).to_owned(), serde_json::Value::from(*v)))
+                    .collect();
+                serde_json::Value::Object(object).to_string()
+            })
+            .collect();
+        let rows = self.client.query(sql.as_str(), &[&objects]).await?;
+        let mut out = vec![None; keys.len()];
+        for row in rows {
+            let ordinal: i64 = row.get(0);
+            if let Some(slot) = usize::try_from(ordinal - 1)
+                .ok()
+                .and_then(|i| out.get_mut(i))
+            {
+                *slot = Some(row.get(1));
+            }
+        }
+        Ok(out)
+    }
+}
