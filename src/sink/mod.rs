@@ -20,6 +20,8 @@ pub enum SinkError {
         #[source]
         source: tokio_postgres::Error,
     },
+    #[error(transparent)]
+    Schema(#[from] schema::SchemaError),
 }
 
 impl SinkError {
@@ -36,6 +38,9 @@ impl SinkError {
             SinkError::Sql { source, .. } => {
                 source.as_db_error().is_none() || session_ended(source)
             }
+            SinkError::Schema(e) => e
+                .source_error()
+                .is_some_and(|source| source.as_db_error().is_none() || session_ended(source)),
         }
     }
 }
