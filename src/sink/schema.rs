@@ -295,7 +295,9 @@ pub struct SchemaChanges {
 /// Creates the sidecar tables that are missing and adopts those that exist (see the module
 /// docs). One transaction; two processes starting at once are serialised by an advisory lock.
 pub async fn ensure(client: &Client) -> Result<SchemaChanges, SchemaError> {
-    let whole = |what: &'static str| move |source: tokio_postgres::Error| SchemaError::Transaction { what, source };
+    let whole = |what: &'static str| {
+        move |source: tokio_postgres::Error| SchemaError::Transaction { what, source }
+    };
     client
         .batch_execute("BEGIN; SELECT pg_advisory_xact_lock(hashtext('sluice sidecar schema'))")
         .await
@@ -352,7 +354,13 @@ async fn ensure_table(
                 .batch_execute(table.create)
                 .await
                 .map_err(sql("creating the table"))?;
-            changes.statements.push(table.create.to_owned());
+            changes.statements.push(
+                table
+                    .create
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            );
             lookup(client, table)
                 .await?
                 .expect("a table just created is visible")
