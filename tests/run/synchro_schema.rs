@@ -4,7 +4,7 @@
 
 use sluice::model::{Lsn, Operation};
 use sluice::sink::schema::SchemaError;
-use sluice::sink::{RuleFailure, Sink, SinkError, SinkItem};
+use sluice::sink::{RuleFailure, Sink, SinkError, SinkItem, SinkRecord};
 
 use crate::pg;
 use crate::support::{
@@ -537,8 +537,9 @@ async fn an_index_of_the_same_definition_under_another_name_is_not_duplicated() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_role_that_does_not_own_synchros_tables_is_told_what_to_run() {
-    // SECURITY.md's least-privilege role: it owns its own schema, and is granted the use of
-    // synchro's tables, which their owner created in `public`.
+    // SECURITY.md's least-privilege role beside synchro: it owns its own schema, and is granted
+    // the use of synchro's tables (the grants SECURITY.md lists), which their owner created in
+    // `public`.
     let db = pg::cluster().create_db("synchro_not_owner").await;
     let client = db.client().await;
     migrate_like_synchro(&client).await;
@@ -553,8 +554,9 @@ async fn a_role_that_does_not_own_synchros_tables_is_told_what_to_run() {
             "CREATE ROLE {role} LOGIN; \
              CREATE SCHEMA sluice AUTHORIZATION {role}; \
              GRANT USAGE ON SCHEMA public TO {role}; \
-             GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}; \
-             GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role};"
+             GRANT SELECT, INSERT, UPDATE, DELETE ON sync_changelog, sync_bucket_edges, \
+                   sync_rule_failures, sync_wal_position TO {role}; \
+             GRANT USAGE ON SEQUENCE sync_changelog_seq_seq, sync_rule_failures_id_seq TO {role};"
         ))
         .await
         .unwrap();
@@ -627,15 +629,25 @@ async fn a_role_that_does_not_own_synchros_tables_is_told_what_to_run() {
     assert!(sink.ensure_schema().await.unwrap().statements.is_empty());
     // And it can write through synchro's tables.
     sink.write(
-        &[SinkItem::Failure(RuleFailure {
-            table_name: "items".into(),
-            record_id: None,
-            op: Operation::Delete,
-            error_text: "x".into(),
-            payload: serde_json::Value::Null,
-            lsn: Lsn(1),
-            rules_version: "v".into(),
-        })],
+        &[
+            SinkItem::Record(SinkRecord {
+                table_name: "items".into(),
+                record_id: "1".into(),
+                op: Operation::Insert,
+                buckets: vec!["user:u1".into()],
+                checksum: Some(1),
+                membership_only: false,
+            }),
+            SinkItem::Failure(RuleFailure {
+                table_name: "items".into(),
+                record_id: None,
+                op: Operation::Delete,
+                error_text: "x".into(),
+                payload: serde_json::Value::Null,
+                lsn: Lsn(1),
+                rules_version: "v".into(),
+            }),
+        ],
         true,
     )
     .await
@@ -649,6 +661,7 @@ async fn a_role_that_does_not_own_synchros_tables_is_told_what_to_run() {
         .await,
         2
     );
+    assert_eq!(changelog(&client).await, vec![e("user:u1", "1", 1)]);
 }
 
 /// Sum of the oids of the indexes of the changelog and the edges: the same after a rename.
