@@ -351,7 +351,8 @@ async fn a_failure_with_an_unknown_key_is_stored_in_synchros_not_null_record_id(
         .await
         .unwrap();
     sink.commit(Lsn(0x1235)).await.unwrap();
-    let rows: Vec<(String, String, i16, Option<i64>, Option<String>)> = client
+    type Row = (String, String, i16, Option<i64>, Option<String>);
+    let rows: Vec<Row> = client
         .query(
             "SELECT table_name, record_id, operation, lsn, rules_version FROM sync_rule_failures ORDER BY id",
             &[],
