@@ -21,6 +21,8 @@ pub enum SinkError {
         #[source]
         source: tokio_postgres::Error,
     },
+    #[error(transparent)]
+    Schema(#[from] schema::SchemaError),
 }
 
 impl SinkError {
@@ -37,6 +39,9 @@ impl SinkError {
             SinkError::Sql { source, .. } => {
                 source.as_db_error().is_none() || session_ended(source)
             }
+            SinkError::Schema(e) => e
+                .source_error()
+                .is_some_and(|source| source.as_db_error().is_none() || session_ended(source)),
         }
     }
 }

@@ -24,6 +24,8 @@ pub struct SinkRecord {
 #[derive(Clone, Debug, PartialEq)]
 pub struct RuleFailure {
     pub table_name: String,
+    /// `None` when the key could not be determined; stored as
+    /// [`crate::sink::writer::UNKNOWN_RECORD_ID`] (synchro's column is `NOT NULL`).
     pub record_id: Option<String>,
     pub op: Operation,
     pub error_text: String,

@@ -20,7 +20,7 @@ use crate::sink::SinkError;
 use crate::sink::copy_binary::CopyBinary;
 use crate::sink::edge_diff::{ChangelogEntry, EdgeRow, EdgeState, RecordMap, StoredEdges};
 use crate::sink::record::{RuleFailure, SinkItem, SinkRecord};
-use crate::sink::schema::SIDECAR_DDL;
+use crate::sink::schema::{self, SchemaChanges};
 
 /// Counts of what one chunk wrote.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -65,16 +65,10 @@ impl Sink {
         &self.slot
     }
 
-    /// Creates the sidecar tables if they do not exist. Serialised with an advisory lock so two
-    /// processes starting at once do not race on `CREATE ... IF NOT EXISTS`.
-    pub async fn ensure_schema(&self) -> Result<(), SinkError> {
-        let sql = format!(
-            "SELECT pg_advisory_xact_lock(hashtext('sluice sidecar schema')); {SIDECAR_DDL}"
-        );
-        self.client
-            .batch_execute(&format!("BEGIN; {sql} COMMIT;"))
-            .await
-            .map_err(|e| SinkError::sql("creating the sidecar tables", e))
+    /// Creates the sidecar tables that are missing and adopts existing ones (synchro's, or an
+    /// older sluice's): see [`schema::ensure`]. Returns the DDL it ran.
+    pub async fn ensure_schema(&self) -> Result<SchemaChanges, SinkError> {
+        Ok(schema::ensure(&self.client).await?)
     }
 
     /// The LSN up to which source transactions are persisted, if any.
@@ -423,7 +417,7 @@ impl Sink {
 
     async fn insert_failures(&self, failures: &[&RuleFailure]) -> Result<u64, SinkError> {
         let t: Vec<&str> = failures.iter().map(|f| f.table_name.as_str()).collect();
-        let r: Vec<Option<&str>> = failures.iter().map(|f| f.record_id.as_deref()).collect();
+        let r: Vec<&str> = failures.iter().map(|f| stored_record_id(f)).collect();
         let o: Vec<i16> = failures.iter().map(|f| f.op.code()).collect();
         let e: Vec<&str> = failures.iter().map(|f| f.error_text.as_str()).collect();
         let p: Vec<&serde_json::Value> = failures.iter().map(|f| &f.payload).collect();
@@ -440,6 +434,17 @@ impl Sink {
     }
 }
 
+/// `sync_rule_failures.record_id` of a failure whose key could not be determined (key columns
+/// missing, NULL or unchanged TOAST). synchro's table has `record_id TEXT NOT NULL`, so it cannot
+/// be NULL; the empty string is the one value no `key::text` of a composite key and no sensible
+/// text key takes, and `error_text` says why the key is unknown.
+pub const UNKNOWN_RECORD_ID: &str = "";
+
+/// The `record_id` stored for a failure.
+pub fn stored_record_id(failure: &RuleFailure) -> &str {
+    failure.record_id.as_deref().unwrap_or(UNKNOWN_RECORD_ID)
+}
+
 fn columns3(rows: &[(String, String, String)]) -> (Vec<&str>, Vec<&str>, Vec<&str>) {
     let mut a = Vec::with_capacity(rows.len());
     let mut b = Vec::with_capacity(rows.len());
@@ -450,4 +455,29 @@ fn columns3(rows: &[(String, String, String)]) -> (Vec<&str>, Vec<&str>, Vec<&st
         c.push(z.as_str());
     }
     (a, b, c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Operation;
+
+    fn failure(record_id: Option<&str>) -> RuleFailure {
+        RuleFailure {
+            table_name: "items".into(),
+            record_id: record_id.map(str::to_owned),
+            op: Operation::Update,
+            error_text: "cannot determine the row's primary key".into(),
+            payload: serde_json::Value::Null,
+            lsn: Lsn(1),
+            rules_version: "v".into(),
+        }
+    }
+
+    #[test]
+    fn a_failure_with_an_unknown_key_is_stored_with_the_empty_record_id() {
+        assert_eq!(stored_record_id(&failure(None)), "");
+        assert_eq!(stored_record_id(&failure(None)), UNKNOWN_RECORD_ID);
+        assert_eq!(stored_record_id(&failure(Some("7"))), "7");
+    }
 }

@@ -17,3 +17,4 @@ mod readme;
 mod reload;
 mod semantics;
 mod snapshot;
+mod synchro_schema;

@@ -44,7 +44,7 @@ pub fn run(report: &mut Report) {
 
     // The floor the sidecar schema sets, whoever writes it: the same number of changelog rows and
     // edges, COPYed into empty tables with the sidecar's indexes.
-    cluster.psql(&db.name, sluice::sink::schema::SIDECAR_DDL);
+    cluster.psql(&db.name, &sluice::sink::schema::sidecar_ddl());
     cluster.psql(
         &db.name,
         "CREATE TABLE floor_changelog (LIKE sync_changelog INCLUDING ALL);
