@@ -105,7 +105,8 @@ impl TableReader {
             .collect::<Vec<_>>()
             .join(", ");
         let keys: Vec<String> = table
-            .key
+            .schema
+            .primary_key
             .iter()
             .map(|&i| format!("t.{}", quote_ident(&cols[i].name)))
             .collect();
@@ -166,8 +167,8 @@ impl TableReader {
                     Some(text) => decode_text(column.type_oid, text),
                 });
             }
-            let mut key = Vec::with_capacity(self.table.key.len());
-            for &i in &self.table.key {
+            let mut key = Vec::with_capacity(shape.primary_key.len());
+            for &i in &shape.primary_key {
                 match row.get(i) {
                     Some(text) => key.push(text.to_owned()),
                     None => {
