@@ -53,15 +53,15 @@ pub enum CatalogError {
         columns: String,
     },
     #[error(
-        "publication {publication:?} does not publish primary key column{plural} {columns} of table {table}, so its changes cannot be tied to a row: publish {them} (`ALTER PUBLICATION {publication} SET TABLE {sql} ...` with a column list that includes {them}, or none)"
+        "publication {publication:?} does not publish primary key column{plural} {columns} of table {table}, so its changes cannot be tied to a row: publish the table with a column list that includes the key, or with none (`ALTER PUBLICATION {publication_sql} DROP TABLE {sql}; ALTER PUBLICATION {publication_sql} ADD TABLE {sql};`)"
     )]
     KeyNotPublished {
         publication: String,
+        publication_sql: String,
         table: String,
         sql: String,
         plural: &'static str,
         columns: String,
-        them: &'static str,
     },
     #[error("reading the catalog of the source database ({what}): {source}")]
     Sql {
@@ -258,11 +258,11 @@ pub async fn published_tables(
         if !unpublished.is_empty() {
             return Err(CatalogError::KeyNotPublished {
                 publication: publication.to_owned(),
+                publication_sql: sql_ident(publication),
                 table: qualified,
                 sql: sql_table,
                 plural: if unpublished.len() == 1 { "" } else { "s" },
                 columns: unpublished.join(", "),
-                them: if unpublished.len() == 1 { "it" } else { "them" },
             });
         }
         tables.push(PublishedTable {
@@ -296,16 +296,24 @@ pub async fn primary_key_names(client: &Client, oid: u32) -> Result<Vec<String>,
 /// `name`, or `schema.name`, each part quoted only where SQL needs it: the form error messages
 /// use in the SQL they suggest.
 pub fn sql_name(schema: &str, name: &str) -> String {
-    let part = |s: &str| {
-        let plain = s.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-            && s.chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-        if plain { s.to_owned() } else { quote_ident(s) }
-    };
     if schema == "public" || schema.is_empty() {
-        part(name)
+        sql_ident(name)
     } else {
-        format!("{}.{}", part(schema), part(name))
+        format!("{}.{}", sql_ident(schema), sql_ident(name))
+    }
+}
+
+/// An identifier for SQL text in a message: as it is where SQL reads it unquoted, quoted
+/// otherwise.
+pub fn sql_ident(name: &str) -> String {
+    let plain = name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if plain {
+        name.to_owned()
+    } else {
+        quote_ident(name)
     }
 }
 

@@ -10,6 +10,7 @@ mod support;
 
 mod crash;
 mod errors;
+mod identity;
 mod readme;
 mod reload;
 mod semantics;
