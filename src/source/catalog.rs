@@ -63,6 +63,17 @@ pub enum CatalogError {
         plural: &'static str,
         columns: String,
     },
+    #[error(
+        "primary key column{plural} {columns} of table {table} {is_are} generated, and {why}, so its changes cannot be tied to a row: {fix}"
+    )]
+    KeyGenerated {
+        table: String,
+        plural: &'static str,
+        is_are: &'static str,
+        columns: String,
+        why: &'static str,
+        fix: String,
+    },
     #[error("reading the catalog of the source database ({what}): {source}")]
     Sql {
         what: &'static str,
@@ -113,8 +124,9 @@ pub async fn published_tables(
         .await
         .map_err(sql("reading the server version"))?
         .get(0);
-    // Which columns the stream carries: `attnames` (15+) follows column lists and generated
-    // columns; before 15 every column but the generated ones.
+    // Which columns the stream carries: those of the column list (`attnames`, 15+), and of
+    // those, before 18, not the generated ones (15 to 17 list them in `attnames` but never
+    // stream them; 18 lists them only where the publication streams them).
     let published_columns = if version >= 150000 {
         "pt.attnames::text[]"
     } else {
@@ -184,12 +196,11 @@ pub async fn published_tables(
             let key_pos: i32 = c.get(3);
             if key_pos > 0 {
                 key_positions.push((key_pos, i));
-                let streamed = match &published {
-                    Some(names) => names.contains(&name),
-                    None => !c.get::<_, bool>(5),
-                };
+                let generated: bool = c.get(5);
+                let streamed = published.as_ref().is_none_or(|names| names.contains(&name))
+                    && (!generated || version >= 180000);
                 if !streamed {
-                    unpublished.push(name.clone());
+                    unpublished.push((name.clone(), generated));
                 }
             }
             if c.get::<_, bool>(4) {
@@ -255,6 +266,36 @@ pub async fn published_tables(
                 });
             }
         }
+        let generated: Vec<&str> = unpublished
+            .iter()
+            .filter(|(_, g)| *g)
+            .map(|(n, _)| n.as_str())
+            .collect();
+        if !generated.is_empty() {
+            let (why, fix) = if version >= 180000 {
+                (
+                    "the publication does not publish generated columns",
+                    format!(
+                        "`ALTER PUBLICATION {} SET (publish_generated_columns = stored);`",
+                        sql_ident(publication)
+                    ),
+                )
+            } else {
+                (
+                    "PostgreSQL before 18 never streams generated columns",
+                    "key the table by ordinary columns, or use PostgreSQL 18 with publish_generated_columns = stored".to_owned(),
+                )
+            };
+            return Err(CatalogError::KeyGenerated {
+                table: qualified,
+                plural: if generated.len() == 1 { "" } else { "s" },
+                is_are: if generated.len() == 1 { "is" } else { "are" },
+                columns: generated.join(", "),
+                why,
+                fix,
+            });
+        }
+        let unpublished: Vec<String> = unpublished.into_iter().map(|(n, _)| n).collect();
         if !unpublished.is_empty() {
             return Err(CatalogError::KeyNotPublished {
                 publication: publication.to_owned(),
