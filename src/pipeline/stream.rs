@@ -30,6 +30,7 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
     let config = &ctx.config;
     let slot = config.slot.as_str();
     let source_sql = ctx.source.connect_sql().await?;
+    crate::source::snapshot::pin_settings(&source_sql).await?;
     let tables = preflight(&source_sql, config).await?;
     let mut sink = open_sink(ctx).await?;
     let mut module = ctx.active.load_full();

@@ -140,7 +140,12 @@ impl Transform<'_> {
 
 /// The record id from a row's primary key columns, in key order, if they are all present.
 fn key_of(change: &Change, row: &[Value]) -> Option<String> {
-    let values: Option<Vec<&Value>> = change.table.key_indexes().map(|i| row.get(i)).collect();
+    let columns = &change.table.columns;
+    let values: Option<Vec<(&Value, u32)>> = change
+        .table
+        .key_indexes()
+        .map(|i| Some((row.get(i)?, columns.get(i)?.type_oid)))
+        .collect();
     record_id::encode(values?)
 }
 

@@ -12,6 +12,7 @@ mod crash;
 mod errors;
 mod identity;
 mod readme;
+mod record_ids;
 mod reload;
 mod semantics;
 mod snapshot;
