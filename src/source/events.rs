@@ -277,3 +277,19 @@ fn row(
         })
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unchanged_values_are_filled_from_the_old_row_where_it_has_them() {
+        let t = |s: &str| Value::Text(s.into());
+        // Under FULL the old row has every value; a key-only old row has NULL elsewhere, and an
+        // unchanged TOAST value is never NULL, so a NULL is never copied.
+        let mut new = vec![t("1"), Value::Unchanged, Value::Unchanged, t("new")];
+        let old = vec![t("1"), t("big"), Value::Null, t("old")];
+        fill_unchanged(&mut new, &old);
+        assert_eq!(new, vec![t("1"), t("big"), Value::Unchanged, t("new")]);
+    }
+}
