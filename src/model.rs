@@ -101,7 +101,8 @@ pub struct Column {
     pub name: String,
     pub type_oid: u32,
     pub type_modifier: i32,
-    /// Part of the replica identity key.
+    /// Part of the primary key (as the catalog says, whatever the replica identity). What the
+    /// rules see as `column.key`, in the snapshot and the stream alike.
     pub key: bool,
 }
 
@@ -116,6 +117,14 @@ pub struct TableSchema {
     pub name: String,
     pub replica_identity: ReplicaIdentity,
     pub columns: Vec<Column>,
+    /// Column indexes of the primary key, in key order (`PRIMARY KEY (member, org)` over columns
+    /// `(org, member)` is `[1, 0]`). Empty where the key is not known: a Relation message alone
+    /// does not say it, the pipeline reads it from the catalog.
+    pub primary_key: Vec<usize>,
+    /// Column indexes whose values an old-key tuple carries (the replica identity's columns:
+    /// the flags of a Relation message, every column under FULL, none under NOTHING), in column
+    /// order. A delete, or an update that changes the key, identifies its row from these alone.
+    pub identity: Vec<usize>,
 }
 
 impl TableSchema {
@@ -133,13 +142,53 @@ impl TableSchema {
         self.columns.iter().position(|c| c.name == name)
     }
 
+    /// The primary key's column indexes, in key order.
     pub fn key_indexes(&self) -> impl Iterator<Item = usize> + '_ {
-        self.columns
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.key)
-            .map(|(i, _)| i)
+        self.primary_key.iter().copied()
     }
+
+    /// The same shape with `primary_key` (column indexes in key order) as its key, and the
+    /// columns' `key` flags following it.
+    pub fn with_primary_key(&self, primary_key: Vec<usize>) -> TableSchema {
+        let mut shape = self.clone();
+        for (i, column) in shape.columns.iter_mut().enumerate() {
+            column.key = primary_key.contains(&i);
+        }
+        shape.primary_key = primary_key;
+        shape
+    }
+
+    /// Why the stream cannot always tell which row a change touched, if it cannot: the table has
+    /// no primary key, or its replica identity leaves a key column out of the old-key tuples that
+    /// deletes (and key-changing updates) carry. `None` when every operation carries the key.
+    pub fn key_gap(&self) -> Option<KeyGap> {
+        if self.primary_key.is_empty() {
+            return Some(KeyGap::NoPrimaryKey);
+        }
+        if self.replica_identity == ReplicaIdentity::Nothing {
+            return Some(KeyGap::IdentityNothing);
+        }
+        let missing: Vec<String> = self
+            .primary_key
+            .iter()
+            .filter(|i| !self.identity.contains(i))
+            .map(|&i| self.columns[i].name.clone())
+            .collect();
+        if missing.is_empty() {
+            None
+        } else {
+            Some(KeyGap::IdentityLacks(missing))
+        }
+    }
+}
+
+/// Why a table's changes cannot all be tied to a primary key (see [`TableSchema::key_gap`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyGap {
+    NoPrimaryKey,
+    IdentityNothing,
+    /// Primary-key columns that the replica identity leaves out.
+    IdentityLacks(Vec<String>),
 }
 
 /// One row change, decoded and typed.

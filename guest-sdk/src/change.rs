@@ -78,8 +78,9 @@ impl<'a> Change<'a> {
     }
 
     /// The row before the change, where PostgreSQL sent one: the full row
-    /// under `REPLICA IDENTITY FULL`, otherwise only the key columns are set
-    /// and the others read as `Null`. `None` for inserts.
+    /// under `REPLICA IDENTITY FULL`, otherwise only the replica identity's
+    /// columns (the primary key's under the default identity) are set and the
+    /// others read as `Null`. `None` for inserts.
     ///
     /// ```
     /// # use sluice_guest_sdk::{testing::TestTable, Value};

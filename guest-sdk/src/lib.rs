@@ -60,7 +60,8 @@ pub mod bindings {
 /// A column value, read from a [`Row`] with [`Row::get`].
 ///
 /// `Unchanged` is a TOASTed value that PostgreSQL did not send because the
-/// update did not touch it; it is never the same as `Null`. Dates and times
+/// update did not touch it; it is never the same as `Null` (under
+/// `REPLICA IDENTITY FULL` the host fills it in from the old row). Dates and times
 /// are ISO-8601 text; `Numeric` is the exact decimal text; `Json` carries
 /// json/jsonb, arrays and composites as JSON text.
 ///
@@ -94,7 +95,7 @@ pub use bindings::sluice::rules::types::Operation;
 pub use bindings::sluice::rules::types::Outcome;
 
 /// One column of a table: its name, PostgreSQL type name and whether it is
-/// part of the replica identity (normally the primary key).
+/// part of the primary key (whatever the table's replica identity).
 ///
 /// ```
 /// use sluice_guest_sdk::Column;

@@ -46,7 +46,7 @@ pub enum PipelineError {
     #[error(transparent)]
     Source(Box<SourceError>),
     #[error(transparent)]
-    Catalog(#[from] CatalogError),
+    Catalog(Box<CatalogError>),
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
     #[error(transparent)]
@@ -103,6 +103,12 @@ impl From<SourceError> for PipelineError {
     }
 }
 
+impl From<CatalogError> for PipelineError {
+    fn from(e: CatalogError) -> Self {
+        PipelineError::Catalog(Box::new(e))
+    }
+}
+
 impl PipelineError {
     /// A lost connection that reconnecting can cure, as opposed to a problem that needs a human.
     pub fn is_transient(&self) -> bool {
@@ -130,9 +136,10 @@ impl PipelineError {
                 }
                 _ => false,
             },
-            PipelineError::Catalog(CatalogError::Sql { source, .. }) => {
-                crate::sink::session_ended(source)
-            }
+            PipelineError::Catalog(e) => match &**e {
+                CatalogError::Sql { source, .. } => crate::sink::session_ended(source),
+                _ => false,
+            },
             PipelineError::SlotBusy { .. } => true,
             PipelineError::RowRead { .. } => true,
             PipelineError::Pg(_) => true,

@@ -22,7 +22,8 @@ use crate::pipeline::{Context, PipelineError, metrics, open_sink, preflight};
 use crate::sink::schema::SIDECAR_TABLES;
 use crate::source::row_json::RowJson;
 use crate::source::{
-    ReplicationConnection, SnapshotAction, SourceError, SourceEvent, StartOptions, lookup_slot,
+    KeyedRelations, ReplicationConnection, SnapshotAction, SourceError, SourceEvent, StartOptions,
+    lookup_slot,
 };
 
 /// Runs one session. `Ok(())` means a clean shutdown.
@@ -30,6 +31,7 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
     let config = &ctx.config;
     let slot = config.slot.as_str();
     let source_sql = ctx.source.connect_sql().await?;
+    crate::source::snapshot::pin_settings(&source_sql).await?;
     let tables = preflight(&source_sql, config).await?;
     let mut sink = open_sink(ctx).await?;
     let mut module = ctx.active.load_full();
@@ -143,6 +145,8 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
     let mut committer = Committer::new(sink, stream.acker());
     let mut batcher = Batcher::new(config);
     let mut skipping = false;
+    // The stream's shapes with the primary key read from the catalog.
+    let mut keyed = KeyedRelations::new();
     let mut server_end = stored;
     let mut shutdown = ctx.shutdown.clone();
     let mut swaps = ctx.swaps.lock().await;
@@ -236,10 +240,11 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
                     batcher.begin_tx();
                 }
             }
-            SourceEvent::Change(change) => {
+            SourceEvent::Change(mut change) => {
                 if skipping || is_sidecar(&change.table.schema, &change.table.name) {
                     continue;
                 }
+                keyed.key_change(&source_sql, &mut change).await?;
                 batcher.push(Pending::Change(change));
                 if batcher.over_limits() {
                     batcher
@@ -308,6 +313,9 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
             }
             SourceEvent::Relation(table) => {
                 debug!(table = %table.qualified_name(), columns = table.columns.len(), "relation (schema) received");
+                if !is_sidecar(&table.schema, &table.name) {
+                    keyed.relation(&source_sql, table).await?;
+                }
             }
             SourceEvent::Message { .. } => {}
         }

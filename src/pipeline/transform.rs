@@ -4,7 +4,7 @@
 //! key identifies the row, what a soft delete is, what a key change means, and what a rule
 //! failure turns into under each policy.
 
-use crate::model::{Change, Operation, Outcome, Value};
+use crate::model::{Change, KeyGap, Operation, Outcome, Value};
 use crate::pipeline::config::FailurePolicy;
 use crate::pipeline::payload::change_json;
 use crate::sink::{RuleFailure, SinkItem, SinkRecord, record_id};
@@ -49,14 +49,7 @@ impl Transform<'_> {
             _ => new_id.clone(),
         };
         let Some(record_id) = record_id else {
-            return self.fail(
-                change,
-                table_name,
-                None,
-                "cannot determine the row's primary key (key columns missing, NULL or unchanged)"
-                    .into(),
-                out,
-            );
+            return self.fail(change, table_name, None, no_key_reason(change), out);
         };
 
         let buckets = match outcome {
@@ -144,10 +137,32 @@ impl Transform<'_> {
     }
 }
 
-/// The record id from a row's key columns, if they are all present.
+/// The record id from a row's primary key columns, in key order, if they are all present.
 fn key_of(change: &Change, row: &[Value]) -> Option<String> {
-    let values: Option<Vec<&Value>> = change.table.key_indexes().map(|i| row.get(i)).collect();
+    let columns = &change.table.columns;
+    let values: Option<Vec<(&Value, u32)>> = change
+        .table
+        .key_indexes()
+        .map(|i| Some((row.get(i)?, columns.get(i)?.type_oid)))
+        .collect();
     record_id::encode(values?)
+}
+
+/// Why [`key_of`] found no record id for a change, for the failure it becomes.
+fn no_key_reason(change: &Change) -> String {
+    let table = &change.table;
+    let why = match table.key_gap() {
+        Some(KeyGap::NoPrimaryKey) => {
+            "the table has no primary key whose columns the stream carries".to_owned()
+        }
+        Some(KeyGap::IdentityNothing) => "the table has REPLICA IDENTITY NOTHING".to_owned(),
+        Some(KeyGap::IdentityLacks(columns)) if change.op == Operation::Delete => format!(
+            "the old-key tuple of a delete carries only the replica identity, which leaves out primary key column(s) {}",
+            columns.join(", ")
+        ),
+        _ => "a primary key column is missing, NULL or unchanged".to_owned(),
+    };
+    format!("cannot determine the row's primary key: {why}")
 }
 
 #[cfg(test)]
@@ -174,6 +189,8 @@ mod tests {
                 col("user_id", false),
                 col("deleted_at", false),
             ],
+            primary_key: vec![0],
+            identity: vec![0],
         })
     }
 

@@ -130,6 +130,8 @@ impl ChangeReader {
                             key: name == "id",
                         })
                         .collect(),
+                    primary_key: key.2.iter().position(|n| n == "id").into_iter().collect(),
+                    identity: key.2.iter().position(|n| n == "id").into_iter().collect(),
                 });
                 self.schemas.insert(key, Arc::clone(&schema));
                 schema

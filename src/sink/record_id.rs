@@ -1,35 +1,78 @@
 //! The text form of a primary key, as stored in `record_id`.
 //!
-//! A single-column key is the value's text form, as `id::text` gives for the common key types
-//! (integers, text, uuid, numeric), which is what synchro's server joins on. A composite key is
-//! a JSON array of the columns' text forms in key order, e.g. `["org-1","42"]`. The two cannot be
-//! confused for a given table, because a table's key arity is fixed.
+//! A single-column key is the value's canonical text: what `key::text` gives in a session with
+//! `DateStyle = 'ISO, MDY'`, `IntervalStyle = postgres`, `TimeZone = UTC`,
+//! `extra_float_digits = 1` and `bytea_output = hex` (`source::values::CANONICAL_SETTINGS`, which
+//! the stream and the snapshot both run under). Sync servers look rows up by it; synchro
+//! hydrates with `"id"::text`. A composite key is a JSON array of the columns' canonical texts in
+//! key order, e.g. `["org-1","42"]`. The two cannot be confused for a given table, because a
+//! table's key arity is fixed.
+//!
+//! Values arrive in their types' output forms under those settings and are typed by
+//! `source::values::decode_text`; [`value_text`] undoes that typing, one conversion per key type.
+//! For most types `::text` is the output form. The exceptions are the point of this module:
+//! `char(n)` drops its trailing spaces, `inet` always shows its prefix length, `bool` is spelled
+//! `true`/`false`; and the typed forms differ from the output form for floats (shortest digits of
+//! the column's own precision), bytea, timestamp and timestamptz (`2024-01-02 03:04:05.678+00`).
 
 use crate::model::Value;
+use crate::source::values::oid;
 
-/// Text form of one key value; `None` for NULL or an unchanged TOAST value, which a key cannot
-/// legitimately be.
-pub fn value_text(value: &Value) -> Option<String> {
+/// `inet`: its `::text` (network_show) always carries the prefix length; its output form omits a
+/// full-length one.
+const INET: u32 = 869;
+
+/// Canonical text of one key value of type `type_oid`; `None` for NULL or an unchanged TOAST
+/// value, which a key cannot legitimately be.
+pub fn value_text(value: &Value, type_oid: u32) -> Option<String> {
     Some(match value {
         Value::Null | Value::Unchanged => return None,
         Value::Bool(b) => (if *b { "true" } else { "false" }).to_owned(),
         Value::Int(i) => i.to_string(),
-        Value::Float(f) => float_text(*f),
+        Value::Float(f) if type_oid == oid::FLOAT4 => float4_text(*f as f32),
+        Value::Float(f) => float8_text(*f),
         Value::Bytes(b) => format!("\\x{}", hex::encode(b)),
-        Value::Text(s)
-        | Value::Numeric(s)
-        | Value::Json(s)
-        | Value::Date(s)
-        | Value::Time(s)
-        | Value::Timestamp(s)
-        | Value::Timestamptz(s) => s.clone(),
+        Value::Text(s) => match type_oid {
+            oid::BPCHAR => s.trim_end_matches(' ').to_owned(),
+            INET if !s.contains('/') => {
+                let bits = if s.contains(':') { 128 } else { 32 };
+                format!("{s}/{bits}")
+            }
+            _ => s.clone(),
+        },
+        // Normalised by the decoder to `YYYY-MM-DDTHH:MM:SS[.f]`; infinities and BC dates are
+        // kept as PostgreSQL wrote them.
+        Value::Timestamp(s) => match s.split_once('T') {
+            Some((date, time)) => format!("{date} {time}"),
+            None => s.clone(),
+        },
+        // Normalised to UTC with a `Z`; text the decoder could not parse is kept as written.
+        Value::Timestamptz(s) => match (s.split_once('T'), s.strip_suffix('Z')) {
+            (Some(_), Some(utc)) => format!("{}+00", utc.replacen('T', " ", 1)),
+            _ => s.clone(),
+        },
+        Value::Numeric(s) | Value::Json(s) | Value::Date(s) | Value::Time(s) => s.clone(),
     })
 }
 
-/// `float8::text` as PostgreSQL (12+) prints it: `NaN`, `Infinity`, `-Infinity`, and the shortest
-/// exact digits, in exponent form (`1e+300`, `1.5e-05`) below 1e-4 and from 1e15 on. Rust's own
-/// forms (`inf`, `NaN`, a 300-digit integer) would not join with the server's key text.
-fn float_text(f: f64) -> String {
+/// `float8::text` as PostgreSQL (12+, `extra_float_digits` > 0) prints it: `NaN`, `Infinity`,
+/// `-Infinity`, and the shortest exact digits, in exponent form (`1e+300`, `1.5e-05`) below 1e-4
+/// and from 1e15 on. Rust's own forms (`inf`, `NaN`, a 300-digit integer) would not join with
+/// the server's key text.
+fn float8_text(f: f64) -> String {
+    shortest(f, f.to_string(), format!("{f:e}"), 15)
+}
+
+/// `float4::text`: the shortest digits that identify the `real` (not the `double` it was read
+/// into), in exponent form below 1e-4 and from 1e6 on.
+fn float4_text(f: f32) -> String {
+    shortest(f64::from(f), f.to_string(), format!("{f:e}"), 6)
+}
+
+/// PostgreSQL's layout of shortest digits: `fixed` (Rust's plain form) where the decimal
+/// exponent is in `-4..fixed_below`, otherwise `sci` (Rust's `{:e}` form) with a signed exponent
+/// of at least two digits.
+fn shortest(f: f64, fixed: String, sci: String, fixed_below: i32) -> String {
     if f.is_nan() {
         return "NaN".to_owned();
     }
@@ -39,20 +82,23 @@ fn float_text(f: f64) -> String {
     if f == 0.0 {
         return (if f.is_sign_negative() { "-0" } else { "0" }).to_owned();
     }
-    let sci = format!("{f:e}");
     let (mantissa, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
-    if (-4..15).contains(&exp) {
-        f.to_string()
+    if (-4..fixed_below).contains(&exp) {
+        fixed
     } else {
         let sign = if exp < 0 { '-' } else { '+' };
         format!("{mantissa}e{sign}{:02}", exp.unsigned_abs())
     }
 }
 
-/// `record_id` for the key values, in key order. `None` if any key value is missing.
-pub fn encode<'a>(key_values: impl IntoIterator<Item = &'a Value>) -> Option<String> {
-    let parts: Option<Vec<String>> = key_values.into_iter().map(value_text).collect();
+/// `record_id` for the key values with their type OIDs, in key order. `None` if any key value
+/// is missing.
+pub fn encode<'a>(key_values: impl IntoIterator<Item = (&'a Value, u32)>) -> Option<String> {
+    let parts: Option<Vec<String>> = key_values
+        .into_iter()
+        .map(|(value, type_oid)| value_text(value, type_oid))
+        .collect();
     let mut parts = parts?;
     match parts.len() {
         0 => None,
@@ -65,12 +111,60 @@ pub fn encode<'a>(key_values: impl IntoIterator<Item = &'a Value>) -> Option<Str
 mod tests {
     use super::*;
 
+    fn one(value: Value, type_oid: u32) -> Option<String> {
+        encode([(&value, type_oid)])
+    }
+
     #[test]
     fn single_keys_use_their_text_form() {
-        assert_eq!(encode([&Value::Int(42)]).as_deref(), Some("42"));
-        assert_eq!(encode([&Value::Text("u1".into())]).as_deref(), Some("u1"));
-        assert_eq!(encode([&Value::Null]), None);
-        assert_eq!(encode([&Value::Unchanged]), None);
+        assert_eq!(one(Value::Int(42), oid::INT8).as_deref(), Some("42"));
+        assert_eq!(
+            one(Value::Text("u1".into()), oid::TEXT).as_deref(),
+            Some("u1")
+        );
+        assert_eq!(one(Value::Null, oid::INT4), None);
+        assert_eq!(one(Value::Unchanged, oid::TEXT), None);
+    }
+
+    #[test]
+    fn the_types_whose_text_cast_differs_from_their_output() {
+        let cases = [
+            (Value::Text("ab    ".into()), oid::BPCHAR, "ab"),
+            (Value::Text(" a  ".into()), oid::BPCHAR, " a"),
+            (Value::Text("ab  ".into()), oid::VARCHAR, "ab  "),
+            (Value::Text("10.0.0.1".into()), INET, "10.0.0.1/32"),
+            (Value::Text("10.0.0.0/8".into()), INET, "10.0.0.0/8"),
+            (Value::Text("::1".into()), INET, "::1/128"),
+            (Value::Bool(true), oid::BOOL, "true"),
+            (Value::Bytes(vec![0, 255]), oid::BYTEA, "\\x00ff"),
+            (
+                Value::Timestamp("2024-01-02T03:04:05.678".into()),
+                oid::TIMESTAMP,
+                "2024-01-02 03:04:05.678",
+            ),
+            (
+                Value::Timestamptz("2024-01-02T03:04:05.678Z".into()),
+                oid::TIMESTAMPTZ,
+                "2024-01-02 03:04:05.678+00",
+            ),
+            (
+                Value::Timestamptz("infinity".into()),
+                oid::TIMESTAMPTZ,
+                "infinity",
+            ),
+            (
+                Value::Timestamp("0044-03-15 12:00:00 BC".into()),
+                oid::TIMESTAMP,
+                "0044-03-15 12:00:00 BC",
+            ),
+        ];
+        for (value, type_oid, text) in cases {
+            assert_eq!(
+                one(value.clone(), type_oid).as_deref(),
+                Some(text),
+                "{value:?}"
+            );
+        }
     }
 
     #[test]
@@ -91,14 +185,40 @@ mod tests {
             (0.1, "0.1"),
         ];
         for (f, text) in cases {
-            assert_eq!(encode([&Value::Float(f)]).as_deref(), Some(text), "{f:?}");
+            assert_eq!(
+                one(Value::Float(f), oid::FLOAT8).as_deref(),
+                Some(text),
+                "{f:?}"
+            );
+        }
+        // A real is read into a double: its key is the real's own shortest digits.
+        let cases = [
+            ("1.1", "1.1"),
+            ("0.1", "0.1"),
+            ("123456", "123456"),
+            ("1234567", "1.234567e+06"),
+            ("3.4028235e+38", "3.4028235e+38"),
+            ("1e-05", "1e-05"),
+            ("0.0001", "0.0001"),
+        ];
+        for (sent, text) in cases {
+            let value = crate::source::values::decode_text(oid::FLOAT4, sent);
+            assert_eq!(one(value, oid::FLOAT4).as_deref(), Some(text), "{sent}");
         }
     }
 
     #[test]
     fn composite_keys_are_json_arrays_and_unambiguous() {
-        let a = encode([&Value::Text("a,b".into()), &Value::Int(1)]).unwrap();
-        let b = encode([&Value::Text("a".into()), &Value::Text("b,1".into())]).unwrap();
+        let a = encode([
+            (&Value::Text("a,b".into()), oid::TEXT),
+            (&Value::Int(1), oid::INT4),
+        ])
+        .unwrap();
+        let b = encode([
+            (&Value::Text("a".into()), oid::TEXT),
+            (&Value::Text("b,1".into()), oid::TEXT),
+        ])
+        .unwrap();
         assert_eq!(a, r#"["a,b","1"]"#);
         assert_eq!(b, r#"["a","b,1"]"#);
         assert_ne!(a, b);

@@ -7,14 +7,13 @@ use std::sync::Arc;
 
 use tokio_postgres::Client;
 
-use crate::model::{Column, ReplicaIdentity, TableSchema};
+use crate::model::{Column, KeyGap, ReplicaIdentity, TableSchema};
 
 /// A published table as the catalog describes it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PublishedTable {
+    /// Its shape; `schema.primary_key` is the primary key in key order.
     pub schema: Arc<TableSchema>,
-    /// Column indexes of the primary key (or replica identity index), in key order.
-    pub key: Vec<usize>,
 }
 
 /// Why the catalog cannot be used.
@@ -32,13 +31,49 @@ pub enum CatalogError {
     )]
     EmptyPublication(String),
     #[error(
-        "table {table} has no primary key{ri}: sluice identifies rows by their key. Add one with `ALTER TABLE {table} ADD PRIMARY KEY (...)`, or remove the table from the publication"
+        "table {table} has no primary key{ri}: sluice identifies rows by their key. Add one with `ALTER TABLE {sql} ADD PRIMARY KEY (...)`, or remove the table from the publication"
     )]
-    NoPrimaryKey { table: String, ri: &'static str },
+    NoPrimaryKey {
+        table: String,
+        sql: String,
+        ri: &'static str,
+    },
     #[error(
-        "table {table} has REPLICA IDENTITY NOTHING, so PostgreSQL does not send which row an update or delete touched: run `ALTER TABLE {table} REPLICA IDENTITY DEFAULT;`"
+        "table {table} has REPLICA IDENTITY NOTHING, so PostgreSQL does not send which row an update or delete touched: run `ALTER TABLE {sql} REPLICA IDENTITY DEFAULT;`"
     )]
-    ReplicaIdentityNothing { table: String },
+    ReplicaIdentityNothing { table: String, sql: String },
+    #[error(
+        "table {table} has REPLICA IDENTITY USING INDEX {index}, which leaves out primary key column{plural} {columns}: its deletes would not say which row they removed. Run `ALTER TABLE {sql} REPLICA IDENTITY DEFAULT;` (or FULL)"
+    )]
+    IdentityLacksKey {
+        table: String,
+        sql: String,
+        index: String,
+        plural: &'static str,
+        columns: String,
+    },
+    #[error(
+        "publication {publication:?} does not publish primary key column{plural} {columns} of table {table}, so its changes cannot be tied to a row: publish the table with a column list that includes the key, or with none (`ALTER PUBLICATION {publication_sql} DROP TABLE {sql}; ALTER PUBLICATION {publication_sql} ADD TABLE {sql};`)"
+    )]
+    KeyNotPublished {
+        publication: String,
+        publication_sql: String,
+        table: String,
+        sql: String,
+        plural: &'static str,
+        columns: String,
+    },
+    #[error(
+        "primary key column{plural} {columns} of table {table} {is_are} generated, and {why}, so its changes cannot be tied to a row: {fix}"
+    )]
+    KeyGenerated {
+        table: String,
+        plural: &'static str,
+        is_are: &'static str,
+        columns: String,
+        why: &'static str,
+        fix: String,
+    },
     #[error("reading the catalog of the source database ({what}): {source}")]
     Sql {
         what: &'static str,
@@ -63,8 +98,11 @@ pub async fn publication_exists(client: &Client, publication: &str) -> Result<bo
     Ok(row.is_some())
 }
 
-/// Describes every table of the publication, in a stable order, and refuses tables without a
-/// usable key. `exclude` names tables (qualified) to leave out, such as sluice's own.
+/// Describes every table of the publication, in a stable order, and refuses tables whose changes
+/// the stream could not always tie to their primary key: no primary key, REPLICA IDENTITY
+/// NOTHING, a replica identity index that leaves out a key column, or a key column that the
+/// publication does not publish. `exclude` names tables (qualified) to leave out, such as
+/// sluice's own.
 pub async fn published_tables(
     client: &Client,
     publication: &str,
@@ -81,13 +119,28 @@ pub async fn published_tables(
             database,
         });
     }
+    let version: i32 = client
+        .query_one("SELECT current_setting('server_version_num')::int4", &[])
+        .await
+        .map_err(sql("reading the server version"))?
+        .get(0);
+    // Which columns the stream carries: those of the column list (`attnames`, 15+), and of
+    // those, before 18, not the generated ones (15 to 17 list them in `attnames` but never
+    // stream them; 18 lists them only where the publication streams them).
+    let published_columns = if version >= 150000 {
+        "pt.attnames::text[]"
+    } else {
+        "NULL::text[]"
+    };
     let rows = client
         .query(
-            "SELECT c.oid, n.nspname::text, c.relname::text, c.relreplident::text \
-             FROM pg_publication_tables pt \
-             JOIN pg_namespace n ON n.nspname = pt.schemaname \
-             JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename \
-             WHERE pt.pubname = $1 ORDER BY n.nspname, c.relname",
+            &format!(
+                "SELECT c.oid, n.nspname::text, c.relname::text, c.relreplident::text, {published_columns} \
+                 FROM pg_publication_tables pt \
+                 JOIN pg_namespace n ON n.nspname = pt.schemaname \
+                 JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename \
+                 WHERE pt.pubname = $1 ORDER BY n.nspname, c.relname"
+            ),
             &[&publication],
         )
         .await
@@ -98,6 +151,7 @@ pub async fn published_tables(
         let schema: String = row.get(1);
         let name: String = row.get(2);
         let ident: String = row.get(3);
+        let published: Option<Vec<String>> = row.get(4);
         let mut shape = TableSchema {
             oid,
             schema,
@@ -109,6 +163,8 @@ pub async fn published_tables(
                 _ => ReplicaIdentity::Default,
             },
             columns: Vec::new(),
+            primary_key: Vec::new(),
+            identity: Vec::new(),
         };
         let qualified = shape.qualified_name();
         if exclude.contains(&qualified.as_str()) {
@@ -117,10 +173,15 @@ pub async fn published_tables(
         let columns = client
             .query(
                 "SELECT a.attname::text, a.atttypid, a.atttypmod, \
-                        coalesce((SELECT k.n FROM unnest(i.indkey) WITH ORDINALITY AS k(attnum, n) \
-                                  WHERE k.attnum = a.attnum), 0)::int4 AS key_pos \
+                        coalesce((SELECT k.n FROM pg_index i, \
+                                         unnest(i.indkey) WITH ORDINALITY AS k(attnum, n) \
+                                  WHERE i.indrelid = a.attrelid AND i.indisprimary \
+                                    AND k.attnum = a.attnum), 0)::int4 AS key_pos, \
+                        EXISTS (SELECT 1 FROM pg_index i \
+                                WHERE i.indrelid = a.attrelid AND i.indisreplident \
+                                  AND a.attnum = ANY (i.indkey)) AS in_identity_index, \
+                        a.attgenerated <> '' AS generated \
                  FROM pg_attribute a \
-                 LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary \
                  WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped \
                  ORDER BY a.attnum",
                 &[&oid],
@@ -128,43 +189,173 @@ pub async fn published_tables(
             .await
             .map_err(sql("reading the columns of a published table"))?;
         let mut key_positions = Vec::new();
+        let mut identity_index = Vec::new();
+        let mut unpublished = Vec::new();
         for (i, c) in columns.iter().enumerate() {
+            let name: String = c.get(0);
             let key_pos: i32 = c.get(3);
             if key_pos > 0 {
                 key_positions.push((key_pos, i));
+                let generated: bool = c.get(5);
+                let streamed = published.as_ref().is_none_or(|names| names.contains(&name))
+                    && (!generated || version >= 180000);
+                if !streamed {
+                    unpublished.push((name.clone(), generated));
+                }
+            }
+            if c.get::<_, bool>(4) {
+                identity_index.push(i);
             }
             shape.columns.push(Column {
-                name: c.get(0),
+                name,
                 type_oid: c.get(1),
                 type_modifier: c.get(2),
                 key: key_pos > 0,
             });
         }
         key_positions.sort();
-        let key: Vec<usize> = key_positions.into_iter().map(|(_, i)| i).collect();
-        if shape.replica_identity == ReplicaIdentity::Nothing {
-            return Err(CatalogError::ReplicaIdentityNothing { table: qualified });
+        shape.primary_key = key_positions.into_iter().map(|(_, i)| i).collect();
+        shape.identity = match shape.replica_identity {
+            ReplicaIdentity::Default => {
+                let mut key = shape.primary_key.clone();
+                key.sort();
+                key
+            }
+            ReplicaIdentity::Full => (0..shape.columns.len()).collect(),
+            ReplicaIdentity::Index => identity_index,
+            ReplicaIdentity::Nothing => Vec::new(),
+        };
+        let sql_table = sql_name(&shape.schema, &shape.name);
+        match shape.key_gap() {
+            None => {}
+            Some(KeyGap::NoPrimaryKey) => {
+                let ri = if shape.replica_identity == ReplicaIdentity::Full {
+                    " (REPLICA IDENTITY FULL is not enough)"
+                } else {
+                    ""
+                };
+                return Err(CatalogError::NoPrimaryKey {
+                    table: qualified,
+                    sql: sql_table,
+                    ri,
+                });
+            }
+            Some(KeyGap::IdentityNothing) => {
+                return Err(CatalogError::ReplicaIdentityNothing {
+                    table: qualified,
+                    sql: sql_table,
+                });
+            }
+            Some(KeyGap::IdentityLacks(missing)) => {
+                let index: Option<String> = client
+                    .query_opt(
+                        "SELECT c.relname::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+                         WHERE i.indrelid = $1 AND i.indisreplident",
+                        &[&oid],
+                    )
+                    .await
+                    .map_err(sql("reading the replica identity index"))?
+                    .map(|r| r.get(0));
+                return Err(CatalogError::IdentityLacksKey {
+                    table: qualified,
+                    sql: sql_table,
+                    // A dropped identity index leaves the table behaving as NOTHING.
+                    index: index.unwrap_or_else(|| "(dropped)".to_owned()),
+                    plural: if missing.len() == 1 { "" } else { "s" },
+                    columns: missing.join(", "),
+                });
+            }
         }
-        if key.is_empty() {
-            let ri = if shape.replica_identity == ReplicaIdentity::Full {
-                " (REPLICA IDENTITY FULL is not enough)"
+        let generated: Vec<&str> = unpublished
+            .iter()
+            .filter(|(_, g)| *g)
+            .map(|(n, _)| n.as_str())
+            .collect();
+        if !generated.is_empty() {
+            let (why, fix) = if version >= 180000 {
+                (
+                    "the publication does not publish generated columns",
+                    format!(
+                        "`ALTER PUBLICATION {} SET (publish_generated_columns = stored);`",
+                        sql_ident(publication)
+                    ),
+                )
             } else {
-                ""
+                (
+                    "PostgreSQL before 18 never streams generated columns",
+                    "key the table by ordinary columns, or use PostgreSQL 18 with publish_generated_columns = stored".to_owned(),
+                )
             };
-            return Err(CatalogError::NoPrimaryKey {
+            return Err(CatalogError::KeyGenerated {
                 table: qualified,
-                ri,
+                plural: if generated.len() == 1 { "" } else { "s" },
+                is_are: if generated.len() == 1 { "is" } else { "are" },
+                columns: generated.join(", "),
+                why,
+                fix,
+            });
+        }
+        let unpublished: Vec<String> = unpublished.into_iter().map(|(n, _)| n).collect();
+        if !unpublished.is_empty() {
+            return Err(CatalogError::KeyNotPublished {
+                publication: publication.to_owned(),
+                publication_sql: sql_ident(publication),
+                table: qualified,
+                sql: sql_table,
+                plural: if unpublished.len() == 1 { "" } else { "s" },
+                columns: unpublished.join(", "),
             });
         }
         tables.push(PublishedTable {
             schema: Arc::new(shape),
-            key,
         });
     }
     if tables.is_empty() {
         return Err(CatalogError::EmptyPublication(publication.to_owned()));
     }
     Ok(tables)
+}
+
+/// The primary key of the table with `oid` as the catalog says now: its column names in key
+/// order, empty if it has none (or no longer exists). The stream asks this for every Relation
+/// message, so that a key changed by `ALTER TABLE` is followed.
+pub async fn primary_key_names(client: &Client, oid: u32) -> Result<Vec<String>, CatalogError> {
+    let rows = client
+        .query(
+            "SELECT a.attname::text \
+             FROM pg_index i, unnest(i.indkey) WITH ORDINALITY AS k(attnum, n), pg_attribute a \
+             WHERE i.indrelid = $1 AND i.indisprimary \
+               AND a.attrelid = i.indrelid AND a.attnum = k.attnum \
+             ORDER BY k.n",
+            &[&oid],
+        )
+        .await
+        .map_err(sql("reading the primary key of a streamed table"))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// `name`, or `schema.name`, each part quoted only where SQL needs it: the form error messages
+/// use in the SQL they suggest.
+pub fn sql_name(schema: &str, name: &str) -> String {
+    if schema == "public" || schema.is_empty() {
+        sql_ident(name)
+    } else {
+        format!("{}.{}", sql_ident(schema), sql_ident(name))
+    }
+}
+
+/// An identifier for SQL text in a message: as it is where SQL reads it unquoted, quoted
+/// otherwise.
+pub fn sql_ident(name: &str) -> String {
+    let plain = name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if plain {
+        name.to_owned()
+    } else {
+        quote_ident(name)
+    }
 }
 
 /// Quotes an identifier for SQL text, as `quote_ident` does.

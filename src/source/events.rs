@@ -42,7 +42,10 @@ pub enum SourceEvent {
         content: Vec<u8>,
         lsn: Lsn,
     },
-    /// Sent after the relation cache is updated, so a schema change is visible downstream.
+    /// Sent after the relation cache is updated, so a schema change is visible downstream. The
+    /// shape's `identity` comes from the message; its `primary_key` is empty, because pgoutput
+    /// does not say it: whoever holds a catalog connection fills it in
+    /// ([`crate::source::KeyedRelations`]).
     Relation(Arc<TableSchema>),
     /// The server's WAL end while idle: everything before it has been sent.
     Keepalive { wal_end: Lsn },
@@ -104,6 +107,8 @@ impl EventDecoder {
                 commit_time_us: commit_time.saturating_add(PG_EPOCH_OFFSET_US),
             },
             PgOutputMessage::Relation(r) => {
+                // The flags mark the replica identity's columns (every column under FULL), not
+                // the primary key: the key is left for the catalog to say.
                 let schema = Arc::new(TableSchema {
                     oid: r.oid,
                     schema: r.namespace.to_owned(),
@@ -116,8 +121,16 @@ impl EventDecoder {
                             name: c.name.to_owned(),
                             type_oid: c.type_oid,
                             type_modifier: c.type_modifier,
-                            key: c.key,
+                            key: false,
                         })
+                        .collect(),
+                    primary_key: Vec::new(),
+                    identity: r
+                        .columns
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, c)| c.key)
+                        .map(|(i, _)| i)
                         .collect(),
                 });
                 self.relations.insert(r.oid, schema.clone());
@@ -141,8 +154,12 @@ impl EventDecoder {
                     Some(o) => Some(row(&table, old_data(o), "update (old row)", wal_start)?),
                     None => None,
                 };
+                let mut new = row(&table, &new, "update", wal_start)?;
+                if let Some(old) = &old {
+                    fill_unchanged(&mut new, old);
+                }
                 SourceEvent::Change(Change {
-                    new: Some(row(&table, &new, "update", wal_start)?),
+                    new: Some(new),
                     old,
                     op: Operation::Update,
                     table,
@@ -210,6 +227,19 @@ impl EventDecoder {
     }
 }
 
+/// Replaces the new row's unchanged TOAST values with the old row's values, where the old tuple
+/// carries them: every column under REPLICA IDENTITY FULL, the key columns when the key holds an
+/// out-of-line value. An unchanged value is by definition the old one, so the rules (and the
+/// checksum) see the real row. The old tuple's NULLs are not values here: a key-only old tuple
+/// sends NULL for every column it leaves out, and an unchanged TOAST value is never NULL.
+fn fill_unchanged(new: &mut [Value], old: &[Value]) {
+    for (value, before) in new.iter_mut().zip(old) {
+        if matches!(value, Value::Unchanged) && !matches!(before, Value::Null | Value::Unchanged) {
+            *value = before.clone();
+        }
+    }
+}
+
 fn old_data<'a, 'b>(o: &'b OldTuple<'a>) -> &'b TupleData<'a> {
     o.data()
 }
@@ -246,4 +276,20 @@ fn row(
             TupleValue::Binary(b) => Value::Bytes(b.to_vec()),
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unchanged_values_are_filled_from_the_old_row_where_it_has_them() {
+        let t = |s: &str| Value::Text(s.into());
+        // Under FULL the old row has every value; a key-only old row has NULL elsewhere, and an
+        // unchanged TOAST value is never NULL, so a NULL is never copied.
+        let mut new = vec![t("1"), Value::Unchanged, Value::Unchanged, t("new")];
+        let old = vec![t("1"), t("big"), Value::Null, t("old")];
+        fill_unchanged(&mut new, &old);
+        assert_eq!(new, vec![t("1"), t("big"), Value::Unchanged, t("new")]);
+    }
 }

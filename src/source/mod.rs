@@ -6,6 +6,7 @@
 pub mod catalog;
 mod error;
 mod events;
+mod keys;
 pub mod pgoutput;
 mod replication;
 pub mod row_json;
@@ -17,6 +18,7 @@ mod wire;
 
 pub use error::{ServerError, SourceError};
 pub use events::{EventDecoder, SourceEvent};
+pub use keys::KeyedRelations;
 pub use replication::{ReplicationConnection, SlotInfo, SnapshotAction, StartOptions, SystemInfo};
 pub use slot::{SlotState, lookup_slot};
 pub use stream::{Acker, ReplicationStream};

@@ -11,7 +11,7 @@ use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::model::{Change, Lsn, Operation, Value};
 use crate::source::catalog::{PublishedTable, quote_ident, quote_literal};
-use crate::source::values::decode_text;
+use crate::source::values::{CANONICAL_SETTINGS, decode_text};
 
 /// A snapshot failure, naming the table.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +43,23 @@ pub struct SnapshotChunk {
     /// The key of the chunk's last row, in key order, as text: where the next chunk starts, and
     /// what is persisted so an interrupted snapshot resumes after it.
     pub last_key: Vec<String>,
+}
+
+/// Pins the settings that values' text forms depend on ([`CANONICAL_SETTINGS`]) in the session of
+/// `client`, so that the snapshot reads every value as the stream does, whatever the database's
+/// or role's defaults (`ALTER DATABASE ... SET datestyle = 'SQL, DMY'`).
+pub async fn pin_settings(client: &Client) -> Result<(), SnapshotError> {
+    let sql: String = CANONICAL_SETTINGS
+        .iter()
+        .map(|(name, value)| format!("SET {name} = {};", quote_literal(value)))
+        .collect();
+    client
+        .batch_execute(&sql)
+        .await
+        .map_err(|source| SnapshotError::Read {
+            table: "(session settings)".to_owned(),
+            source,
+        })
 }
 
 /// Opens the snapshot transaction on `client`. With `exported`, the transaction sees exactly the
@@ -97,15 +114,17 @@ impl TableReader {
         lsn: Lsn,
     ) -> Self {
         let cols = &table.schema.columns;
-        // Qualified with the alias: an unqualified ORDER BY name would pick the text-cast output
-        // column of the same name and sort keys as text.
+        // Values in their types' output forms, as the stream sends them (a simple query returns
+        // text): not `::text`, which differs for some types (char(n) drops its padding, inet
+        // shows a /32, bool spells true).
         let select_list = cols
             .iter()
-            .map(|c| format!("t.{}::text", quote_ident(&c.name)))
+            .map(|c| format!("t.{}", quote_ident(&c.name)))
             .collect::<Vec<_>>()
             .join(", ");
         let keys: Vec<String> = table
-            .key
+            .schema
+            .primary_key
             .iter()
             .map(|&i| format!("t.{}", quote_ident(&cols[i].name)))
             .collect();
@@ -166,8 +185,8 @@ impl TableReader {
                     Some(text) => decode_text(column.type_oid, text),
                 });
             }
-            let mut key = Vec::with_capacity(self.table.key.len());
-            for &i in &self.table.key {
+            let mut key = Vec::with_capacity(shape.primary_key.len());
+            for &i in &shape.primary_key {
                 match row.get(i) {
                     Some(text) => key.push(text.to_owned()),
                     None => {

@@ -1,9 +1,10 @@
 //! Text-format column values to typed [`Value`]s, by type OID.
 //!
 //! pgoutput (protocol 1) sends every value in its type's text output form, as does a SQL query
-//! in text mode, so the snapshot reader uses the same function. The replication connection asks
-//! for `DateStyle=ISO`, `TimeZone=UTC`, `extra_float_digits=3`, `IntervalStyle=postgres` and
-//! `bytea_output=hex`; the decoder still accepts other time zones and the escape bytea format.
+//! in text mode, so the snapshot reader uses the same function. Both sessions pin the settings
+//! that output forms depend on to [`CANONICAL_SETTINGS`], whatever the database's or role's
+//! defaults, so a value reads the same from either; the decoder still accepts other time zones
+//! and the escape bytea format.
 //!
 //! Normal forms: timestamps `YYYY-MM-DDTHH:MM:SS[.ffffff]`, timestamptz the same in UTC with a
 //! `Z` suffix, `infinity`/`-infinity` unchanged; arrays of built-in types as JSON arrays; numeric
@@ -13,6 +14,17 @@
 use std::fmt::Write as _;
 
 use crate::model::Value;
+
+/// The session settings under which values are rendered, in the replication connection (startup
+/// parameters) and the snapshot's SQL session (`SET`): record ids are the key's `::text` under
+/// exactly these (see `sink::record_id`).
+pub const CANONICAL_SETTINGS: [(&str, &str); 5] = [
+    ("DateStyle", "ISO, MDY"),
+    ("IntervalStyle", "postgres"),
+    ("TimeZone", "UTC"),
+    ("extra_float_digits", "1"),
+    ("bytea_output", "hex"),
+];
 
 pub mod oid {
     pub const BOOL: u32 = 16;

@@ -213,13 +213,10 @@ impl Wire {
             ("user", cfg.user.as_str()),
             ("database", cfg.dbname.as_str()),
             ("client_encoding", "UTF8"),
-            // The walsender renders values with these settings: see source::values.
-            ("DateStyle", "ISO"),
-            ("TimeZone", "UTC"),
-            ("IntervalStyle", "postgres"),
-            ("extra_float_digits", "3"),
-            ("bytea_output", "hex"),
         ];
+        // The walsender renders values with these settings: see source::values. Startup
+        // parameters win over the database's and the role's defaults.
+        params.extend(super::values::CANONICAL_SETTINGS);
         if replication {
             params.push(("replication", "database"));
         }

@@ -20,6 +20,8 @@ pub fn table(schema: &str, name: &str, columns: &[(&str, u32)]) -> Arc<TableSche
                 key: i == 0,
             })
             .collect(),
+        primary_key: vec![0],
+        identity: vec![0],
     })
 }
 

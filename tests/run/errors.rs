@@ -211,3 +211,85 @@ async fn out_of_range_settings_are_refused_with_the_key_and_range() {
         .get(0);
     assert_eq!(slots, 0, "a slot was created");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replica_identity_index_without_the_primary_key_is_refused_with_the_fix() {
+    let db = pg::cluster().create_db("err_riindex").await;
+    db.client()
+        .await
+        .batch_execute(
+            "CREATE TABLE items (id int PRIMARY KEY, code text NOT NULL UNIQUE, user_id text); \
+             ALTER TABLE items REPLICA IDENTITY USING INDEX items_code_key; \
+             CREATE PUBLICATION sluice_pub FOR TABLE items;",
+        )
+        .await
+        .unwrap();
+    let log = fails(&db, &wasm::module("by-owner"), RunOpts::default());
+    assert_eq!(
+        error_line(&log),
+        "error: table items has REPLICA IDENTITY USING INDEX items_code_key, which leaves out primary key column id: its deletes would not say which row they removed. Run `ALTER TABLE items REPLICA IDENTITY DEFAULT;` (or FULL)"
+    );
+    assert!(
+        !log.contains("created replication slot"),
+        "refused before anything is created:\n{log}"
+    );
+}
+
+async fn server_version(db: &pg::TestDb) -> i32 {
+    db.client()
+        .await
+        .query_one("SELECT current_setting('server_version_num')::int4", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn primary_key_left_out_of_the_column_list_is_refused_with_the_fix() {
+    let db = pg::cluster().create_db("err_collist").await;
+    // Column lists exist from PostgreSQL 15 on; before, every column is published.
+    if server_version(&db).await < 150000 {
+        return;
+    }
+    db.client()
+        .await
+        .batch_execute(
+            "CREATE SCHEMA app; \
+             CREATE TABLE app.\"Items\" (id int, org text, user_id text, PRIMARY KEY (org, id)); \
+             CREATE PUBLICATION \"Pub\" FOR TABLE app.\"Items\" (user_id, id);",
+        )
+        .await
+        .unwrap();
+    let log = fails(
+        &db,
+        &wasm::module("by-owner"),
+        RunOpts {
+            publication: Some("Pub".into()),
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        error_line(&log),
+        "error: publication \"Pub\" does not publish primary key column org of table app.Items, so its changes cannot be tied to a row: publish the table with a column list that includes the key, or with none (`ALTER PUBLICATION \"Pub\" DROP TABLE app.\"Items\"; ALTER PUBLICATION \"Pub\" ADD TABLE app.\"Items\";`)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn generated_primary_key_column_is_refused_with_the_fix() {
+    let db = pg::cluster().create_db("err_genkey").await;
+    db.client()
+        .await
+        .batch_execute(
+            "CREATE TABLE items (n int, id int GENERATED ALWAYS AS (n * 2) STORED PRIMARY KEY, user_id text); \
+             CREATE PUBLICATION sluice_pub FOR TABLE items;",
+        )
+        .await
+        .unwrap();
+    let log = fails(&db, &wasm::module("by-owner"), RunOpts::default());
+    let expected = if server_version(&db).await >= 180000 {
+        "error: primary key column id of table items is generated, and the publication does not publish generated columns, so its changes cannot be tied to a row: `ALTER PUBLICATION sluice_pub SET (publish_generated_columns = stored);`"
+    } else {
+        "error: primary key column id of table items is generated, and PostgreSQL before 18 never streams generated columns, so its changes cannot be tied to a row: key the table by ordinary columns, or use PostgreSQL 18 with publish_generated_columns = stored"
+    };
+    assert_eq!(error_line(&log), expected);
+}

@@ -180,10 +180,13 @@ async fn decodes_every_message_kind_with_lsns() {
         items
             .columns
             .iter()
-            .map(|c| (c.name.as_str(), c.type_oid, c.key))
+            .map(|c| (c.name.as_str(), c.type_oid))
             .collect::<Vec<_>>(),
-        vec![("id", 23, true), ("note", 25, false), ("big", 25, false)]
+        vec![("id", 23), ("note", 25), ("big", 25)]
     );
+    // The message's flags are the replica identity; the primary key is the catalog's to say.
+    assert_eq!(items.identity, vec![0]);
+    assert!(items.primary_key.is_empty());
     let SourceEvent::Relation(other) = &events[7] else {
         panic!("{:?}", events[7])
     };

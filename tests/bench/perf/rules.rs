@@ -120,6 +120,8 @@ fn model_changes() -> Vec<Change> {
                 key: *key,
             })
             .collect(),
+        primary_key: vec![0],
+        identity: vec![0],
     });
     (0..CHANGES)
         .map(|i| Change {
