@@ -37,7 +37,7 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
     let mut module = ctx.active.load_full();
     let mut rules = RulesWorker::start(Arc::clone(&module)).await?;
     let soft_delete = |table: &str| config.soft_delete_column_for(table).map(str::to_owned);
-    let row_json = RowJson::connect(&ctx.source).await?;
+    let row_json = RowJson::connect(&ctx.source, &ctx.sink).await?;
     let mut transform = Transform {
         policy: config.failure_policy,
         rules_version: module.version().to_owned(),
@@ -146,7 +146,7 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
     let mut batcher = Batcher::new(config);
     let mut skipping = false;
     // The stream's shapes with the primary key read from the catalog.
-    let mut keyed = KeyedRelations::new();
+    let mut keyed = KeyedRelations::seeded(&tables);
     let mut server_end = stored;
     let mut shutdown = ctx.shutdown.clone();
     let mut swaps = ctx.swaps.lock().await;

@@ -28,11 +28,37 @@ use super::catalog::{CatalogError, primary_key_names, sql_name};
 pub struct KeyedRelations {
     /// The shape as decoded (compared by `Arc` identity) and the same shape with its key.
     by_oid: FxHashMap<u32, (Arc<TableSchema>, Arc<TableSchema>)>,
+    /// Primary key column names read at the session's start, by relation OID, each used for
+    /// that table's first Relation message only.
+    seeds: FxHashMap<u32, Vec<String>>,
 }
 
 impl KeyedRelations {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Starts from the keys the session's preflight read from the catalog: the first Relation
+    /// message of each table (every table gets one when the stream starts) then needs no
+    /// catalog round trip, so the stream starts without one query per table and does not wait
+    /// on the catalog connection. A later Relation message (after DDL) reads the catalog.
+    pub fn seeded(tables: &[super::catalog::PublishedTable]) -> Self {
+        let seeds = tables
+            .iter()
+            .map(|t| {
+                let s = &t.schema;
+                let names = s
+                    .primary_key
+                    .iter()
+                    .map(|&i| s.columns[i].name.clone())
+                    .collect();
+                (s.oid, names)
+            })
+            .collect();
+        KeyedRelations {
+            by_oid: FxHashMap::default(),
+            seeds,
+        }
     }
 
     /// Reads the primary key of a table the stream just described, and returns its shape with
@@ -43,7 +69,10 @@ impl KeyedRelations {
         client: &Client,
         decoded: Arc<TableSchema>,
     ) -> Result<Arc<TableSchema>, CatalogError> {
-        let names = primary_key_names(client, decoded.oid).await?;
+        let names = match self.seeds.remove(&decoded.oid) {
+            Some(names) => names,
+            None => primary_key_names(client, decoded.oid).await?,
+        };
         let (shape, unstreamed) = keyed_shape(&decoded, &names);
         let table = shape.qualified_name();
         let sql = sql_name(&shape.schema, &shape.name);

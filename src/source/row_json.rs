@@ -23,10 +23,20 @@ pub struct RowJson {
 }
 
 impl RowJson {
-    /// Opens the connection, with the database's default session settings.
-    pub async fn connect(config: &PgConfig) -> Result<Self, PgError> {
+    /// Opens the connection, with the database's default session settings. When the sink is
+    /// the source database itself (same server by system identifier, same database), the rows
+    /// are read over the sink's address: reading them then depends on the server the sink
+    /// commits to, not on the replication path (which may be a proxy, a pooler or a slower
+    /// network). Otherwise over the source's.
+    pub async fn connect(source: &PgConfig, sink: &PgConfig) -> Result<Self, PgError> {
+        let on_sink = sink.connect_sql().await?;
+        let on_source = source.connect_sql().await?;
+        let same = match (identity(&on_sink).await, identity(&on_source).await) {
+            (Some(a), Some(b)) => a == b,
+            _ => false,
+        };
         Ok(RowJson {
-            client: config.connect_sql().await?,
+            client: if same { on_sink } else { on_source },
         })
     }
 
@@ -80,4 +90,16 @@ impl RowJson {
         }
         Ok(out)
     }
+}
+
+/// (system identifier, database name): the same pair means the same database.
+async fn identity(client: &Client) -> Option<(i64, String)> {
+    let row = client
+        .query_one(
+            "SELECT system_identifier, current_database()::text FROM pg_control_system()",
+            &[],
+        )
+        .await
+        .ok()?;
+    Some((row.get(0), row.get(1)))
 }
