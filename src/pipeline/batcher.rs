@@ -46,6 +46,11 @@ pub struct Batcher {
     /// Changes evaluated and how many of them the rules failed on, since last taken.
     evaluated: u64,
     errored: u64,
+    /// Source transaction ids of the pending items: the complete transactions, then the open
+    /// one (only committed transactions are streamed, so it is committed too). Their rows are
+    /// read for checksums once they are visible.
+    xids: Vec<u32>,
+    open_xid: Option<u32>,
 }
 
 impl Batcher {
@@ -65,6 +70,8 @@ impl Batcher {
             rules_batch: config.rules.batch_size,
             evaluated: 0,
             errored: 0,
+            xids: Vec::new(),
+            open_xid: None,
         }
     }
 
@@ -86,7 +93,8 @@ impl Batcher {
         )
     }
 
-    pub fn begin_tx(&mut self) {
+    pub fn begin_tx(&mut self, xid: u32) {
+        self.open_xid = Some(xid);
         self.in_tx = true;
         self.tx_start = self.items.len();
         self.open_tx_written = false;
@@ -107,6 +115,7 @@ impl Batcher {
     }
 
     pub fn commit_tx(&mut self, end_lsn: Lsn, commit_time_us: i64) {
+        self.xids.extend(self.open_xid.take());
         self.in_tx = false;
         self.open_tx_written = false;
         self.tx_start = self.items.len();
@@ -141,7 +150,9 @@ impl Batcher {
         if self.in_tx {
             self.open_tx_written = true;
         }
-        let items = self.evaluate(items, rules, t).await?;
+        let mut xids = std::mem::take(&mut self.xids);
+        xids.extend(self.open_xid);
+        let items = self.evaluate(items, &xids, rules, t).await?;
         committer
             .submit(Job {
                 items,
@@ -188,7 +199,9 @@ impl Batcher {
             })
             .sum();
         self.tx_start = 0;
-        let items = self.evaluate(items, rules, t).await?;
+        // The open transaction (if any) stays pending with its items.
+        let xids = std::mem::take(&mut self.xids);
+        let items = self.evaluate(items, &xids, rules, t).await?;
         self.last_commit = None;
         self.first_commit_at = None;
         committer
@@ -210,6 +223,7 @@ impl Batcher {
     async fn evaluate(
         &mut self,
         items: Vec<Pending>,
+        xids: &[u32],
         rules: &mut RulesWorker,
         t: &Transform<'_>,
     ) -> Result<Vec<SinkItem>, PipelineError> {
@@ -239,7 +253,7 @@ impl Batcher {
         errored += evaluate_into(&mut run, rules, t, &mut out, &mut noted).await?;
         self.errored += errored;
         if let Some(rows) = t.rows {
-            checksums::fill(&mut out, &noted, rows).await?;
+            checksums::fill(&mut out, &noted, rows, xids).await?;
         }
         Ok(out)
     }
@@ -292,7 +306,7 @@ pub async fn evaluate_all(
         evaluate_into(&mut run, rules, t, &mut out, &mut tables).await?;
     }
     if let Some(rows) = t.rows {
-        checksums::fill(&mut out, &tables, rows).await?;
+        checksums::fill(&mut out, &tables, rows, &[]).await?;
     }
     Ok(out)
 }

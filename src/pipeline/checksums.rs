@@ -10,8 +10,13 @@
 //! of the same row recomputes it, so once the stream is caught up every edge holds the
 //! checksum of the row as it is. A row gone by the time it is read (deleted later in the
 //! stream) keeps a NULL checksum until its delete removes the edge.
+//!
+//! The read waits until the batch's source transactions are visible (see
+//! [`RowJson::wait_visible`]): read any earlier, an inserted row is missing and an updated one
+//! still the previous version.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tracing::warn;
 
@@ -22,6 +27,11 @@ use crate::sink::checksum::record_checksum;
 use crate::source::row_json::RowJson;
 
 pub const CHECKSUM_READ_FAILURES: &str = "sluice_checksum_read_failures_total";
+
+/// How long a read waits for its transactions to become visible. Only a misconfiguration makes
+/// it run out: sluice as a synchronous standby (transactions become visible only once sluice
+/// has confirmed them, after the read).
+const VISIBILITY_WAIT: Duration = Duration::from_secs(5);
 
 /// The tables the changes of a batch belong to, by their schema as of each change.
 #[derive(Default)]
@@ -44,7 +54,9 @@ impl BatchTables {
     }
 }
 
-/// Sets the checksum of every record in `items` that keeps its row in a bucket.
+/// Sets the checksum of every record in `items` that keeps its row in a bucket, once the source
+/// transactions `xids` (those the items come from; none for a snapshot or a rebucket, which read
+/// committed rows) are visible.
 ///
 /// A table whose rows cannot be read (dropped or renamed since, permissions) leaves its
 /// records without a checksum and says so; only a lost connection fails the batch.
@@ -52,6 +64,7 @@ pub async fn fill(
     items: &mut [SinkItem],
     tables: &BatchTables,
     rows: &RowJson,
+    xids: &[u32],
 ) -> Result<(), PipelineError> {
     let mut by_table: Vec<(String, Vec<usize>)> = Vec::new();
     for (i, item) in items.iter().enumerate() {
@@ -62,6 +75,23 @@ pub async fn fill(
         match by_table.iter_mut().find(|(t, _)| *t == r.table_name) {
             Some((_, indexes)) => indexes.push(i),
             None => by_table.push((r.table_name.clone(), vec![i])),
+        }
+    }
+    if let Some((first, _)) = by_table.first() {
+        match rows.wait_visible(xids, VISIBILITY_WAIT).await {
+            Ok(true) => {}
+            Ok(false) => warn!(
+                transactions = xids.len(),
+                "the source transactions are still not visible after {VISIBILITY_WAIT:?}; the checksums of their rows may be the previous versions' (is sluice's application_name in synchronous_standby_names?)"
+            ),
+            Err(e) if e.as_db_error().is_some() => warn!(error = %e,
+                "cannot check that the source transactions are visible; the checksums of their rows may be the previous versions'"),
+            Err(source) => {
+                return Err(PipelineError::RowRead {
+                    table: first.clone(),
+                    source,
+                });
+            }
         }
     }
     for (table_name, indexes) in by_table {

@@ -231,13 +231,13 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
             }));
         };
         match event {
-            SourceEvent::Begin { final_lsn, .. } => {
+            SourceEvent::Begin { final_lsn, xid, .. } => {
                 // A commit record that starts before the stored end LSN ends at or before it.
                 skipping = final_lsn < stored;
                 if skipping {
                     debug!(%final_lsn, %stored, "skipping a transaction already persisted");
                 } else {
-                    batcher.begin_tx();
+                    batcher.begin_tx(xid);
                 }
             }
             SourceEvent::Change(mut change) => {

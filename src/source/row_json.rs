@@ -10,6 +10,14 @@
 //! One query per table and batch, never one per row: the keys travel as one array of JSON
 //! objects that `json_populate_record` turns into the table's own key types, so the primary
 //! key index is used whatever the key types are.
+//!
+//! A transaction reaches us once its commit record is flushed, which can be before other
+//! sessions see it: the committing backend leaves the proc array only afterwards (a moment
+//! later, or once a synchronous standby has confirmed). Read in that window, a row is missing
+//! or still the previous version, and its checksum wrong until it changes again. So a read
+//! first waits until the transactions it follows are visible: [`RowJson::wait_visible`].
+
+use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
 
@@ -38,6 +46,40 @@ impl RowJson {
         Ok(RowJson {
             client: if same { on_sink } else { on_source },
         })
+    }
+
+    /// Waits until every transaction in `xids` (the 32-bit ids of committed transactions, as
+    /// pgoutput's Begin gives them) is visible to a new snapshot of this connection, for at most
+    /// `limit`. False when the limit passed first.
+    pub async fn wait_visible(
+        &self,
+        xids: &[u32],
+        limit: Duration,
+    ) -> Result<bool, tokio_postgres::Error> {
+        if xids.is_empty() {
+            return Ok(true);
+        }
+        // A committed transaction's id is below the snapshot's xmax and less than 2^31 behind
+        // it, which gives its epoch.
+        const SQL: &str = "SELECT count(*) FROM (SELECT pg_current_snapshot() AS s, \
+             pg_snapshot_xmax(pg_current_snapshot())::text::int8 AS xmax) AS c, \
+             unnest($1::int8[]) AS x(xid) \
+             WHERE NOT pg_visible_in_snapshot((c.xmax - ((c.xmax % 4294967296 - x.xid) \
+             % 4294967296 + 4294967296) % 4294967296)::text::xid8, c.s)";
+        let xids: Vec<i64> = xids.iter().map(|&x| i64::from(x)).collect();
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let invisible: i64 = self.client.query_one(SQL, &[&xids]).await?.get(0);
+            if invisible == 0 {
+                return Ok(true);
+            }
+            if started.elapsed() >= limit {
+                return Ok(false);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
     }
 
     /// The `row_to_json` text of each row whose primary key columns (in `key_columns` order)

@@ -1,6 +1,7 @@
 //! synchro's record checksum on the edges sluice writes, with Go's own `encoding/json` and
 //! `hash/crc32` as the oracle (tests/oracles/synchro-checksum), over `row_to_json` of the final
-//! rows: snapshot, stream and rebucket alike, every column type a sync schema uses.
+//! rows: snapshot, stream and rebucket alike, every column type a sync schema uses; and read
+//! only once the change's transaction is visible.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -196,4 +197,107 @@ async fn assert_edges_match_go(client: &tokio_postgres::Client) {
         .unwrap();
     let stored: BTreeMap<String, i32> = buckets.iter().map(|r| (r.get(0), r.get(1))).collect();
     assert_eq!(stored, xor, "bucket checksums");
+}
+
+/// pgoutput delivers a transaction once its commit record is flushed, but other sessions see it
+/// only when the committing backend has left the proc array. Read in between (a backend
+/// descheduled for a moment, or one waiting for a synchronous standby), a row is missing or still
+/// its previous version: sluice stored no checksum for an inserted row and the previous
+/// version's for an updated one, and nothing corrected them until the row changed again (the
+/// conformance tests above caught it now and then). Here a synchronous standby that never
+/// connects holds the window open for two seconds, until the test lifts the requirement.
+#[tokio::test(flavor = "multi_thread")]
+async fn checksums_are_read_once_the_transaction_is_visible() {
+    let source = pg::Cluster::start(pg::ClusterOptions {
+        settings: vec![("synchronous_standby_names".into(), "absent_standby".into())],
+        ..Default::default()
+    });
+    let db = source.create_db("visible_src").await;
+    // The sidecar in another cluster: sluice's own commits must not wait for the standby.
+    let sink_db = pg::cluster().create_db("visible_sink").await;
+    let client = db.client().await;
+    let sink = sink_db.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE items (id int PRIMARY KEY, user_id text, title text);
+             INSERT INTO items VALUES (1, 'u1', 'before');
+             CREATE TABLE marker (id int PRIMARY KEY);
+             CREATE PUBLICATION sluice_pub FOR TABLE items, marker;",
+        )
+        .await
+        .unwrap();
+    let mut sluice = Sluice::start(
+        &db,
+        &wasm::module("by-owner"),
+        RunOpts {
+            extra_args: vec!["--sink-url".into(), sink_db.url.clone()],
+            ..Default::default()
+        },
+    );
+    wait_snapshot(&sink, &mut sluice).await;
+
+    // Flushed and decoded at once, visible only once the standby requirement is lifted.
+    let writer = {
+        let db = db.clone();
+        tokio::spawn(async move {
+            db.client()
+                .await
+                .batch_execute(
+                    "SET synchronous_commit = on; BEGIN;
+                     INSERT INTO items VALUES (2, 'u1', 'new');
+                     UPDATE items SET title = 'after' WHERE id = 1;
+                     COMMIT;",
+                )
+                .await
+                .unwrap();
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !writer.is_finished(),
+        "the commit should wait for the absent standby"
+    );
+    client
+        .batch_execute("ALTER SYSTEM SET synchronous_standby_names = ''")
+        .await
+        .unwrap();
+    client
+        .batch_execute("SELECT pg_reload_conf()")
+        .await
+        .unwrap();
+    writer.await.unwrap();
+    let floor = write(&client, "INSERT INTO marker VALUES (1)").await;
+    wait_persisted(&sink, floor, &mut sluice).await;
+
+    let rows: Vec<(String, String)> = client
+        .query(
+            "SELECT id::text, row_to_json(i)::text FROM items i ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let texts: Vec<String> = rows.iter().map(|(_, j)| j.clone()).collect();
+    let want: BTreeMap<String, Option<i32>> = rows
+        .iter()
+        .map(|(id, _)| id.clone())
+        .zip(synchro_checksums(&texts).into_iter().map(Some))
+        .collect();
+    let stored: BTreeMap<String, Option<i32>> = sink
+        .query(
+            "SELECT record_id, checksum FROM sync_bucket_edges WHERE table_name = 'items'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        stored, want,
+        "edge checksums (left) against the current rows' {rows:?}"
+    );
+    assert!(sluice.stop().success(), "{}", sluice.log_text());
 }

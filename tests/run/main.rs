@@ -11,6 +11,7 @@ mod wasm;
 mod support;
 
 mod checksum;
+mod conformance;
 mod crash;
 mod errors;
 mod identity;
