@@ -270,3 +270,45 @@ mod tests {
         assert!("nope".parse::<Lsn>().is_err());
     }
 }
+
+/// How buckets flow along a [`Relation`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Flow {
+    /// The child row belongs to every bucket its parent row belongs to, besides the buckets its own
+    /// outcome gives (synchro's child tables: an order line in its order's buckets).
+    Inherit,
+    /// The parent row belongs to every bucket its child rows' own outcomes give (a list shared with
+    /// the user of each of its `list_members` rows).
+    Share,
+}
+
+/// A foreign key a rules module follows: rows of `child` whose `columns` hold the primary key of a
+/// `parent` row, in the parent's key order. Declared by the module's `init` (world
+/// `sluice:rules@0.2.0`); the host resolves it, stores the link and cascades membership changes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Relation {
+    /// Table name as rules see it: `order_details`, `billing.invoices`.
+    pub child: String,
+    /// The child's columns holding the parent's key, in the parent's primary key order.
+    pub columns: Vec<String>,
+    /// Table name as rules see it.
+    pub parent: String,
+    pub flow: Flow,
+}
+
+impl Relation {
+    /// The stable name links are stored under: `order_details(order_id)->orders` for inherit,
+    /// `list_members(list_id)=>lists` for share. A different declaration is a different relation.
+    pub fn name(&self) -> String {
+        let arrow = match self.flow {
+            Flow::Inherit => "->",
+            Flow::Share => "=>",
+        };
+        format!(
+            "{}({}){arrow}{}",
+            self.child,
+            self.columns.join(","),
+            self.parent
+        )
+    }
+}
