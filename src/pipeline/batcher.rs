@@ -158,6 +158,7 @@ impl Batcher {
                 items,
                 commit: None,
                 server_end,
+                relations: std::sync::Arc::clone(&t.relations),
             })
             .await?;
         Ok(())
@@ -212,6 +213,7 @@ impl Batcher {
                     commit_time_us,
                 }),
                 server_end,
+                relations: std::sync::Arc::clone(&t.relations),
             })
             .await?;
         Ok(true)

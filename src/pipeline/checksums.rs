@@ -69,7 +69,10 @@ pub async fn fill(
     let mut by_table: Vec<(String, Vec<usize>)> = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let SinkItem::Record(r) = item else { continue };
-        if r.op == Operation::Delete || r.buckets.is_empty() {
+        // A related row kept with no buckets of its own may still inherit some: its checksum is
+        // stored with its state, for the edges a cascade gives it later.
+        let kept_related = r.related.as_ref().is_some_and(|related| related.kept);
+        if r.op == Operation::Delete || (r.buckets.is_empty() && !kept_related) {
             continue;
         }
         match by_table.iter_mut().find(|(t, _)| *t == r.table_name) {

@@ -32,6 +32,8 @@ pub struct Job {
     pub commit: Option<Persisted>,
     /// The server's WAL end when the job was submitted, for the lag metric.
     pub server_end: Lsn,
+    /// The relations of the rules version that evaluated `items`.
+    pub relations: std::sync::Arc<crate::sink::RelationGraph>,
 }
 
 type Outcome = (Sink, Result<Option<Persisted>, PipelineError>);
@@ -136,6 +138,7 @@ async fn run(sink: &mut Sink, job: Job, acker: &Acker) -> Result<Option<Persiste
     let started = std::time::Instant::now();
     let rows = job.items.len();
     if rows > 0 {
+        sink.set_relations(job.relations);
         let stats = sink.write(&job.items, true).await?;
         metrics::record_write(stats, rows, started.elapsed());
     }

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod payload;
 pub mod progress;
 pub mod rebucket;
+pub mod relations;
 pub mod reload;
 pub mod snapshot;
 pub mod stream;
@@ -57,6 +58,8 @@ pub enum PipelineError {
     Halt(#[from] HaltOnFailure),
     #[error(transparent)]
     Pg(#[from] crate::pg::PgError),
+    #[error(transparent)]
+    Relations(#[from] relations::RelationError),
     #[error("internal error: {0}")]
     Internal(String),
     #[error("invalid database URL: {0}")]

@@ -236,6 +236,7 @@ impl RebucketJob {
                         r.membership_only = true;
                     }
                 }
+                sink.set_relations(std::sync::Arc::clone(&t.relations));
                 let stats = sink.write(&out, true).await?;
                 progress.rows_done += n as i64;
                 progress.last_key = Some(chunk.last_key);

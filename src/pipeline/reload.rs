@@ -85,6 +85,18 @@ pub struct Swap {
 }
 
 impl Swap {
+    /// Called by the stream loop when the validated version cannot go live after all (its
+    /// relations do not fit the published tables); `active` keeps running.
+    pub fn refused(self, reason: String, active: &str) {
+        counter!(RELOADS, "result" => "rejected", "trigger" => self.trigger.as_str()).increment(1);
+        if let Some(reply) = self.reply {
+            let _ = reply.send(ReloadOutcome::Rejected {
+                reason,
+                active: active.to_owned(),
+            });
+        }
+    }
+
     /// Called by the stream loop once the new version is active.
     pub fn activated(self, previous: &str, first_lsn: Lsn) {
         let latency = self.requested_at.elapsed();

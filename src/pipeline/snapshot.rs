@@ -66,8 +66,13 @@ pub async fn run_snapshot(
     }
     let mut view = SnapshotProgressView::new(tables.len(), estimated);
     snapshot::begin(source, exported).await?;
+    sink.set_relations(std::sync::Arc::clone(&t.relations));
+    // Parents before the children that inherit from them, so that a child's first write already
+    // sees its parent's memberships (any order converges; this one cascades least).
+    let mut ordered: Vec<&PublishedTable> = tables.iter().collect();
+    ordered.sort_by_key(|table| t.relations.rank(&table.schema.qualified_name()));
     let mut total = 0u64;
-    for table in tables {
+    for table in ordered {
         let name = table.schema.qualified_name();
         let previous = progress.iter().find(|p| p.table_name == name);
         if previous.is_some_and(|p| p.done) {

@@ -17,6 +17,7 @@ use crate::rules::{RulesModule, RulesWorker};
 use crate::pipeline::batcher::{Batcher, Pending};
 use crate::pipeline::committer::Committer;
 use crate::pipeline::snapshot::run_snapshot;
+use crate::pipeline::relations::relation_graph;
 use crate::pipeline::transform::Transform;
 use crate::pipeline::{Context, PipelineError, metrics, open_sink, preflight};
 use crate::sink::schema::SIDECAR_TABLES;
@@ -43,6 +44,7 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
         rules_version: module.version().to_owned(),
         soft_delete: &soft_delete,
         rows: Some(&row_json),
+        relations: relation_graph(&module, &tables)?,
     };
 
     let stored = sink.stored_lsn().await?;
@@ -170,7 +172,7 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
                 if !batcher.in_tx()
                     && let Some(swap) = pending_swap.take()
                 {
-                    apply_swap(ctx, swap, &mut module, &mut rules, &mut transform, &mut batcher, &mut committer, last_end, &mut rollback_watch).await?;
+                    apply_swap(ctx, swap, &tables, &mut module, &mut rules, &mut transform, &mut batcher, &mut committer, last_end, &mut rollback_watch).await?;
                 }
                 continue;
             }
@@ -280,6 +282,7 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
                     apply_swap(
                         ctx,
                         swap,
+                        &tables,
                         &mut module,
                         &mut rules,
                         &mut transform,
@@ -345,6 +348,7 @@ struct RollbackWatch {
 async fn apply_swap(
     ctx: &Context,
     swap: Swap,
+    tables: &[crate::source::catalog::PublishedTable],
     module: &mut Arc<RulesModule>,
     rules: &mut RulesWorker,
     transform: &mut Transform<'_>,
@@ -358,6 +362,14 @@ async fn apply_swap(
         .await?;
     // Outcomes of the outgoing version do not count against the incoming one.
     let _ = batcher.take_outcome_counts();
+    let graph = match relation_graph(&swap.module, tables) {
+        Ok(graph) => graph,
+        Err(e) => {
+            error!(error = %e, "the new rules version declares relations that do not fit the published tables; keeping the active version");
+            swap.refused(e.to_string(), module.version());
+            return Ok(());
+        }
+    };
     let new_rules = match RulesWorker::start(Arc::clone(&swap.module)).await {
         Ok(r) => r,
         Err(e) => {
@@ -368,6 +380,7 @@ async fn apply_swap(
     let previous = std::mem::replace(module, Arc::clone(&swap.module));
     *rules = new_rules;
     transform.rules_version = module.version().to_owned();
+    transform.relations = graph;
     ctx.active.store(Arc::clone(module));
     committer
         .sink()

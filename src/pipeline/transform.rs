@@ -7,7 +7,7 @@
 use crate::model::{Change, KeyGap, Operation, Outcome, Value};
 use crate::pipeline::config::FailurePolicy;
 use crate::pipeline::payload::change_json;
-use crate::sink::{RuleFailure, SinkItem, SinkRecord, record_id};
+use crate::sink::{RelatedRow, RelationGraph, RuleFailure, SinkItem, SinkRecord, record_id};
 
 /// A change the rules failed on, under the `halt` policy.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +31,8 @@ pub struct Transform<'a> {
     /// Where current rows are read for synchro's checksum; `None` leaves checksums unset
     /// (unit tests).
     pub rows: Option<&'a crate::source::row_json::RowJson>,
+    /// The active rules version's relations; records of the tables in them carry their links.
+    pub relations: std::sync::Arc<RelationGraph>,
 }
 
 impl Transform<'_> {
@@ -52,6 +54,7 @@ impl Transform<'_> {
             return self.fail(change, table_name, None, no_key_reason(change), out);
         };
 
+        let kept = !matches!(outcome, Outcome::Drop);
         let buckets = match outcome {
             Outcome::Keep(buckets) => buckets,
             Outcome::Drop => Vec::new(),
@@ -71,6 +74,7 @@ impl Transform<'_> {
                 buckets: Vec::new(),
                 checksum: None,
                 membership_only: false,
+                related: self.related(&table_name, change, false),
             }));
         }
 
@@ -79,6 +83,7 @@ impl Transform<'_> {
         } else {
             change.op
         };
+        let related = self.related(&table_name, change, kept);
         out.push(SinkItem::Record(SinkRecord {
             table_name,
             record_id,
@@ -91,8 +96,29 @@ impl Transform<'_> {
             // Set from the current row before the sink writes: see pipeline::checksums.
             checksum: None,
             membership_only: false,
+            related,
         }));
         Ok(())
+    }
+
+    /// The row's links along the rules' relations, for tables in them.
+    fn related(&self, table_name: &str, change: &Change, kept: bool) -> Option<Box<RelatedRow>> {
+        if !self.relations.involves(table_name) {
+            return None;
+        }
+        let links = match (change.op, change.new.as_deref()) {
+            (Operation::Delete, _) | (_, None) => Vec::new(),
+            (_, Some(row)) => self
+                .relations
+                .as_child(table_name)
+                .iter()
+                .filter_map(|&relation| {
+                    let columns = &self.relations.relation(relation).columns;
+                    Some((relation, link(change, row, columns)?))
+                })
+                .collect(),
+        };
+        Some(Box::new(RelatedRow { kept, links }))
     }
 
     fn is_soft_deleted(&self, change: &Change, table_name: &str) -> bool {
@@ -146,6 +172,24 @@ fn key_of(change: &Change, row: &[Value]) -> Option<String> {
         .map(|i| Some((row.get(i)?, columns.get(i)?.type_oid)))
         .collect();
     record_id::encode(values?)
+}
+
+/// The parent record id that `columns` of `row` point at: `Some(None)` when one is NULL (no
+/// parent), `None` when one was not sent (unchanged TOAST) or is not in the table, so that the
+/// stored link stands. Columns are in the parent key's order, so the id is the parent's
+/// `record_id` (see [`record_id`]).
+fn link(change: &Change, row: &[Value], columns: &[String]) -> Option<Option<String>> {
+    let mut values = Vec::with_capacity(columns.len());
+    for column in columns {
+        let index = change.table.column_index(column)?;
+        let value = row.get(index)?;
+        match value {
+            Value::Unchanged => return None,
+            Value::Null => return Some(None),
+            _ => values.push((value, change.table.columns.get(index)?.type_oid)),
+        }
+    }
+    Some(record_id::encode(values))
 }
 
 /// Why [`key_of`] found no record id for a change, for the failure it becomes.
@@ -215,6 +259,7 @@ mod tests {
             rules_version: "abc".into(),
             soft_delete: &SOFT,
             rows: None,
+            relations: Default::default(),
         }
     }
 
@@ -238,6 +283,7 @@ mod tests {
                 buckets: vec![],
                 checksum: None,
                 membership_only: false,
+                related: None,
             })]
         );
     }

@@ -159,6 +159,7 @@ mod tests {
             buckets: buckets.iter().map(|b| b.to_string()).collect(),
             checksum: Some(7),
             membership_only: false,
+            related: None,
         }
     }
 
@@ -261,6 +262,7 @@ mod tests {
         let mut out = Vec::new();
         let record = SinkRecord {
             membership_only: true,
+            related: None,
             ..rec(Operation::Update, "1", &["global", "org:1"])
         };
         state.apply(&record, true, &mut out);

@@ -1,15 +1,18 @@
 //! The sink stage: changelog rows, bucket edges and the confirmed LSN, persisted together.
 
+pub mod cascade;
 pub mod checksum;
 pub mod copy_binary;
 pub mod edge_diff;
 pub mod progress;
 pub mod record;
 pub mod record_id;
+pub mod relation_graph;
 pub mod schema;
 pub mod writer;
 
-pub use record::{RuleFailure, SinkItem, SinkRecord};
+pub use record::{RelatedRow, RuleFailure, SinkItem, SinkRecord};
+pub use relation_graph::RelationGraph;
 pub use writer::{Sink, WriteStats};
 
 /// A sink failure. Every variant says what sluice was doing when it failed.

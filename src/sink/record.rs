@@ -18,6 +18,21 @@ pub struct SinkRecord {
     /// Re-bucketing: log only memberships that change (no update entry for a bucket the row
     /// stays in).
     pub membership_only: bool,
+    /// Set for rows of tables in the rules' relations: `buckets` are then the row's own buckets,
+    /// and the sink adds what flows along the relations (see [`crate::sink::cascade`]).
+    pub related: Option<Box<RelatedRow>>,
+}
+
+/// What a row of a table in the rules' relations brings to the cascade.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RelatedRow {
+    /// False when the rules dropped the change: the row then belongs to no bucket, inherits
+    /// nothing and shares nothing. Deletes and soft deletes are excluded by their operation.
+    pub kept: bool,
+    /// For each relation whose child is this table: the parent's record id, `None` when one of
+    /// the relation's columns is NULL. A relation is absent when PostgreSQL did not send one of
+    /// its columns (unchanged TOAST): the stored link stands.
+    pub links: Vec<(crate::sink::relation_graph::RelationId, Option<String>)>,
 }
 
 /// A change the rules could not evaluate, kept for the operator under the dead-letter policy.

@@ -200,6 +200,35 @@ pub const TABLES: &[TableSpec] = &[
         extra: &[],
         indexes: &[],
     },
+    TableSpec {
+        name: "sluice_row_state",
+        create: "CREATE TABLE sluice_row_state (
+    table_name  TEXT NOT NULL,
+    record_id   TEXT NOT NULL,
+    own_buckets TEXT[],
+    checksum    INTEGER,
+    PRIMARY KEY (table_name, record_id)
+)",
+        required: &["table_name", "record_id", "own_buckets", "checksum"],
+        extra: &[],
+        indexes: &[],
+    },
+    TableSpec {
+        name: "sluice_row_links",
+        create: "CREATE TABLE sluice_row_links (
+    relation  TEXT NOT NULL,
+    child_id  TEXT NOT NULL,
+    parent_id TEXT NOT NULL,
+    PRIMARY KEY (relation, child_id)
+)",
+        required: &["relation", "child_id", "parent_id"],
+        extra: &[],
+        indexes: &[IndexSpec {
+            name: "sluice_row_links_parent",
+            columns: &["relation", "parent_id"],
+            legacy_name: "",
+        }],
+    },
 ];
 
 /// Names of the tables sluice writes. Changes to them are never fed back into the rules, even
@@ -212,6 +241,8 @@ pub const SIDECAR_TABLES: &[&str] = &[
     "sluice_snapshot_progress",
     "sluice_rebucket_progress",
     "sluice_rule_versions",
+    "sluice_row_state",
+    "sluice_row_links",
 ];
 
 /// The DDL of every sidecar table and index as a fresh database gets it (`IF NOT EXISTS`

@@ -10,6 +10,7 @@
 //! one `unnest` delete. Nothing round-trips per row.
 
 use std::pin::pin;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::SinkExt;
@@ -17,9 +18,11 @@ use tokio_postgres::Client;
 
 use crate::model::Lsn;
 use crate::sink::SinkError;
+use crate::sink::cascade;
 use crate::sink::copy_binary::CopyBinary;
 use crate::sink::edge_diff::{ChangelogEntry, EdgeRow, EdgeState, RecordMap, StoredEdges};
 use crate::sink::record::{RuleFailure, SinkItem, SinkRecord};
+use crate::sink::relation_graph::RelationGraph;
 use crate::sink::schema::{self, SchemaChanges};
 
 /// Counts of what one chunk wrote.
@@ -45,6 +48,8 @@ pub struct Sink {
     client: Client,
     slot: String,
     in_transaction: bool,
+    /// The relations of the rules version whose outcomes are being written.
+    relations: Arc<RelationGraph>,
 }
 
 impl Sink {
@@ -54,7 +59,13 @@ impl Sink {
             client,
             slot: slot.into(),
             in_transaction: false,
+            relations: Arc::default(),
         }
+    }
+
+    /// The relations of the rules version whose outcomes the next writes carry.
+    pub fn set_relations(&mut self, relations: Arc<RelationGraph>) {
+        self.relations = relations;
     }
 
     pub fn client(&self) -> &Client {
@@ -112,7 +123,7 @@ impl Sink {
                 stats += self
                     .write_segment(&items[start..i], emit_changelog, false)
                     .await?;
-                stats += self.truncate(table_name, emit_changelog).await?;
+                stats += self.truncate_related(table_name, emit_changelog).await?;
                 start = i + 1;
             }
         }
@@ -214,6 +225,16 @@ impl Sink {
             })
             .collect();
 
+        let settled;
+        let (records, nothing_stored) = if records.iter().any(|r| r.related.is_some()) {
+            settled = cascade::settle(&self.client, &self.relations, &records).await?;
+            log_cascade(&settled.stats);
+            // Rows the cascade reached have stored edges, whatever the caller knew.
+            (settled.records.iter().collect(), false)
+        } else {
+            settled = cascade::Settled::default();
+            (records, nothing_stored)
+        };
         if !records.is_empty() {
             let t0 = std::time::Instant::now();
             let stored = if nothing_stored {
@@ -247,6 +268,7 @@ impl Sink {
                 "sink chunk written"
             );
         }
+        settled.writes.write(&self.client).await?;
         if !failures.is_empty() {
             stats.failures = self.insert_failures(&failures).await?;
         }
@@ -388,6 +410,21 @@ impl Sink {
             .map_err(|e| SinkError::sql("updating bucket edges", e))
     }
 
+    /// TRUNCATE of a table that may be in the rules' relations: its rows go, and so do the
+    /// memberships other rows had through them.
+    async fn truncate_related(&mut self, table: &str, emit: bool) -> Result<WriteStats, SinkError> {
+        if !self.relations.involves(table) {
+            return self.truncate(table, emit).await;
+        }
+        let affected = cascade::truncate(&self.client, &self.relations, table).await?;
+        let mut stats = self.truncate(table, emit).await?;
+        let settled = cascade::settle_rows(&self.client, &self.relations, affected).await?;
+        log_cascade(&settled.stats);
+        let items: Vec<SinkItem> = settled.records.into_iter().map(SinkItem::Record).collect();
+        stats += self.write_segment(&items, emit, false).await?;
+        Ok(stats)
+    }
+
     /// TRUNCATE: a delete for every stored membership of the table, done in the database so that
     /// a table of any size costs no memory here.
     async fn truncate(&self, table: &str, emit: bool) -> Result<WriteStats, SinkError> {
@@ -443,6 +480,18 @@ pub const UNKNOWN_RECORD_ID: &str = "";
 /// The `record_id` stored for a failure.
 pub fn stored_record_id(failure: &RuleFailure) -> &str {
     failure.record_id.as_deref().unwrap_or(UNKNOWN_RECORD_ID)
+}
+
+fn log_cascade(stats: &cascade::CascadeStats) {
+    if stats.cascaded > 0 {
+        tracing::debug!(rows = stats.cascaded, "memberships cascaded to related rows");
+    }
+    if stats.unknown > 0 {
+        tracing::warn!(
+            rows = stats.unknown,
+            "related rows written before the rules declared their relations were left as they are; run `sluice rebucket --table <table>` for each table in the relations"
+        );
+    }
 }
 
 fn columns3(rows: &[(String, String, String)]) -> (Vec<&str>, Vec<&str>, Vec<&str>) {

@@ -638,6 +638,7 @@ async fn a_role_that_does_not_own_synchros_tables_is_told_what_to_run() {
                 buckets: vec!["user:u1".into()],
                 checksum: Some(1),
                 membership_only: false,
+                related: None,
             }),
             SinkItem::Failure(RuleFailure {
                 table_name: "items".into(),
