@@ -140,7 +140,7 @@ pub async fn settle(
         }
         out.push(record);
     }
-    for (key, total) in &settle.total {
+    for (key, total) in settle.settled_in_order() {
         if direct_set.contains(key) {
             continue;
         }
@@ -197,6 +197,16 @@ impl<'a> Settle<'a> {
             total: RecordMap::default(),
             shared: RecordMap::default(),
         }
+    }
+
+    /// Settled rows, parents before the children that inherit from them, then by table and
+    /// record id: the order their membership-only records are written in.
+    fn settled_in_order(&self) -> Vec<(&RecordKey, &BTreeSet<String>)> {
+        let mut rows: Vec<_> = self.total.iter().collect();
+        rows.sort_by(|a, b| {
+            (self.graph.rank(&a.0.0), a.0).cmp(&(self.graph.rank(&b.0.0), b.0))
+        });
+        rows
     }
 
     fn state_of(&self, key: &RecordKey) -> Option<&RowState> {
@@ -796,7 +806,7 @@ pub async fn settle_rows(
         stats.unknown += settle.settle_rank(&rows, &mut affected).await?;
     }
     let mut records = Vec::new();
-    for (key, total) in &settle.total {
+    for (key, total) in settle.settled_in_order() {
         let (stored, edge_checksum) = settle.stored_total.get(key).cloned().unwrap_or_default();
         if *total == stored {
             continue;
