@@ -36,6 +36,7 @@
 #![warn(missing_docs)]
 
 mod change;
+mod relation;
 mod rule;
 pub mod testing;
 
@@ -128,6 +129,30 @@ pub use bindings::sluice::rules::types::Table;
 /// ```
 pub use bindings::sluice::rules::types::Change as WireChange;
 
+/// A foreign key along which bucket memberships flow between rows, declared
+/// by [`Rule::relations`]. Build one with [`Relation::inherit`] or
+/// [`Relation::share`]; see the [`relation`](crate::Relation::inherit)
+/// constructors for the semantics.
+///
+/// ```
+/// use sluice_guest_sdk::{Flow, Relation};
+///
+/// let lines = Relation::inherit("order_details", &["order_id"], "orders");
+/// assert_eq!(lines.flow, Flow::Inherit);
+/// assert_eq!(lines.name(), "order_details(order_id)->orders");
+/// ```
+pub use bindings::sluice::rules::types::Relation;
+
+/// How buckets flow along a [`Relation`]: `Inherit` (child gets the parent's
+/// buckets) or `Share` (parent gets the children's own buckets).
+///
+/// ```
+/// use sluice_guest_sdk::{Flow, Relation};
+///
+/// assert_eq!(Relation::share("list_members", &["list_id"], "lists").flow, Flow::Share);
+/// ```
+pub use bindings::sluice::rules::types::Flow;
+
 /// Severity of a [`log`] line.
 ///
 /// ```
@@ -154,8 +179,10 @@ pub fn log(level: Level, message: &str) {
 /// Exports a [`Rule`] as the module's implementation of the `sluice:rules`
 /// world. Use it once per crate, at the top level.
 ///
-/// On Wasm it generates the component exports: `init` builds the rule with
-/// `Default` and calls [`Rule::init`] with the user's configuration text;
+/// On Wasm it generates the component exports of world
+/// `sluice:rules/rules@0.2.0`: `init` builds the rule with `Default`, calls
+/// [`Rule::init`] with the user's configuration text and returns
+/// [`Rule::relations`] as the module's declarations;
 /// `evaluate` runs [`evaluate`] on every change of a batch. It also routes
 /// panic messages to the host log, so that the host can say why a change
 /// trapped. Off Wasm it expands to nothing, so the crate still builds and
@@ -185,7 +212,10 @@ macro_rules! export_rule {
             impl $crate::bindings::Guest for __SluiceRuleExport {
                 fn init(
                     config: ::std::string::String,
-                ) -> ::core::result::Result<(), ::std::string::String> {
+                ) -> ::core::result::Result<
+                    $crate::bindings::sluice::rules::types::Declarations,
+                    ::std::string::String,
+                > {
                     $crate::__private::init::<$rule>(&config)
                 }
 
@@ -208,7 +238,7 @@ pub mod __private {
     use std::any::Any;
     use std::cell::RefCell;
 
-    use crate::bindings::sluice::rules::types::Change as WireChange;
+    use crate::bindings::sluice::rules::types::{Change as WireChange, Declarations};
     use crate::{Level, Outcome, Rule, Table};
 
     thread_local! {
@@ -217,7 +247,7 @@ pub mod __private {
         static RULE: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
     }
 
-    pub fn init<R: Rule>(config: &str) -> Result<(), String> {
+    pub fn init<R: Rule>(config: &str) -> Result<Declarations, String> {
         // With panic=abort a panic traps the instance; logging the message
         // first lets the host report why the change failed.
         std::panic::set_hook(Box::new(|info| {
@@ -230,8 +260,9 @@ pub mod __private {
         }));
         let mut rule = R::default();
         rule.init(config)?;
+        let relations = rule.relations();
         RULE.with(|slot| *slot.borrow_mut() = Some(Box::new(rule)));
-        Ok(())
+        Ok(Declarations { relations })
     }
 
     pub fn evaluate<R: Rule>(tables: &[Table], changes: &[WireChange]) -> Vec<Outcome> {

@@ -1,7 +1,7 @@
 //! The trait a rule implements, and how a batch is run through it.
 
 use crate::bindings::sluice::rules::types::Change as WireChange;
-use crate::{Change, Outcome, Table};
+use crate::{Change, Outcome, Relation, Table};
 
 /// A bucket rule.
 ///
@@ -112,6 +112,62 @@ pub trait Rule: Default + 'static {
     /// }
     /// ```
     fn buckets(&self, change: &Change<'_>) -> Result<Vec<String>, String>;
+
+    /// The foreign keys along which memberships flow between rows, asked
+    /// once, right after [`Rule::init`] (so they may depend on the
+    /// configuration). None by default: each row is in the buckets its own
+    /// outcome gives.
+    ///
+    /// With relations, what [`Rule::filter`] and [`Rule::buckets`] decide is
+    /// a row's *own* outcome, from that row alone; sluice adds what flows
+    /// along the relations and keeps it current:
+    ///
+    /// - own(x): `buckets` for row x's latest change (possibly empty); a
+    ///   dropped, deleted or soft-deleted row is *excluded*.
+    /// - total(x), the buckets x is in: nothing if x is excluded or absent;
+    ///   otherwise own(x), plus total(p) of the parent row p of each
+    ///   [`Relation::inherit`] from x's table (nothing when one of its
+    ///   columns is NULL or p does not exist), plus own(c) of each
+    ///   non-excluded child row c pointing at x through a
+    ///   [`Relation::share`] to x's table.
+    ///
+    /// sluice never reads a dependant row again to move it: a rule cannot
+    /// look at related rows, so a cascade needs only the stored outcomes and
+    /// links, and the answer depends only on the changes applied so far.
+    /// [`testing::Memberships`](crate::testing::Memberships) computes the
+    /// same thing natively, for unit tests.
+    ///
+    /// ```
+    /// use sluice_guest_sdk::{Change, Relation, Rule, Value};
+    ///
+    /// /// A list is in its owner's bucket and each member's; members and
+    /// /// items are in their list's.
+    /// #[derive(Default)]
+    /// struct SharedLists;
+    ///
+    /// impl Rule for SharedLists {
+    ///     fn buckets(&self, change: &Change<'_>) -> Result<Vec<String>, String> {
+    ///         let row = change.row();
+    ///         Ok(match (change.table_name(), row.get("owner_id"), row.get("user_id")) {
+    ///             ("lists", Value::Text(owner), _) => vec![format!("user:{owner}")],
+    ///             ("list_members", _, Value::Text(user)) => vec![format!("user:{user}")],
+    ///             _ => vec![],
+    ///         })
+    ///     }
+    ///
+    ///     fn relations(&self) -> Vec<Relation> {
+    ///         vec![
+    ///             Relation::share("list_members", &["list_id"], "lists"),
+    ///             Relation::inherit("list_members", &["list_id"], "lists"),
+    ///             Relation::inherit("items", &["list_id"], "lists"),
+    ///         ]
+    ///     }
+    /// }
+    /// assert_eq!(SharedLists.relations().len(), 3);
+    /// ```
+    fn relations(&self) -> Vec<Relation> {
+        Vec::new()
+    }
 }
 
 /// Runs one change through a rule exactly as the exported module does:

@@ -21,6 +21,12 @@
 //! assert_eq!(evaluate(&ByOwner, &batch.change()), Outcome::Keep(vec!["user:u1".into()]));
 //! ```
 
+mod memberships;
+mod record_id;
+
+pub use memberships::Memberships;
+pub use record_id::record_id;
+
 use crate::bindings::sluice::rules::types::Change as WireChange;
 use crate::{Change, Column, Operation, Table, Value};
 
@@ -80,6 +86,25 @@ impl TestTable {
                 columns,
             },
         }
+    }
+
+    /// The same table with exactly `key` as its primary key columns (the
+    /// host marks them from the catalog). Record ids, which
+    /// [`Memberships`] keys rows by, take the key columns in column order.
+    ///
+    /// ```
+    /// use sluice_guest_sdk::testing::TestTable;
+    ///
+    /// let members = TestTable::new("list_members", &["list_id", "user_id", "role"])
+    ///     .with_key(&["list_id", "user_id"]);
+    /// let keys: Vec<bool> = members.table().columns.iter().map(|c| c.key).collect();
+    /// assert_eq!(keys, [true, true, false]);
+    /// ```
+    pub fn with_key(mut self, key: &[&str]) -> Self {
+        for column in &mut self.table.columns {
+            column.key = key.contains(&column.name.as_str());
+        }
+        self
     }
 
     /// The table as the host would send it.

@@ -1,4 +1,5 @@
-//! `sluice check`: validate a rules module and print its version.
+//! `sluice check`: validate a rules module and print its version, the world it was built for
+//! and the relations it declares.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -9,7 +10,7 @@ use crate::rules::{RuleLimits, RulesEngine};
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Example:\n  sluice check --module target/wasm32-wasip2/release/by_owner.wasm --rules-config rules.toml"
+    after_help = "Prints `ok <module> sha256:<version>`, then `world sluice:rules@<0.2.0 or 0.1.0>`, then one `relation <name>` line per relation the module's init declares (`order_details(order_id)->orders` inherits, `list_members(list_id)=>lists` shares).\n\nExample:\n  sluice check --module target/wasm32-wasip2/release/by_owner.wasm --rules-config rules.toml"
 )]
 pub struct CheckArgs {
     /// The rules module (a wasm32-wasip2 component).
@@ -26,6 +27,10 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let engine = RulesEngine::new(RuleLimits::default())?;
     let module = engine.load_file(&args.module, &config)?;
     println!("ok {} sha256:{}", args.module.display(), module.version());
+    println!("world sluice:rules@{}", module.world_version());
+    for relation in module.relations() {
+        println!("relation {}", relation.name());
+    }
     Ok(ExitCode::SUCCESS)
 }
 

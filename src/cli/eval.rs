@@ -12,7 +12,7 @@ use crate::rules::{RuleLimits, RulesEngine};
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Example:\n  sluice eval --module by_owner.wasm --input changes.jsonl\n  cat changes.jsonl | sluice eval --module by_owner.wasm --input -"
+    after_help = "Prints each change's own outcome, one JSON line per change. Relations the module declares (see `sluice check`) are applied by `sluice run`, not here: a row's buckets through its parent or its children are not shown.\n\nExample:\n  sluice eval --module by_owner.wasm --input changes.jsonl\n  cat changes.jsonl | sluice eval --module by_owner.wasm --input -"
 )]
 pub struct EvalArgs {
     /// The rules module (a wasm32-wasip2 component).

@@ -17,7 +17,7 @@ mod tail;
 /// Version string: the crate version and the WIT world it speaks.
 pub const LONG_VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
-    " (wit world sluice:rules/rules@0.1.0)"
+    " (wit world sluice:rules/rules@0.2.0; modules of @0.1.0 load unchanged)"
 );
 
 #[derive(Debug, Parser)]

@@ -9,11 +9,11 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, EngineWeak, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use super::bindings::{Rules, RulesPre};
+use super::bindings::{v0_1, v0_2};
 use super::error::RulesError;
 use super::imports;
 use super::limits::RuleLimits;
-use super::module::RulesModule;
+use super::module::{RulesModule, WorldPre};
 use super::module_file;
 use super::state::InstanceState;
 use super::wasi;
@@ -55,8 +55,16 @@ impl RulesEngine {
 
         let mut linker = Linker::new(&engine);
         wasi::add_to_linker(&mut linker).map_err(RulesError::Engine)?;
-        Rules::add_to_linker::<InstanceState, HasSelf<InstanceState>>(&mut linker, |state| state)
-            .map_err(RulesError::Engine)?;
+        // Both worlds' `host` (and `types`) interfaces: a 0.1.0 module imports
+        // `sluice:rules/host@0.1.0`, which semver does not match with 0.2.0.
+        v0_2::Rules::add_to_linker::<InstanceState, HasSelf<InstanceState>>(&mut linker, |state| {
+            state
+        })
+        .map_err(RulesError::Engine)?;
+        v0_1::Rules::add_to_linker::<InstanceState, HasSelf<InstanceState>>(&mut linker, |state| {
+            state
+        })
+        .map_err(RulesError::Engine)?;
 
         spawn_ticker(engine.weak(), limits.epoch_tick);
         Ok(RulesEngine {
@@ -74,9 +82,10 @@ impl RulesEngine {
     }
 
     /// Compiles a module (slow: call it from a blocking thread), checks its
-    /// imports and exports against the world `sluice:rules/rules@0.1.0`,
-    /// instantiates it once and runs `init(config)`. The module's version is
-    /// the sha256 of its bytes, in hex.
+    /// imports and exports against the world `sluice:rules/rules@0.2.0` or,
+    /// failing that, `@0.1.0`, instantiates it once, runs `init(config)` and
+    /// validates the relations it declares. The module's version is the
+    /// sha256 of its bytes, in hex.
     pub fn load(&self, wasm: &[u8], config: &str) -> Result<Arc<RulesModule>, RulesError> {
         let version = hex::encode(Sha256::digest(wasm));
         let label = format!("sha256:{}", &version[..12]);
@@ -145,20 +154,20 @@ impl RulesEngine {
                 module: label.clone(),
                 reason,
             })?;
-        let pre = RulesPre::new(instance_pre).map_err(|reason| RulesError::WrongWorld {
+        let pre = WorldPre::new(instance_pre).map_err(|reason| RulesError::WrongWorld {
             module: label.clone(),
             reason,
         })?;
-        let module = Arc::new(RulesModule::new(
+        // A module whose init fails never becomes usable, so find out now; its
+        // declarations are taken from this first init.
+        let module = RulesModule::load(
             Arc::clone(&self.inner),
             label,
             version,
             pre,
             config.to_owned(),
-        ));
-        // A module whose init fails never becomes usable, so find out now.
-        module.instantiate()?;
-        Ok(module)
+        )?;
+        Ok(Arc::new(module))
     }
 }
 

@@ -44,13 +44,29 @@ pub enum RulesError {
         module: String,
         reason: wasmtime::Error,
     },
+    /// The exports fit neither world; `reason` is the 0.2.0 world's (the newest).
     #[error(
-        "module {module} does not export `init` and `evaluate` of world sluice:rules/rules@0.1.0: {reason:#}. Build it against this sluice's wit/ (guest SDK sluice-guest-sdk)"
+        "module {module} does not export `init` and `evaluate` of world sluice:rules/rules@0.2.0 (nor of @0.1.0): {reason:#}. Build it against this sluice's wit/ (guest SDK sluice-guest-sdk)"
     )]
     WrongWorld {
         module: String,
         reason: wasmtime::Error,
     },
+    /// `init` declared `inherit` relations whose tables form a cycle, written as the chain
+    /// `a(b_id)->b(a_id)->a` from its smallest table.
+    #[error(
+        "module {module} declares inherit relations that form a cycle, {cycle}: a row would inherit buckets from itself. Remove one of these relations"
+    )]
+    RelationCycle { module: String, cycle: String },
+    /// `relation` is the relation's [`name`](crate::model::Relation::name).
+    #[error(
+        "module {module} declares relation `{relation}` without columns: list the child's columns that hold the parent's primary key, in its order"
+    )]
+    RelationWithoutColumns { module: String, relation: String },
+    #[error("module {module} declares relation `{relation}` without a child or parent table")]
+    RelationWithoutTable { module: String, relation: String },
+    #[error("module {module} declares relation `{relation}` twice")]
+    DuplicateRelation { module: String, relation: String },
     #[error("module {module}: init failed: {message}")]
     InitFailed { module: String, message: String },
     /// `reason` is one line: the trap, never wasmtime's multi-line wasm backtrace.

@@ -21,7 +21,7 @@ use super::error::RulesError;
 /// Interfaces a rules module may import, without the `@version` suffix (the linker checks the
 /// version and every function's type).
 const PROVIDED: &[&str] = &[
-    // The world's own interfaces.
+    // The world's own interfaces, of either version (0.2.0 and 0.1.0 are both linked).
     "sluice:rules/types",
     "sluice:rules/host",
     // std's stdio plumbing: stdin is empty, stdout and stderr discard.

@@ -6,14 +6,18 @@
 //! - [`RulesEngine`]: one wasmtime engine for the process (component model,
 //!   pooling allocator, epoch interruption, `concurrency_support(false)`),
 //!   an epoch ticker thread, and a linker with the host imports: the
-//!   world's `host.log` and the WASI io, cli and random interfaces
+//!   world's `host.log` (under both `sluice:rules/host@0.2.0` and `@0.1.0`) and the WASI io, cli and random interfaces
 //!   `wasm32-wasip2` std needs, without capabilities (no env, args or stdio;
 //!   fixed randomness). Clocks, filesystem, sockets and HTTP are not linked:
 //!   a module importing anything off the allowlist in `imports.rs` is
 //!   refused at load, naming the import.
 //! - [`RulesModule`]: one module version (sha256 of its bytes), compiled,
-//!   type-checked against `sluice:rules/rules@0.1.0` through `InstancePre`,
-//!   and known to pass `init` with its configuration.
+//!   type-checked through `InstancePre` against `sluice:rules/rules@0.2.0`
+//!   or, failing that, the frozen `@0.1.0` (whose modules load unchanged),
+//!   known to pass `init` with its configuration, with the
+//!   [`Relation`](crate::model::Relation)s its `init` declared (0.2.0 only),
+//!   validated: no `inherit` cycle, no relation without columns or declared
+//!   twice.
 //! - [`RulesInstance`]: a store plus instance, owned by one worker.
 //! - [`RulesWorker`]: a `RulesInstance` on a thread of its own, for `sluice run`.
 //!
@@ -69,6 +73,7 @@ mod instance;
 pub mod jsonl;
 mod limits;
 mod module;
+mod relations;
 pub mod module_file;
 mod state;
 mod wasi;

@@ -3,17 +3,89 @@
 use std::sync::Arc;
 
 use wasmtime::Store;
-use wasmtime::component::TypedFunc;
+use wasmtime::component::{Instance, InstancePre, TypedFunc};
 
-use super::bindings::{Rules, RulesPre, WitOutcome};
+use super::bindings::{WitOutcome, WitRelation, v0_1, v0_2};
 use super::engine::EngineInner;
 use super::error::RulesError;
 use super::guest_text::guest_text;
 use super::instance::RulesInstance;
+use super::relations;
 use super::state::{InstanceState, LogBudget};
 use super::wire::EvaluateParams;
+use crate::model::Relation;
 
 pub(crate) type EvaluateFunc = TypedFunc<EvaluateParams<'static>, (Vec<WitOutcome>,)>;
+
+/// A component type-checked against one of the worlds sluice accepts, which tells how to call
+/// its `init`.
+pub(crate) enum WorldPre {
+    /// `sluice:rules/rules@0.2.0`: `init` returns declarations.
+    V0_2(v0_2::RulesPre<InstanceState>),
+    /// `sluice:rules/rules@0.1.0`: `init` returns nothing, so the module declares no relations.
+    V0_1(v0_1::RulesPre<InstanceState>),
+}
+
+impl WorldPre {
+    /// The newest world whose exports the component has. The two differ only in `init`'s
+    /// result, so a component that fits neither is reported with the 0.2.0 world's reason.
+    pub(crate) fn new(pre: InstancePre<InstanceState>) -> wasmtime::Result<Self> {
+        match v0_2::RulesPre::new(pre.clone()) {
+            Ok(pre) => Ok(WorldPre::V0_2(pre)),
+            Err(newest) => v0_1::RulesPre::new(pre)
+                .map(WorldPre::V0_1)
+                .map_err(|_| newest),
+        }
+    }
+
+    fn version(&self) -> &'static str {
+        match self {
+            WorldPre::V0_2(_) => "0.2.0",
+            WorldPre::V0_1(_) => "0.1.0",
+        }
+    }
+
+    fn instance_pre(&self) -> &InstancePre<InstanceState> {
+        match self {
+            WorldPre::V0_2(pre) => pre.instance_pre(),
+            WorldPre::V0_1(pre) => pre.instance_pre(),
+        }
+    }
+
+    /// The instance's typed exports.
+    fn bind(
+        &self,
+        store: &mut Store<InstanceState>,
+        instance: &Instance,
+    ) -> wasmtime::Result<WorldExports> {
+        Ok(match self {
+            WorldPre::V0_2(_) => WorldExports::V0_2(v0_2::Rules::new(store, instance)?),
+            WorldPre::V0_1(_) => WorldExports::V0_1(v0_1::Rules::new(store, instance)?),
+        })
+    }
+}
+
+/// An instance's exports, typed by its world.
+enum WorldExports {
+    V0_2(v0_2::Rules),
+    V0_1(v0_1::Rules),
+}
+
+impl WorldExports {
+    /// Calls `init`: the outer error is a trap, the inner one the guest's refusal.
+    fn call_init(
+        &self,
+        store: &mut Store<InstanceState>,
+        config: &str,
+    ) -> wasmtime::Result<Result<Vec<WitRelation>, String>> {
+        Ok(match self {
+            WorldExports::V0_2(rules) => rules
+                .call_init(store, config)?
+                .map(|declarations| declarations.relations),
+            WorldExports::V0_1(rules) => rules.call_init(store, config)?.map(|()| Vec::new()),
+        })
+    }
+}
 
 /// One version of a rules module: compiled, type-checked against the world
 /// and known to pass `init` with its configuration.
@@ -22,28 +94,50 @@ pub struct RulesModule {
     /// Path or short hash, for messages.
     pub(crate) label: String,
     version: String,
-    pre: RulesPre<InstanceState>,
+    pre: WorldPre,
     config: String,
     log_budget: Arc<LogBudget>,
+    /// Declared by the `init` at load, validated; empty for a 0.1.0 module.
+    relations: Vec<Relation>,
 }
 
 impl RulesModule {
-    pub(crate) fn new(
+    /// Runs `init` once and validates what it declares: a module that fails either never becomes
+    /// usable.
+    pub(crate) fn load(
         engine: Arc<EngineInner>,
         label: String,
         version: String,
-        pre: RulesPre<InstanceState>,
+        pre: WorldPre,
         config: String,
-    ) -> Self {
+    ) -> Result<Self, RulesError> {
         let log_budget = Arc::new(LogBudget::new(&version, engine.limits.log_lines_per_second));
-        RulesModule {
+        let mut module = RulesModule {
             engine,
             label,
             version,
             pre,
             config,
             log_budget,
-        }
+            relations: Vec::new(),
+        };
+        let (_, _, declared) = module.start()?;
+        module.relations = relations::validate(&module.label, declared)?;
+        Ok(module)
+    }
+
+    /// The relations the module declared in `init`, in declaration order: how memberships flow
+    /// between related rows (see [`Relation`]). Empty for a module of world 0.1.0, and for a
+    /// rule of one row. `sluice run` applies them; `sluice eval` shows only each change's own
+    /// outcome.
+    pub fn relations(&self) -> &[Relation] {
+        &self.relations
+    }
+
+    /// The version of the world `sluice:rules/rules` the module was built for: `0.2.0` or
+    /// `0.1.0`.
+    pub fn world_version(&self) -> &str {
+        self.pre.version()
     }
 
     /// The relations the module declared in `init` (world 0.2.0); empty for world 0.1.0.
@@ -73,8 +167,17 @@ impl RulesModule {
         Ok(RulesInstance::new(Arc::clone(self), store, evaluate))
     }
 
-    /// Instantiates into a new store and runs `init`.
+    /// Instantiates into a new store and runs `init`. A fresh instance after a trap runs `init`
+    /// again; its declarations are those of the first (a rule is a function of its
+    /// configuration) and are not looked at again.
     pub(crate) fn new_store(&self) -> Result<(Store<InstanceState>, EvaluateFunc), RulesError> {
+        self.start().map(|(store, evaluate, _)| (store, evaluate))
+    }
+
+    /// [`RulesModule::new_store`], with the relations `init` returned.
+    fn start(
+        &self,
+    ) -> Result<(Store<InstanceState>, EvaluateFunc, Vec<WitRelation>), RulesError> {
         let limits = &self.engine.limits;
         let mut store = Store::new(
             &self.engine.engine,
@@ -93,9 +196,12 @@ impl RulesModule {
             .instance_pre()
             .instantiate(&mut store)
             .map_err(instantiate_err)?;
-        let rules = Rules::new(&mut store, &instance).map_err(instantiate_err)?;
-        match rules.call_init(&mut store, &self.config) {
-            Ok(Ok(())) => {}
+        let exports = self
+            .pre
+            .bind(&mut store, &instance)
+            .map_err(instantiate_err)?;
+        let declared = match exports.call_init(&mut store, &self.config) {
+            Ok(Ok(declared)) => declared,
             Ok(Err(message)) => {
                 return Err(RulesError::InitFailed {
                     module: self.label.clone(),
@@ -116,7 +222,7 @@ impl RulesModule {
                     reason: guest_text(&reason),
                 });
             }
-        }
+        };
         // `RulesPre` has already checked `evaluate` against the world; this
         // checks the host's borrowed lowering types, which mirror the same
         // WIT, against it.
@@ -126,7 +232,7 @@ impl RulesModule {
                 module: self.label.clone(),
                 reason,
             })?;
-        Ok((store, evaluate))
+        Ok((store, evaluate, declared))
     }
 }
 

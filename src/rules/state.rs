@@ -8,7 +8,7 @@ use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::{Level, sluice};
+use super::bindings::{Level, v0_1, v0_2};
 use super::guest_text::guest_text;
 use super::limits::RuleLimits;
 
@@ -59,13 +59,29 @@ impl WasiView for InstanceState {
     }
 }
 
-impl sluice::rules::host::Host for InstanceState {
+impl v0_2::sluice::rules::host::Host for InstanceState {
     fn log(&mut self, level: Level, message: String) {
         self.log.write(level, &message);
     }
 }
 
-impl sluice::rules::types::Host for InstanceState {}
+impl v0_2::sluice::rules::types::Host for InstanceState {}
+
+/// The same `host.log` for modules of the 0.1.0 world, whose `level` is its own generated type.
+impl v0_1::sluice::rules::host::Host for InstanceState {
+    fn log(&mut self, level: v0_1::sluice::rules::types::Level, message: String) {
+        use v0_1::sluice::rules::types::Level as Old;
+        let level = match level {
+            Old::Debug => Level::Debug,
+            Old::Info => Level::Info,
+            Old::Warn => Level::Warn,
+            Old::Error => Level::Error,
+        };
+        self.log.write(level, &message);
+    }
+}
+
+impl v0_1::sluice::rules::types::Host for InstanceState {}
 
 /// The store's resource limiter. Unlike `StoreLimits` it remembers that
 /// the cap was hit, so the trap can be reported as what it is.

@@ -13,6 +13,8 @@ const PACKAGES: &[&str] = &[
     "by-owner",
     "multi-tenant",
     "soft-delete-filter",
+    "northwind",
+    "shared-lists",
     "loop-forever",
     "memory-bomb",
     "panic-on-value",
@@ -26,6 +28,8 @@ const PACKAGES: &[&str] = &[
     "imports-clocks",
     "uses-hashmap",
     "misbehaving-guest",
+    "v0-1-by-owner",
+    "relation-cycle",
 ];
 
 fn root() -> PathBuf {

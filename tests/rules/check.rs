@@ -44,7 +44,13 @@ fn accepts_a_good_module_and_prints_its_version() {
     let sha = hex::encode(Sha256::digest(std::fs::read(&path).unwrap()));
     let (out, err, ok) = check(&path, None);
     assert!(ok, "{err}");
-    assert_eq!(out, format!("ok {} sha256:{sha}\n", path.display()));
+    assert_eq!(
+        out,
+        format!(
+            "ok {} sha256:{sha}\nworld sluice:rules@0.2.0\n",
+            path.display()
+        )
+    );
 }
 
 #[test]
@@ -117,7 +123,7 @@ fn rejects_a_component_of_another_world() {
     assert_eq!(
         rejected(&path),
         format!(
-            "error: module {} does not export `init` and `evaluate` of world sluice:rules/rules@0.1.0: no export `evaluate` found. Build it against this sluice's wit/ (guest SDK sluice-guest-sdk)\n",
+            "error: module {} does not export `init` and `evaluate` of world sluice:rules/rules@0.2.0 (nor of @0.1.0): no export `evaluate` found. Build it against this sluice's wit/ (guest SDK sluice-guest-sdk)\n",
             path.display()
         )
     );
@@ -140,7 +146,7 @@ fn rejects_a_wrong_signature() {
     assert_eq!(
         rejected(&path),
         format!(
-            "error: module {} does not export `init` and `evaluate` of world sluice:rules/rules@0.1.0: type-checking export func `evaluate`: expected 2-tuple, found 1-tuple. Build it against this sluice's wit/ (guest SDK sluice-guest-sdk)\n",
+            "error: module {} does not export `init` and `evaluate` of world sluice:rules/rules@0.2.0 (nor of @0.1.0): type-checking export func `evaluate`: expected 2-tuple, found 1-tuple. Build it against this sluice's wit/ (guest SDK sluice-guest-sdk)\n",
             path.display()
         )
     );

@@ -69,6 +69,65 @@ fn by_owner_outcomes_for_every_batch_size() {
     }
 }
 
+/// A module of the frozen world 0.1.0 (raw wit-bindgen, no SDK) runs unchanged: the same
+/// outcomes as by-owner, which it copies.
+#[test]
+fn a_module_of_world_0_1_0_gives_by_owners_outcomes() {
+    let input = data("by-owner.jsonl").display().to_string();
+    for batch_size in ["1", "512"] {
+        let (out, err, ok) = eval(
+            &[
+                "--module",
+                &module("v0-1-by-owner"),
+                "--input",
+                &input,
+                "--batch-size",
+                batch_size,
+            ],
+            None,
+        );
+        assert!(ok, "batch size {batch_size}: {err}");
+        assert_eq!(out, BY_OWNER_EXPECTED, "batch size {batch_size}");
+    }
+}
+
+/// `eval` prints own outcomes only: an order line's own outcome is `keep []`, whatever its
+/// order's buckets (relations are applied by `run`).
+#[test]
+fn northwind_own_outcomes() {
+    let input = data("northwind.jsonl").display().to_string();
+    let (out, err, ok) = eval(&["--module", &module("northwind"), "--input", &input], None);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out,
+        r#"{"outcome":"keep","buckets":["user:00000000-0000-0000-0000-0000000000a1"]}
+{"outcome":"keep","buckets":[]}
+{"outcome":"drop"}
+{"outcome":"keep","buckets":["user:00000000-0000-0000-0000-0000000000a2"]}
+{"outcome":"keep","buckets":["global"]}
+{"outcome":"keep","buckets":["global"]}
+{"outcome":"keep","buckets":[]}
+{"outcome":"error","message":"northwind has no bucket rule for table customers"}
+"#
+    );
+}
+
+#[test]
+fn shared_lists_own_outcomes() {
+    let input = data("shared-lists.jsonl").display().to_string();
+    let (out, err, ok) = eval(&["--module", &module("shared-lists"), "--input", &input], None);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out,
+        r#"{"outcome":"keep","buckets":["user:u1"]}
+{"outcome":"keep","buckets":["user:u2"]}
+{"outcome":"keep","buckets":[]}
+{"outcome":"error","message":"lists: owner_id must be non-empty text, got Value::Text("")"}
+{"outcome":"keep","buckets":[]}
+"#
+    );
+}
+
 #[test]
 fn input_dash_reads_stdin() {
     let text = std::fs::read_to_string(data("by-owner.jsonl")).unwrap();

@@ -9,3 +9,4 @@ mod check;
 mod eval_examples;
 mod host;
 mod misbehaving;
+mod relations;
