@@ -140,11 +140,6 @@ impl RulesModule {
         self.pre.version()
     }
 
-    /// The relations the module declared in `init` (world 0.2.0); empty for world 0.1.0.
-    pub fn relations(&self) -> &[crate::model::Relation] {
-        &[]
-    }
-
     /// The sha256 of the module's bytes, in hex.
     pub fn version(&self) -> &str {
         &self.version
