@@ -288,7 +288,7 @@ impl<'r, R: Rule> Memberships<'r, R> {
                 let value = new.values().get(at).unwrap_or(&Value::Null);
                 parts.push((value, table.columns[at].type_name.as_str()));
             }
-            let link = if parts.iter().any(|(value, _)| *value == Value::Unchanged) {
+            let link = if parts.iter().any(|(value, _)| matches!(value, Value::Unchanged)) {
                 previous.get(&index).cloned()
             } else {
                 encode(parts.into_iter().map(Some))
