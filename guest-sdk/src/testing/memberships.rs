@@ -7,6 +7,8 @@ use super::TestBatch;
 use super::record_id::{encode, record_id};
 use crate::{Flow, Operation, Outcome, Relation, Rule, Table, Value, evaluate};
 
+static NULL: Value = Value::Null;
+
 /// The bucket memberships sluice derives from a rule, computed natively from
 /// the changes you [`apply`](Memberships::apply), so that a rule with
 /// [`Rule::relations`] is unit-testable without Wasm or a database.
@@ -285,7 +287,7 @@ impl<'r, R: Rule> Memberships<'r, R> {
                 let at = table.columns.iter().position(|c| c.name == *name).ok_or_else(|| {
                     format!("relation {} names column {name}, which the table does not have", relation.name())
                 })?;
-                let value = new.values().get(at).unwrap_or(&Value::Null);
+                let value = new.values().get(at).unwrap_or(&NULL);
                 parts.push((value, table.columns[at].type_name.as_str()));
             }
             let link = if parts.iter().any(|(value, _)| matches!(value, Value::Unchanged)) {
