@@ -501,3 +501,112 @@ async fn a_relation_over_a_missing_column_is_refused_at_start() {
         "{log}"
     );
 }
+
+/// POSTs `body` to the admin listener at `addr`; (status, JSON body).
+async fn admin_post(addr: &str, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let url = format!("http://{addr}{path}");
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut resp = agent.post(&url).send_json(&body).unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.body_mut().read_json().unwrap())
+    })
+    .await
+    .unwrap()
+}
+
+/// Rows written under a rule of one row (world 0.1.0: order lines in `global`) get their related
+/// memberships once the relation rules are loaded and their tables re-bucketed; until then,
+/// cascades leave the rows that predate the relations alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn rebucket_after_switching_to_relation_rules_gives_the_related_memberships() {
+    let db = pg::cluster().create_db("rel_rebucket").await;
+    let client = db.client().await;
+    client.batch_execute(NORTHWIND).await.unwrap();
+    let (u1, u2) = (uuid(901), uuid(902));
+    write(
+        &client,
+        &format!(
+            "INSERT INTO orders (id, user_id) VALUES ('{o1}', '{u1}'), ('{o2}', '{u2}'); \
+             INSERT INTO order_details (id, order_id) VALUES ('{d1}', '{o1}'), ('{d2}', '{o2}');",
+            o1 = uuid(1),
+            o2 = uuid(2),
+            d1 = uuid(11),
+            d2 = uuid(12),
+        ),
+    )
+    .await;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let admin = listener.local_addr().unwrap().to_string();
+    drop(listener);
+    let mut sluice = Sluice::start(
+        &db,
+        &wasm::module("v0-1-by-owner"),
+        RunOpts {
+            config_toml: Some(format!("admin_addr = \"{admin}\"\n")),
+            ..Default::default()
+        },
+    );
+    wait_snapshot(&client, &mut sluice).await;
+    let details: Vec<Edge> = edges(&client)
+        .await
+        .into_iter()
+        .filter(|e| e.0 == "order_details")
+        .collect();
+    assert_eq!(
+        details,
+        vec![
+            ("order_details".into(), uuid(11), "global".into()),
+            ("order_details".into(), uuid(12), "global".into()),
+        ]
+    );
+
+    let northwind = wasm::module("northwind");
+    let (status, body) = admin_post(
+        &admin,
+        "/rules/reload",
+        serde_json::json!({ "module": northwind }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    // Before the rebucket, the order lines keep what they had: their own buckets under the new
+    // rules are unknown, and an owner change does not reach them.
+    let floor = write(
+        &client,
+        &format!("UPDATE orders SET user_id = '{u2}' WHERE id = '{}'", uuid(1)),
+    )
+    .await;
+    wait_persisted(&client, floor, &mut sluice).await;
+    assert!(
+        edges(&client)
+            .await
+            .contains(&("order_details".into(), uuid(11), "global".into()))
+    );
+    let (status, body) = admin_post(&admin, "/rebucket", serde_json::json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "done", "{body}");
+    assert_converged_edges(&client, NORTHWIND_ORACLE).await;
+
+    // From now on the lines follow their order.
+    let floor = write(
+        &client,
+        &format!("UPDATE orders SET user_id = '{u1}' WHERE id = '{}'", uuid(2)),
+    )
+    .await;
+    wait_persisted(&client, floor, &mut sluice).await;
+    assert_converged_edges(&client, NORTHWIND_ORACLE).await;
+    assert!(
+        edges(&client)
+            .await
+            .contains(&("order_details".into(), uuid(12), format!("user:{u1}")))
+    );
+    assert!(sluice.stop().success(), "{}", sluice.log_text());
+}
+
+async fn assert_converged_edges(client: &tokio_postgres::Client, oracle_sql: &str) {
+    assert_same_edges(&edges(client).await, &oracle(client, oracle_sql).await);
+    assert_eq!(replayed(client).await, edges(client).await);
+}
