@@ -67,7 +67,10 @@ fn check(relation: &Relation, tables: &[PublishedTable]) -> Result<(), String> {
         .iter()
         .find(|c| child.column_index(c).is_none())
     {
-        return Err(format!("table {} has no column {missing:?}", relation.child));
+        return Err(format!(
+            "table {} has no column {missing:?}",
+            relation.child
+        ));
     }
     let key: Vec<&str> = parent
         .primary_key

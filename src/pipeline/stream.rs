@@ -16,8 +16,8 @@ use crate::rules::{RulesModule, RulesWorker};
 
 use crate::pipeline::batcher::{Batcher, Pending};
 use crate::pipeline::committer::Committer;
-use crate::pipeline::snapshot::run_snapshot;
 use crate::pipeline::relations::relation_graph;
+use crate::pipeline::snapshot::run_snapshot;
 use crate::pipeline::transform::Transform;
 use crate::pipeline::{Context, PipelineError, metrics, open_sink, preflight};
 use crate::sink::schema::SIDECAR_TABLES;

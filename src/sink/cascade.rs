@@ -203,9 +203,7 @@ impl<'a> Settle<'a> {
     /// record id: the order their membership-only records are written in.
     fn settled_in_order(&self) -> Vec<(&RecordKey, &BTreeSet<String>)> {
         let mut rows: Vec<_> = self.total.iter().collect();
-        rows.sort_by(|a, b| {
-            (self.graph.rank(&a.0.0), a.0).cmp(&(self.graph.rank(&b.0.0), b.0))
-        });
+        rows.sort_by(|a, b| (self.graph.rank(&a.0.0), a.0).cmp(&(self.graph.rank(&b.0.0), b.0)));
         rows
     }
 
@@ -435,7 +433,10 @@ impl<'a> Settle<'a> {
         let mut extra = BTreeSet::new();
         for (relation, parent) in &position.inherits {
             if let Some(parent) = parent {
-                let parent = (self.graph.relation(*relation).parent.clone(), parent.clone());
+                let parent = (
+                    self.graph.relation(*relation).parent.clone(),
+                    parent.clone(),
+                );
                 extra.extend(self.parent_total(&parent));
             }
         }
@@ -472,7 +473,9 @@ impl<'a> Settle<'a> {
         let mut writes = StateWrites::default();
         for (key, state) in self.chunk_state {
             match state {
-                Some(state) => writes.upserts.push((key.0, key.1, state.own, state.checksum)),
+                Some(state) => writes
+                    .upserts
+                    .push((key.0, key.1, state.own, state.checksum)),
                 None => writes.deletes.push(key),
             }
         }
@@ -634,7 +637,11 @@ impl<'a> Settle<'a> {
     }
 }
 
-fn mark(affected: &mut BTreeMap<usize, BTreeSet<RecordKey>>, graph: &RelationGraph, row: RecordKey) {
+fn mark(
+    affected: &mut BTreeMap<usize, BTreeSet<RecordKey>>,
+    graph: &RelationGraph,
+    row: RecordKey,
+) {
     affected.entry(graph.rank(&row.0)).or_default().insert(row);
 }
 
@@ -775,7 +782,10 @@ pub async fn truncate(
         .await
         .map_err(|e| SinkError::sql(format!("removing links of truncated {table}"), e))?;
     client
-        .execute("DELETE FROM sluice_row_state WHERE table_name = $1", &[&table])
+        .execute(
+            "DELETE FROM sluice_row_state WHERE table_name = $1",
+            &[&table],
+        )
         .await
         .map_err(|e| SinkError::sql(format!("removing state of truncated {table}"), e))?;
     Ok(affected)
@@ -817,7 +827,10 @@ pub async fn settle_rows(
             record_id: key.1.clone(),
             op: Operation::Update,
             buckets: total.iter().cloned().collect(),
-            checksum: settle.state_of(key).and_then(|s| s.checksum).or(edge_checksum),
+            checksum: settle
+                .state_of(key)
+                .and_then(|s| s.checksum)
+                .or(edge_checksum),
             membership_only: true,
             related: None,
         });

@@ -87,11 +87,7 @@ impl RelationGraph {
     }
 
     /// Relations of `flow` whose parent is `table`.
-    pub fn as_parent_with(
-        &self,
-        table: &str,
-        flow: Flow,
-    ) -> impl Iterator<Item = RelationId> + '_ {
+    pub fn as_parent_with(&self, table: &str, flow: Flow) -> impl Iterator<Item = RelationId> + '_ {
         self.as_parent(table)
             .iter()
             .copied()
@@ -152,7 +148,9 @@ mod tests {
         assert_eq!(graph.rank("lists"), 0);
         assert_eq!(graph.rank("list_members"), 1);
         assert_eq!(
-            graph.as_parent_with("lists", Flow::Share).collect::<Vec<_>>(),
+            graph
+                .as_parent_with("lists", Flow::Share)
+                .collect::<Vec<_>>(),
             vec![2]
         );
         assert!(graph.involves("customers") && !graph.involves("products"));
@@ -161,10 +159,8 @@ mod tests {
 
     #[test]
     fn a_cycle_that_slipped_through_does_not_hang() {
-        let graph = RelationGraph::new(&[
-            rel("a", "b", Flow::Inherit),
-            rel("b", "a", Flow::Inherit),
-        ]);
+        let graph =
+            RelationGraph::new(&[rel("a", "b", Flow::Inherit), rel("b", "a", Flow::Inherit)]);
         assert!(graph.rank("a") > 0);
     }
 }

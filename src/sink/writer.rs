@@ -484,7 +484,10 @@ pub fn stored_record_id(failure: &RuleFailure) -> &str {
 
 fn log_cascade(stats: &cascade::CascadeStats) {
     if stats.cascaded > 0 {
-        tracing::debug!(rows = stats.cascaded, "memberships cascaded to related rows");
+        tracing::debug!(
+            rows = stats.cascaded,
+            "memberships cascaded to related rows"
+        );
     }
     if stats.unknown > 0 {
         tracing::warn!(

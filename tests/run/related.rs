@@ -105,12 +105,19 @@ async fn assert_converged(client: &tokio_postgres::Client, oracle_sql: &str, slu
         .get(0);
     assert_eq!(failures, 0, "{}", sluice.log_text());
     assert_same_edges(&stored, &expected);
-    assert_eq!(replayed(client).await, stored, "the changelog replayed by a client");
+    assert_eq!(
+        replayed(client).await,
+        stored,
+        "the changelog replayed by a client"
+    );
 }
 
 /// [`write`], naming the transaction when the database refuses it.
 async fn write_tx(client: &tokio_postgres::Client, sql: &str) -> i64 {
-    if let Err(e) = client.batch_execute(&format!("BEGIN; {sql} ROLLBACK;")).await {
+    if let Err(e) = client
+        .batch_execute(&format!("BEGIN; {sql} ROLLBACK;"))
+        .await
+    {
         let _ = client.batch_execute("ROLLBACK").await;
         panic!("the workload wrote an invalid transaction: {e:?}\n{sql}");
     }
@@ -220,13 +227,17 @@ impl ListsModel {
             (88..90, _) if allow_truncate => {
                 self.items.clear();
                 // Deferred key checks of the transaction must run before a TRUNCATE.
-                "SET CONSTRAINTS ALL IMMEDIATE; TRUNCATE items; SET CONSTRAINTS ALL DEFERRED;".to_owned()
+                "SET CONSTRAINTS ALL IMMEDIATE; TRUNCATE items; SET CONSTRAINTS ALL DEFERRED;"
+                    .to_owned()
             }
             (90..91, _) if allow_truncate => {
                 self.members.clear();
                 "SET CONSTRAINTS ALL IMMEDIATE; TRUNCATE list_members; SET CONSTRAINTS ALL DEFERRED;".to_owned()
             }
-            (_, Some(list)) => format!("UPDATE lists SET title = 't{}' WHERE id = {list};", rng.random_range(0..9)),
+            (_, Some(list)) => format!(
+                "UPDATE lists SET title = 't{}' WHERE id = {list};",
+                rng.random_range(0..9)
+            ),
         }
     }
 }
@@ -349,15 +360,17 @@ async fn northwind_workload(db: &TestDb, seed: u64, kill_at: Option<usize>) {
                         uuid(o)
                     )
                 }
-                90..95 => format!(
-                    "INSERT INTO categories (id, user_id) VALUES ('{}', {});",
-                    uuid(10_000 + u64::from(rng.random_range(0..50u32))),
-                    if rng.random_bool(0.3) {
-                        "NULL".to_owned()
-                    } else {
-                        format!("'{}'", users(rng))
-                    }
-                ) + " ",
+                90..95 => {
+                    format!(
+                        "INSERT INTO categories (id, user_id) VALUES ('{}', {});",
+                        uuid(10_000 + u64::from(rng.random_range(0..50u32))),
+                        if rng.random_bool(0.3) {
+                            "NULL".to_owned()
+                        } else {
+                            format!("'{}'", users(rng))
+                        }
+                    ) + " "
+                }
                 _ => format!(
                     "INSERT INTO products (id, name) VALUES ('{}', 'p') ON CONFLICT (id) DO UPDATE SET deleted_at = now();",
                     uuid(20_000 + u64::from(rng.random_range(0..20u32)))
@@ -576,7 +589,10 @@ async fn rebucket_after_switching_to_relation_rules_gives_the_related_membership
     // rules are unknown, and an owner change does not reach them.
     let floor = write(
         &client,
-        &format!("UPDATE orders SET user_id = '{u2}' WHERE id = '{}'", uuid(1)),
+        &format!(
+            "UPDATE orders SET user_id = '{u2}' WHERE id = '{}'",
+            uuid(1)
+        ),
     )
     .await;
     wait_persisted(&client, floor, &mut sluice).await;
@@ -593,16 +609,19 @@ async fn rebucket_after_switching_to_relation_rules_gives_the_related_membership
     // From now on the lines follow their order.
     let floor = write(
         &client,
-        &format!("UPDATE orders SET user_id = '{u1}' WHERE id = '{}'", uuid(2)),
+        &format!(
+            "UPDATE orders SET user_id = '{u1}' WHERE id = '{}'",
+            uuid(2)
+        ),
     )
     .await;
     wait_persisted(&client, floor, &mut sluice).await;
     assert_converged_edges(&client, NORTHWIND_ORACLE).await;
-    assert!(
-        edges(&client)
-            .await
-            .contains(&("order_details".into(), uuid(12), format!("user:{u1}")))
-    );
+    assert!(edges(&client).await.contains(&(
+        "order_details".into(),
+        uuid(12),
+        format!("user:{u1}")
+    )));
     assert!(sluice.stop().success(), "{}", sluice.log_text());
 }
 

@@ -255,13 +255,19 @@ impl<'r, R: Rule> Memberships<'r, R> {
         change: &crate::Change<'_>,
         outcome: &Outcome,
     ) -> Result<(), String> {
-        let new_id = change.new_row().and_then(|row| record_id(table, row.values()));
-        let old_id = change.old_row().and_then(|row| record_id(table, row.values()));
+        let new_id = change
+            .new_row()
+            .and_then(|row| record_id(table, row.values()));
+        let old_id = change
+            .old_row()
+            .and_then(|row| record_id(table, row.values()));
         let id = match change.op() {
             Operation::Delete => old_id.clone(),
             _ => new_id,
         }
-        .ok_or("cannot determine the row's primary key (mark key columns with TestTable::with_key)")?;
+        .ok_or(
+            "cannot determine the row's primary key (mark key columns with TestTable::with_key)",
+        )?;
         let own = match outcome {
             // Nothing is stored for a failed change: the row keeps what it had.
             Outcome::Error(_) => return Ok(()),
@@ -272,7 +278,10 @@ impl<'r, R: Rule> Memberships<'r, R> {
         if let Some(old_id) = old_id.filter(|old| *old != id) {
             rows.remove(&old_id);
         }
-        let Some(new) = change.new_row().filter(|_| change.op() != Operation::Delete) else {
+        let Some(new) = change
+            .new_row()
+            .filter(|_| change.op() != Operation::Delete)
+        else {
             rows.remove(&id);
             return Ok(());
         };
@@ -284,13 +293,23 @@ impl<'r, R: Rule> Memberships<'r, R> {
             }
             let mut parts = Vec::with_capacity(relation.columns.len());
             for name in &relation.columns {
-                let at = table.columns.iter().position(|c| c.name == *name).ok_or_else(|| {
-                    format!("relation {} names column {name}, which the table does not have", relation.name())
-                })?;
+                let at = table
+                    .columns
+                    .iter()
+                    .position(|c| c.name == *name)
+                    .ok_or_else(|| {
+                        format!(
+                            "relation {} names column {name}, which the table does not have",
+                            relation.name()
+                        )
+                    })?;
                 let value = new.values().get(at).unwrap_or(&NULL);
                 parts.push((value, table.columns[at].type_name.as_str()));
             }
-            let link = if parts.iter().any(|(value, _)| matches!(value, Value::Unchanged)) {
+            let link = if parts
+                .iter()
+                .any(|(value, _)| matches!(value, Value::Unchanged))
+            {
                 previous.get(&index).cloned()
             } else {
                 encode(parts.into_iter().map(Some))
@@ -343,13 +362,19 @@ fn cycle_from<'a>(
     inherits: &[&'a Relation],
     path: &mut Vec<&'a Relation>,
 ) -> Option<String> {
-    let mut out: Vec<&Relation> = inherits.iter().copied().filter(|r| r.child == table).collect();
+    let mut out: Vec<&Relation> = inherits
+        .iter()
+        .copied()
+        .filter(|r| r.child == table)
+        .collect();
     out.sort_by(|a, b| (&a.parent, &a.columns).cmp(&(&b.parent, &b.columns)));
     for relation in out {
         path.push(relation);
         if let Some(at) = path.iter().position(|r| r.child == relation.parent) {
             let cycle = &path[at..];
-            let first = (0..cycle.len()).min_by_key(|&i| &cycle[i].child).unwrap_or(0);
+            let first = (0..cycle.len())
+                .min_by_key(|&i| &cycle[i].child)
+                .unwrap_or(0);
             let mut text = String::new();
             for r in cycle[first..].iter().chain(&cycle[..first]) {
                 text.push_str(&format!("{}({})->", r.child, r.columns.join(",")));

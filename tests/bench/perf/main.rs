@@ -24,6 +24,7 @@ mod pg;
 #[path = "../../common/wasm.rs"]
 mod wasm;
 
+mod cascade;
 mod latency;
 mod memory;
 mod rollback;
@@ -61,6 +62,9 @@ fn main() {
     }
     if want("rollback") {
         rollback::run(&mut report);
+    }
+    if want("cascade") {
+        cascade::run(&mut report);
     }
     report.print();
 }
