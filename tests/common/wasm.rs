@@ -30,6 +30,7 @@ const PACKAGES: &[&str] = &[
     "misbehaving-guest",
     "v0-1-by-owner",
     "relation-cycle",
+    "related-chain",
 ];
 
 fn root() -> PathBuf {

@@ -629,3 +629,64 @@ async fn assert_converged_edges(client: &tokio_postgres::Client, oracle_sql: &st
     assert_same_edges(&edges(client).await, &oracle(client, oracle_sql).await);
     assert_eq!(replayed(client).await, edges(client).await);
 }
+
+/// Memberships down a three-level chain, with a composite parent key: a region's owner change
+/// reaches every line; an order moved to another customer takes its lines along; deleting a
+/// customer's rows removes what its dependants had through it.
+#[tokio::test(flavor = "multi_thread")]
+async fn multi_level_chains_cascade_to_the_last_level() {
+    let db = pg::cluster().create_db("rel_chain").await;
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE regions (id int PRIMARY KEY, user_id text NOT NULL);
+             CREATE TABLE customers (id int PRIMARY KEY, region_id int REFERENCES regions(id));
+             CREATE TABLE orders (no int, customer_id int REFERENCES customers(id), PRIMARY KEY (customer_id, no));
+             CREATE TABLE lines (id int PRIMARY KEY, order_no int NOT NULL, customer_id int NOT NULL,
+               FOREIGN KEY (customer_id, order_no) REFERENCES orders(customer_id, no));
+             CREATE PUBLICATION sluice_pub FOR TABLE regions, customers, orders, lines;
+             INSERT INTO regions VALUES (1, 'ann'), (2, 'bob');
+             INSERT INTO customers VALUES (10, 1), (20, 2);
+             INSERT INTO orders VALUES (1, 10), (2, 10), (1, 20);
+             INSERT INTO lines VALUES (100, 1, 10), (101, 2, 10), (200, 1, 20);",
+        )
+        .await
+        .unwrap();
+    const ORACLE: &str = "\
+        SELECT 'regions', r.id::text, 'user:' || r.user_id FROM regions r
+        UNION ALL SELECT 'customers', c.id::text, 'user:' || r.user_id FROM customers c JOIN regions r ON r.id = c.region_id
+        UNION ALL SELECT 'orders', array_to_json(ARRAY[o.customer_id::text, o.no::text])::text, 'user:' || r.user_id
+          FROM orders o JOIN customers c ON c.id = o.customer_id JOIN regions r ON r.id = c.region_id
+        UNION ALL SELECT 'lines', l.id::text, 'user:' || r.user_id
+          FROM lines l JOIN customers c ON c.id = l.customer_id JOIN regions r ON r.id = c.region_id";
+    let mut sluice = Sluice::start(&db, &wasm::module("related-chain"), RunOpts::default());
+    wait_snapshot(&client, &mut sluice).await;
+    assert_converged(&client, ORACLE, &sluice).await;
+    assert!(
+        edges(&client)
+            .await
+            .contains(&("lines".into(), "100".into(), "user:ann".into()))
+    );
+
+    for step in [
+        "UPDATE regions SET user_id = 'cat' WHERE id = 1",
+        "UPDATE customers SET region_id = 1 WHERE id = 20",
+        "DELETE FROM lines WHERE customer_id = 20; DELETE FROM orders WHERE customer_id = 20; \
+         INSERT INTO orders VALUES (3, 10); INSERT INTO lines VALUES (102, 3, 10);",
+        "UPDATE customers SET region_id = NULL WHERE id = 10",
+    ] {
+        let floor = write(&client, step).await;
+        wait_persisted(&client, floor, &mut sluice).await;
+        assert_converged(&client, ORACLE, &sluice).await;
+    }
+    // Customer 10 left every region: it and everything under it are in no bucket.
+    assert_eq!(
+        edges(&client).await,
+        vec![
+            ("customers".into(), "20".into(), "user:cat".into()),
+            ("regions".into(), "1".into(), "user:cat".into()),
+            ("regions".into(), "2".into(), "user:bob".into()),
+        ]
+    );
+    assert!(sluice.stop().success(), "{}", sluice.log_text());
+}
