@@ -105,19 +105,18 @@ pub async fn fill(
             .key_indexes()
             .map(|i| schema.columns[i].name.as_str())
             .collect();
-        let parsed: Vec<Option<Vec<String>>> = indexes
+        // One pass: the records whose key parses, and their keys' texts.
+        let (positions, owned): (Vec<usize>, Vec<Vec<String>>) = indexes
             .iter()
-            .map(|&i| match &items[i] {
-                SinkItem::Record(r) => key_texts(&r.record_id, key_columns.len()),
+            .filter_map(|&i| match &items[i] {
+                SinkItem::Record(r) => Some((i, key_texts(&r.record_id, key_columns.len())?)),
                 _ => None,
             })
-            .collect();
-        let wanted: Vec<(usize, Vec<&str>)> = indexes
+            .unzip();
+        let keys: Vec<Vec<&str>> = owned
             .iter()
-            .zip(&parsed)
-            .filter_map(|(&i, key)| Some((i, key.as_ref()?.iter().map(String::as_str).collect())))
+            .map(|key| key.iter().map(String::as_str).collect())
             .collect();
-        let keys: Vec<Vec<&str>> = wanted.iter().map(|(_, k)| k.clone()).collect();
         let jsons = match rows.fetch(schema, &key_columns, &keys).await {
             Ok(jsons) => jsons,
             Err(e) if e.as_db_error().is_some() => {
@@ -134,8 +133,8 @@ pub async fn fill(
                 });
             }
         };
-        for ((i, _), json) in wanted.iter().zip(jsons) {
-            if let SinkItem::Record(r) = &mut items[*i] {
+        for (&i, json) in positions.iter().zip(jsons) {
+            if let SinkItem::Record(r) = &mut items[i] {
                 r.checksum = json.as_deref().map(record_checksum);
             }
         }
