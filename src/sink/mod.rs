@@ -3,6 +3,7 @@
 pub mod checksum;
 pub mod copy_binary;
 pub mod edge_diff;
+pub mod forget;
 pub mod progress;
 pub mod record;
 pub mod record_id;
