@@ -41,6 +41,8 @@ use crate::source::catalog::{self, CatalogError, PublishedTable};
 pub struct JoinWatch {
     publication: String,
     pending: Vec<PublishedTable>,
+    /// Joined tables whose walk failed to read them, queued again at the next check.
+    retry: Vec<PublishedTable>,
     next_check: Instant,
     interval: Duration,
 }
@@ -70,6 +72,7 @@ impl JoinWatch {
         let mut watch = JoinWatch {
             publication: publication.to_owned(),
             pending,
+            retry: Vec::new(),
             next_check: Instant::now() + interval,
             interval,
         };
@@ -91,6 +94,12 @@ impl JoinWatch {
     /// The joined tables waiting for their walk, which the caller now starts.
     pub fn take_pending(&mut self) -> Vec<PublishedTable> {
         std::mem::take(&mut self.pending)
+    }
+
+    /// Queues `tables` again for the next look at the publication (their walk could not read
+    /// them); a table that has left by then is dropped from the queue.
+    pub fn retry_later(&mut self, tables: Vec<PublishedTable>) {
+        self.retry.extend(tables);
     }
 
     /// When the publication is next looked at.
@@ -125,10 +134,12 @@ impl JoinWatch {
             .filter(|t| !now.iter().any(|(oid, _)| *oid == t.schema.oid))
             .map(|t| t.schema.qualified_name())
             .collect();
+        let retry = std::mem::take(&mut self.retry);
+        self.pending.extend(retry);
+        let published = |t: &PublishedTable| now.iter().any(|(oid, _)| *oid == t.schema.oid);
+        self.pending.retain(published);
         if !left.is_empty() {
-            tables.retain(|t| now.iter().any(|(oid, _)| *oid == t.schema.oid));
-            self.pending
-                .retain(|t| now.iter().any(|(oid, _)| *oid == t.schema.oid));
+            tables.retain(published);
             self.forget_left(&left, sink).await?;
         }
         if now

@@ -18,7 +18,7 @@ use std::time::Instant;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Client;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::model::Lsn;
 use crate::pipeline::PipelineError;
@@ -29,7 +29,7 @@ use crate::rules::RulesWorker;
 use crate::sink::progress::{TableProgress, Walk};
 use crate::sink::{Sink, SinkItem};
 use crate::source::catalog::PublishedTable;
-use crate::source::snapshot::TableReader;
+use crate::source::snapshot::{SnapshotError, TableReader};
 
 /// A request to re-bucket one table (qualified name) or all published tables.
 pub struct RebucketRequest {
@@ -111,6 +111,9 @@ pub enum Step {
     Wait,
     /// The pass is complete.
     Done,
+    /// A joined table could not be read (not granted, dropped meanwhile): the walk stops, and
+    /// [`RebucketJob::unfinished`] says which tables to try again later.
+    Unreadable,
 }
 
 impl RebucketJob {
@@ -295,7 +298,16 @@ impl RebucketJob {
         let reader = self.reader.get_or_insert_with(|| {
             TableReader::new(table.clone(), progress.last_key.clone(), chunk_rows, at)
         });
-        match reader.next_chunk(source).await? {
+        let read = match reader.next_chunk(source).await {
+            Err(SnapshotError::Read { table, source })
+                if self.walk == Walk::Snapshot && !crate::sink::session_ended(&source) =>
+            {
+                warn!(%table, error = %source, "cannot read a table that joined the publication (is SELECT granted? was it dropped?); trying again at the next look at the publication");
+                return Ok(Step::Unreadable);
+            }
+            read => read?,
+        };
+        match read {
             None => {
                 progress.done = true;
                 sink.save_progress(self.walk, progress).await?;
@@ -330,6 +342,11 @@ impl RebucketJob {
                 Ok(Step::More)
             }
         }
+    }
+
+    /// The tables this walk has not finished, from the one in progress on.
+    pub fn unfinished(&self) -> Vec<PublishedTable> {
+        self.tables.get(self.index..).unwrap_or_default().to_vec()
     }
 
     async fn finish(&mut self, sink: &mut Sink) -> Result<Step, PipelineError> {

@@ -477,6 +477,12 @@ impl<'a> Streaming<'a> {
             }
             Step::More => started.elapsed(),
             Step::Wait => WALK_WAIT.max(started.elapsed()),
+            Step::Unreadable => {
+                if let Some(job) = self.job.take() {
+                    self.joins.retry_later(job.unfinished());
+                }
+                started.elapsed()
+            }
         };
         self.next_step = Instant::now() + pause;
         Ok(())
