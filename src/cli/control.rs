@@ -36,7 +36,7 @@ pub struct RebucketArgs {
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Example (after `ALTER PUBLICATION sluice DROP TABLE archive;`):\n  sluice forget-table --admin-addr 127.0.0.1:9187 --table archive"
+    after_help = "Example:\n  # after `ALTER PUBLICATION sluice DROP TABLE archive;`\n  sluice forget-table --admin-addr 127.0.0.1:9187 --table archive"
 )]
 pub struct ForgetTableArgs {
     /// Admin address of the running `sluice run` (its --admin-addr). Env: SLUICE_ADMIN_ADDR.
