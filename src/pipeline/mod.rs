@@ -178,6 +178,7 @@ pub struct Context {
     /// Where rollbacks are sent (they take the same path as any other swap).
     pub swap_tx: mpsc::Sender<reload::Swap>,
     pub rebuckets: tokio::sync::Mutex<mpsc::Receiver<rebucket::RebucketRequest>>,
+    /// Requests to forget a table that left the publication.
     pub forgets: tokio::sync::Mutex<mpsc::Receiver<forget::ForgetRequest>>,
 }
 

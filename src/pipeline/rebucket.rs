@@ -226,6 +226,7 @@ impl RebucketJob {
     ) -> Result<RebucketJob, PipelineError> {
         let stored = sink.progress(Walk::Snapshot).await?;
         let mut progress = Vec::with_capacity(tables.len());
+        let mut saved = false;
         for t in &tables {
             let name = t.schema.qualified_name();
             let p = match stored.iter().find(|p| p.table_name == name) {
@@ -239,12 +240,15 @@ impl RebucketJob {
                         consistent_lsn: at,
                     };
                     sink.save_progress(Walk::Snapshot, &p).await?;
+                    saved = true;
                     p
                 }
             };
             progress.push(p);
         }
-        sink.commit_without_lsn().await?;
+        if saved {
+            sink.commit_without_lsn().await?;
+        }
         info!(tables = ?progress.iter().map(|p| &p.table_name).collect::<Vec<_>>(), "snapshotting tables that joined the publication, while streaming");
         let mut job = RebucketJob::new(Walk::Snapshot, tables, progress, None);
         job.waiting_for = open_transactions(source).await?;

@@ -357,6 +357,13 @@ impl<'a> Streaming<'a> {
         // Admin actions wait for the walk, and for the end of the source transaction in hand.
         let free = idle && !walking;
         let busy = self.committer.busy();
+        // One timer for the batcher's deadline and the look at the publication: the stream's
+        // hot path registers no more timers than it did before joins were watched.
+        let check_at = idle.then(|| self.joins.next_check());
+        let timer = [deadline.map(Instant::from_std), check_at]
+            .into_iter()
+            .flatten()
+            .min();
         Ok(tokio::select! {
             biased;
             _ = self.shutdown.changed() => Wake::Shutdown,
@@ -364,12 +371,17 @@ impl<'a> Streaming<'a> {
             request = self.rebuckets.recv(), if free => Wake::Rebucket(request),
             request = self.forgets.recv(), if free => Wake::Forget(request),
             _ = tokio::time::sleep_until(self.next_step), if walking && idle => Wake::Step,
-            _ = tokio::time::sleep_until(self.joins.next_check()), if idle => Wake::CheckPublication,
             done = self.committer.wait(), if busy => {
                 done?;
                 Wake::SinkDone
             }
-            _ = sleep_until_opt(deadline) => Wake::Deadline,
+            _ = sleep_until_opt(timer) => {
+                if check_at.is_some_and(|at| at <= Instant::now()) {
+                    Wake::CheckPublication
+                } else {
+                    Wake::Deadline
+                }
+            }
             event = self.stream.recv() => Wake::Event(event?),
         })
     }
@@ -676,9 +688,9 @@ fn is_sidecar(schema: &str, name: &str) -> bool {
     schema == "public" && SIDECAR_TABLES.contains(&name)
 }
 
-async fn sleep_until_opt(deadline: Option<std::time::Instant>) {
+async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
-        Some(d) => tokio::time::sleep_until(Instant::from_std(d)).await,
+        Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
     }
 }
