@@ -556,3 +556,55 @@ async fn the_walk_waits_for_a_transaction_that_wrote_to_the_table_before_it_join
         [e("user:w", "late", "1", 1), e("user:b", "late", "2", 1)]
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_joined_table_dropped_during_its_walk_stops_the_walk_not_the_stream() {
+    let db = pg::cluster().create_db("join_dropped").await;
+    let client = db.client().await;
+    client.batch_execute(SCHEMA).await.unwrap();
+    client
+        .batch_execute("INSERT INTO late SELECT g, 'u' FROM generate_series(1, 2000) g")
+        .await
+        .unwrap();
+    let mut sluice = started(
+        &db,
+        opts("[snapshot]\nchunk_rows = 5\njoin_check_ms = 200\n"),
+    )
+    .await;
+    client
+        .batch_execute("ALTER PUBLICATION sluice_pub ADD TABLE late")
+        .await
+        .unwrap();
+    wait_for(
+        "the walk of late to begin",
+        Duration::from_secs(60),
+        &mut sluice,
+        || async { progress(&client, "late").await.is_some_and(|(n, _)| n > 0) },
+    )
+    .await;
+    client.batch_execute("DROP TABLE late").await.unwrap();
+    wait_for(
+        "sluice to notice that late left",
+        Duration::from_secs(30),
+        &mut sluice,
+        || async { progress(&client, "late").await.is_none() },
+    )
+    .await;
+    let floor = write(&client, "INSERT INTO items VALUES (2, 'u2')").await;
+    wait_persisted(&client, floor, &mut sluice).await;
+    assert!(sluice.is_running());
+    let log = sluice.log_text();
+    assert!(
+        log.contains("cannot read a table that joined the publication"),
+        "{log}"
+    );
+    assert!(log.contains("table left the publication"), "{log}");
+    assert_eq!(
+        count(
+            &client,
+            "SELECT count(*) FROM sync_bucket_edges WHERE table_name = 'items'"
+        )
+        .await,
+        2
+    );
+}
