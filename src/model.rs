@@ -127,15 +127,20 @@ pub struct TableSchema {
     pub identity: Vec<usize>,
 }
 
+/// The `table_name` of a table in the sidecar tables: see [`TableSchema::qualified_name`].
+pub fn qualified_name(schema: &str, name: &str) -> String {
+    if schema == "public" || schema.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{schema}.{name}")
+    }
+}
+
 impl TableSchema {
     /// `name` for the `public` schema, `schema.name` otherwise: the form
     /// synchro's `table_name` column uses.
     pub fn qualified_name(&self) -> String {
-        if self.schema == "public" || self.schema.is_empty() {
-            self.name.clone()
-        } else {
-            format!("{}.{}", self.schema, self.name)
-        }
+        qualified_name(&self.schema, &self.name)
     }
 
     pub fn column_index(&self, name: &str) -> Option<usize> {

@@ -1,4 +1,5 @@
-//! `sluice reload` and `sluice rebucket`: ask a running `sluice run` through its admin listener.
+//! `sluice reload`, `sluice rebucket` and `sluice forget-table`: ask a running `sluice run`
+//! through its admin listener.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,6 +32,19 @@ pub struct RebucketArgs {
     /// Only this table (schema-qualified unless public); default: every published table.
     #[arg(long)]
     pub table: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Example:\n  # after `ALTER PUBLICATION sluice DROP TABLE archive;`\n  sluice forget-table --admin-addr 127.0.0.1:9187 --table archive"
+)]
+pub struct ForgetTableArgs {
+    /// Admin address of the running `sluice run` (its --admin-addr). Env: SLUICE_ADMIN_ADDR.
+    #[arg(long, env = "SLUICE_ADMIN_ADDR", default_value = "127.0.0.1:9187")]
+    pub admin_addr: String,
+    /// The table that left the publication (schema-qualified unless public).
+    #[arg(long)]
+    pub table: String,
 }
 
 fn post(
@@ -127,6 +141,31 @@ pub fn rebucket(args: RebucketArgs) -> anyhow::Result<ExitCode> {
         }
         Some("rejected") => bail!(
             "rebucket rejected: {}",
+            answer["reason"].as_str().unwrap_or("")
+        ),
+        _ => bail!("unexpected answer ({status}): {answer}"),
+    }
+}
+
+pub fn forget_table(args: ForgetTableArgs) -> anyhow::Result<ExitCode> {
+    let (status, answer) = post(
+        &args.admin_addr,
+        "/tables/forget",
+        serde_json::json!({ "table": args.table }),
+        None,
+    )?;
+    match answer["status"].as_str() {
+        Some("done") => {
+            println!(
+                "forgot {}: {} records lost their memberships, {} deletes written to the changelog",
+                answer["table"].as_str().unwrap_or(""),
+                answer["records"],
+                answer["changelog_rows"]
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Some("rejected") => bail!(
+            "forget-table rejected, nothing removed: {}",
             answer["reason"].as_str().unwrap_or("")
         ),
         _ => bail!("unexpected answer ({status}): {answer}"),

@@ -41,6 +41,8 @@ pub enum Command {
     Reload(control::ReloadArgs),
     /// Ask a running `sluice run` to re-evaluate existing rows with the active rules.
     Rebucket(control::RebucketArgs),
+    /// Ask a running `sluice run` to remove the memberships of a table that left the publication.
+    ForgetTable(control::ForgetTableArgs),
     /// Print decoded changes from a live database as JSON lines.
     Tail(tail::TailArgs),
 }
@@ -54,6 +56,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Reload(args) => control::reload(args),
         Command::Rebucket(args) => control::rebucket(args),
+        Command::ForgetTable(args) => control::forget_table(args),
         Command::Tail(args) => tail::run(args),
     };
     match result {

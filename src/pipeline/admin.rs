@@ -1,4 +1,5 @@
-//! The admin HTTP listener: `/healthz`, `/readyz` and `/metrics`.
+//! The admin HTTP listener: `/healthz`, `/readyz`, `/metrics`, and the admin actions
+//! (`/rules/reload`, `/rebucket`, `/tables/forget`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use tracing::info;
 
 use crate::pipeline::Handles;
 use crate::pipeline::Health;
+use crate::pipeline::forget::ForgetOutcome;
 use crate::pipeline::rebucket::RebucketOutcome;
 use crate::pipeline::reload::{ReloadOutcome, Trigger};
 
@@ -95,6 +97,7 @@ pub fn serve(
         .route("/metrics", get(metrics_page))
         .route("/rules/reload", post(reload_rules))
         .route("/rebucket", post(rebucket))
+        .route("/tables/forget", post(forget_table))
         .with_state(AdminState {
             health,
             metrics,
@@ -114,7 +117,7 @@ pub fn serve(
             });
         })
         .map_err(bind_err)?;
-    info!(addr = %local, "admin listener ready: /healthz /readyz /metrics, POST /rules/reload, POST /rebucket");
+    info!(addr = %local, "admin listener ready: /healthz /readyz /metrics, POST /rules/reload, POST /rebucket, POST /tables/forget");
     Ok(local)
 }
 
@@ -169,6 +172,28 @@ async fn rebucket(
     let outcome = state.handles.rebucket.rebucket(body.table).await;
     let status = match outcome {
         RebucketOutcome::Rejected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        _ => StatusCode::OK,
+    };
+    (status, Json(outcome))
+}
+
+/// Body of `POST /tables/forget`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForgetBody {
+    /// The table that left the publication (schema-qualified unless public).
+    pub table: String,
+}
+
+/// Removes the memberships of a table that left the publication, each with a changelog delete;
+/// answers when they are gone (200), or why nothing was removed (422).
+async fn forget_table(
+    State(state): State<AdminState>,
+    Json(body): Json<ForgetBody>,
+) -> (StatusCode, Json<ForgetOutcome>) {
+    let outcome = state.handles.forget.forget(body.table).await;
+    let status = match outcome {
+        ForgetOutcome::Rejected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         _ => StatusCode::OK,
     };
     (status, Json(outcome))

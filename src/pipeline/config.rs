@@ -120,6 +120,9 @@ pub struct SnapshotSection {
     pub changelog: bool,
     /// Rows per keyset chunk.
     pub chunk_rows: usize,
+    /// How often the publication is looked at for tables that joined or left it (a joined table
+    /// that receives no writes sends no message that would say so).
+    pub join_check_ms: u64,
 }
 
 impl Default for Config {
@@ -174,6 +177,7 @@ impl Default for SnapshotSection {
         SnapshotSection {
             changelog: true,
             chunk_rows: 10_000,
+            join_check_ms: 10_000,
         }
     }
 }
@@ -334,6 +338,12 @@ impl Config {
             SNAPSHOT_CHUNK_ROWS,
             " rows",
         )?;
+        in_range(
+            "snapshot.join_check_ms",
+            self.snapshot.join_check_ms,
+            SNAPSHOT_JOIN_CHECK_MS,
+            MS,
+        )?;
         let reload = &self.reload;
         in_range(
             "reload.debounce_ms",
@@ -411,6 +421,8 @@ pub const BATCH_MAX_BYTES: (u64, u64) = (1 << 20, 4 << 30);
 /// 0 writes every commit at once; at most an hour.
 pub const BATCH_MAX_DELAY_MS: (u64, u64) = (0, 3_600_000);
 pub const SNAPSHOT_CHUNK_ROWS: (u64, u64) = (1, 1_000_000);
+/// From 100 ms (one catalog query each time) to a day.
+pub const SNAPSHOT_JOIN_CHECK_MS: (u64, u64) = (100, 86_400_000);
 /// 0 loads a changed file at once; at most a minute.
 pub const RELOAD_DEBOUNCE_MS: (u64, u64) = (0, 60_000);
 pub const RELOAD_ROLLBACK_WINDOW: (u64, u64) = (1, 1_000_000);
@@ -548,6 +560,7 @@ mod tests {
             ("[batch]\nmax_bytes", BATCH_MAX_BYTES),
             ("[batch]\nmax_delay_ms", BATCH_MAX_DELAY_MS),
             ("[snapshot]\nchunk_rows", SNAPSHOT_CHUNK_ROWS),
+            ("[snapshot]\njoin_check_ms", SNAPSHOT_JOIN_CHECK_MS),
             ("[reload]\ndebounce_ms", RELOAD_DEBOUNCE_MS),
             ("[reload]\nrollback_window", RELOAD_ROLLBACK_WINDOW),
             ("status_interval_ms", STATUS_INTERVAL_MS),

@@ -10,6 +10,8 @@ pub mod batcher;
 pub mod checksums;
 pub mod committer;
 pub mod config;
+pub mod forget;
+pub mod join;
 pub mod metrics;
 pub mod payload;
 pub mod progress;
@@ -179,6 +181,8 @@ pub struct Context {
     /// Where rollbacks are sent (they take the same path as any other swap).
     pub swap_tx: mpsc::Sender<reload::Swap>,
     pub rebuckets: tokio::sync::Mutex<mpsc::Receiver<rebucket::RebucketRequest>>,
+    /// Requests to forget a table that left the publication.
+    pub forgets: tokio::sync::Mutex<mpsc::Receiver<forget::ForgetRequest>>,
 }
 
 /// What operators and triggers use to steer a running pipeline.
@@ -186,12 +190,14 @@ pub struct Context {
 pub struct Handles {
     pub reload: reload::ReloadHandle,
     pub rebucket: rebucket::RebucketHandle,
+    pub forget: forget::ForgetHandle,
 }
 
 /// The pipeline's ends of the control channels.
 pub struct Receivers {
     reload: mpsc::Receiver<reload::ReloadRequest>,
     rebucket: mpsc::Receiver<rebucket::RebucketRequest>,
+    forget: mpsc::Receiver<forget::ForgetRequest>,
 }
 
 /// Creates the control channels: handles for the admin listener and signals, receivers for
@@ -199,11 +205,17 @@ pub struct Receivers {
 pub fn controls() -> (Handles, Receivers) {
     let (reload, reload_rx) = reload::channel();
     let (rebucket, rebucket_rx) = rebucket::channel();
+    let (forget, forget_rx) = forget::channel();
     (
-        Handles { reload, rebucket },
+        Handles {
+            reload,
+            rebucket,
+            forget,
+        },
         Receivers {
             reload: reload_rx,
             rebucket: rebucket_rx,
+            forget: forget_rx,
         },
     )
 }
@@ -294,6 +306,7 @@ pub async fn run(
         swaps: tokio::sync::Mutex::new(swap_rx),
         swap_tx,
         rebuckets: tokio::sync::Mutex::new(receivers.rebucket),
+        forgets: tokio::sync::Mutex::new(receivers.forget),
     };
 
     let mut backoff = Duration::from_millis(250);

@@ -8,23 +8,28 @@
 //! and then the newer ones, so the edges end at the evaluation of the latest row — never a
 //! change lost or applied twice, at worst a membership that moves and moves back in the changelog.
 //! Progress is persisted per chunk, so an interrupted pass resumes after restart.
+//!
+//! The same walk snapshots a table that joins the publication while sluice streams (see
+//! `pipeline::join`): it then records its progress as the table's snapshot progress, whose `done`
+//! row is the durable mark that the table's existing rows are in.
 
 use std::time::Instant;
 
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Client;
-use tracing::info;
+use tracing::{debug, info, warn};
 
 use crate::model::Lsn;
 use crate::pipeline::PipelineError;
 use crate::pipeline::batcher::evaluate_all;
+use crate::pipeline::join::open_transactions;
 use crate::pipeline::transform::Transform;
 use crate::rules::RulesWorker;
 use crate::sink::progress::{TableProgress, Walk};
 use crate::sink::{Sink, SinkItem};
 use crate::source::catalog::PublishedTable;
-use crate::source::snapshot::TableReader;
+use crate::source::snapshot::{SnapshotError, TableReader};
 
 /// A request to re-bucket one table (qualified name) or all published tables.
 pub struct RebucketRequest {
@@ -80,8 +85,11 @@ pub fn channel() -> (RebucketHandle, mpsc::Receiver<RebucketRequest>) {
     (RebucketHandle { tx }, rx)
 }
 
-/// A pass in progress.
+/// A pass in progress: a re-bucketing pass, or the snapshot of tables that joined the
+/// publication.
 pub struct RebucketJob {
+    /// Where progress is recorded: `Walk::Rebucket`, or `Walk::Snapshot` for joined tables.
+    walk: Walk,
     tables: Vec<PublishedTable>,
     progress: Vec<TableProgress>,
     index: usize,
@@ -90,6 +98,22 @@ pub struct RebucketJob {
     changelog_rows: u64,
     started: Instant,
     reply: Option<oneshot::Sender<RebucketOutcome>>,
+    /// Transactions the walk waits for before its first read (see `pipeline::join`).
+    waiting_for: Vec<String>,
+}
+
+/// What one step of a pass did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// A chunk or a table was finished; more to do.
+    More,
+    /// Nothing read: the walk waits for transactions to end. Try again a little later.
+    Wait,
+    /// The pass is complete.
+    Done,
+    /// A joined table could not be read (not granted, dropped meanwhile): the walk stops, and
+    /// [`RebucketJob::unfinished`] says which tables to try again later.
+    Unreadable,
 }
 
 impl RebucketJob {
@@ -140,7 +164,12 @@ impl RebucketJob {
         }
         sink.commit_without_lsn().await?;
         info!(tables = ?progress.iter().map(|p| &p.table_name).collect::<Vec<_>>(), "re-bucketing started");
-        Ok(Some(RebucketJob::new(tables, progress, request.reply)))
+        Ok(Some(RebucketJob::new(
+            Walk::Rebucket,
+            tables,
+            progress,
+            request.reply,
+        )))
     }
 
     /// Resumes a pass that a restart interrupted, if any.
@@ -178,15 +207,62 @@ impl RebucketJob {
                     .any(|t| t.schema.qualified_name() == p.table_name)
             })
             .collect();
-        Ok(Some(RebucketJob::new(tables, progress, None)))
+        Ok(Some(RebucketJob::new(
+            Walk::Rebucket,
+            tables,
+            progress,
+            None,
+        )))
+    }
+
+    /// Snapshots tables that joined the publication, each from its persisted snapshot progress
+    /// (a walk a restart interrupted) or from its start. Their progress rows are written first, so
+    /// a restart finds the walk even before its first chunk.
+    pub async fn join(
+        source: &Client,
+        tables: Vec<PublishedTable>,
+        sink: &mut Sink,
+        at: Lsn,
+    ) -> Result<RebucketJob, PipelineError> {
+        let stored = sink.progress(Walk::Snapshot).await?;
+        let mut progress = Vec::with_capacity(tables.len());
+        let mut saved = false;
+        for t in &tables {
+            let name = t.schema.qualified_name();
+            let p = match stored.iter().find(|p| p.table_name == name) {
+                Some(p) => p.clone(),
+                None => {
+                    let p = TableProgress {
+                        table_name: name,
+                        last_key: None,
+                        rows_done: 0,
+                        done: false,
+                        consistent_lsn: at,
+                    };
+                    sink.save_progress(Walk::Snapshot, &p).await?;
+                    saved = true;
+                    p
+                }
+            };
+            progress.push(p);
+        }
+        if saved {
+            sink.commit_without_lsn().await?;
+        }
+        info!(tables = ?progress.iter().map(|p| &p.table_name).collect::<Vec<_>>(), "snapshotting tables that joined the publication, while streaming");
+        let mut job = RebucketJob::new(Walk::Snapshot, tables, progress, None);
+        job.waiting_for = open_transactions(source).await?;
+        Ok(job)
     }
 
     fn new(
+        walk: Walk,
         tables: Vec<PublishedTable>,
         progress: Vec<TableProgress>,
         reply: Option<oneshot::Sender<RebucketOutcome>>,
     ) -> Self {
         RebucketJob {
+            walk,
             tables,
             progress,
             index: 0,
@@ -195,11 +271,11 @@ impl RebucketJob {
             changelog_rows: 0,
             started: Instant::now(),
             reply,
+            waiting_for: Vec::new(),
         }
     }
 
-    /// Processes one chunk. Returns true when the pass is complete. The sink must have no open
-    /// transaction.
+    /// Processes one chunk. The sink must have no open transaction.
     #[allow(clippy::too_many_arguments)]
     pub async fn step(
         &mut self,
@@ -210,7 +286,15 @@ impl RebucketJob {
         chunk_rows: usize,
         rules_batch: usize,
         at: Lsn,
-    ) -> Result<bool, PipelineError> {
+    ) -> Result<Step, PipelineError> {
+        if !self.waiting_for.is_empty() {
+            let open = open_transactions(source).await?;
+            self.waiting_for.retain(|x| open.contains(x));
+            if !self.waiting_for.is_empty() {
+                debug!(transactions = ?self.waiting_for, "the walk of joined tables waits for transactions open when they joined");
+                return Ok(Step::Wait);
+            }
+        }
         let Some(table) = self.tables.get(self.index) else {
             return self.finish(sink).await;
         };
@@ -218,15 +302,31 @@ impl RebucketJob {
         let reader = self.reader.get_or_insert_with(|| {
             TableReader::new(table.clone(), progress.last_key.clone(), chunk_rows, at)
         });
-        match reader.next_chunk(source).await? {
+        let read = match reader.next_chunk(source).await {
+            Err(SnapshotError::Read { table, source })
+                if self.walk == Walk::Snapshot && !crate::sink::session_ended(&source) =>
+            {
+                warn!(%table, error = %source, "cannot read a table that joined the publication (is SELECT granted? was it dropped?); trying again at the next look at the publication");
+                return Ok(Step::Unreadable);
+            }
+            read => read?,
+        };
+        match read {
             None => {
                 progress.done = true;
-                sink.save_progress(Walk::Rebucket, progress).await?;
+                sink.save_progress(self.walk, progress).await?;
                 sink.commit_without_lsn().await?;
-                info!(table = %progress.table_name, rows = progress.rows_done, "re-bucketing of table complete");
+                match self.walk {
+                    Walk::Rebucket => {
+                        info!(table = %progress.table_name, rows = progress.rows_done, "re-bucketing of table complete")
+                    }
+                    Walk::Snapshot => {
+                        info!(table = %progress.table_name, rows = progress.rows_done, "table that joined the publication is snapshotted: its existing rows are in")
+                    }
+                }
                 self.index += 1;
                 self.reader = None;
-                Ok(false)
+                Ok(Step::More)
             }
             Some(chunk) => {
                 let n = chunk.changes.len();
@@ -240,16 +340,25 @@ impl RebucketJob {
                 let stats = sink.write(&out, true).await?;
                 progress.rows_done += n as i64;
                 progress.last_key = Some(chunk.last_key);
-                sink.save_progress(Walk::Rebucket, progress).await?;
+                sink.save_progress(self.walk, progress).await?;
                 sink.commit_without_lsn().await?;
                 self.rows += n as u64;
                 self.changelog_rows += stats.changelog_rows;
-                Ok(false)
+                Ok(Step::More)
             }
         }
     }
 
-    async fn finish(&mut self, sink: &mut Sink) -> Result<bool, PipelineError> {
+    /// The tables this walk has not finished, from the one in progress on.
+    pub fn unfinished(&self) -> Vec<PublishedTable> {
+        self.tables.get(self.index..).unwrap_or_default().to_vec()
+    }
+
+    async fn finish(&mut self, sink: &mut Sink) -> Result<Step, PipelineError> {
+        if self.walk == Walk::Snapshot {
+            // The done rows stay: they are the record that these tables are snapshotted.
+            return Ok(Step::Done);
+        }
         sink.clear_progress(Walk::Rebucket).await?;
         let seconds = self.started.elapsed().as_secs_f64();
         info!(
@@ -266,6 +375,6 @@ impl RebucketJob {
                 seconds,
             });
         }
-        Ok(true)
+        Ok(Step::Done)
     }
 }

@@ -1,119 +1,69 @@
-//! One streaming session: decide where to start, snapshot if needed, then stream until shutdown
+//! One streaming session, in phases: open the connections and check the publication, decide
+//! where to start (the slot), run the initial snapshot if it is due, then stream until shutdown
 //! or a lost connection.
-
-use std::sync::atomic::Ordering;
+//!
+//! The stream loop ([`Streaming`]) waits for the next thing to do ([`Wake`]) and hands it to one
+//! method each: a source event, a rules swap, an admin action (re-bucketing, forgetting a table),
+//! a step of the background walk (a re-bucketing pass, or the snapshot of tables that joined the
+//! publication: `pipeline::join`), a look at the publication, the batcher's deadline, or the sink
+//! finishing a job. Everything runs on this one task, so a walk's chunk or an admin action never
+//! interleaves with a streamed change.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use ::metrics as metrics_rs;
+use tokio::sync::{MutexGuard, mpsc, watch};
 use tokio::time::Instant;
+use tokio_postgres::Client;
 use tracing::{debug, error, info, warn};
 
 use crate::model::Lsn;
-use crate::pipeline::rebucket::RebucketJob;
-use crate::pipeline::reload::{ROLLBACKS, Swap, Trigger};
-use crate::rules::{RulesModule, RulesWorker};
-
 use crate::pipeline::batcher::{Batcher, Pending};
 use crate::pipeline::committer::Committer;
+use crate::pipeline::forget::{self, ForgetRequest};
+use crate::pipeline::join::JoinWatch;
+use crate::pipeline::rebucket::{RebucketJob, RebucketRequest, Step};
+use crate::pipeline::reload::{ROLLBACKS, Swap, Trigger};
 use crate::pipeline::relations::relation_graph;
 use crate::pipeline::snapshot::run_snapshot;
 use crate::pipeline::transform::Transform;
 use crate::pipeline::{Context, PipelineError, metrics, open_sink, preflight};
+use crate::rules::{RulesModule, RulesWorker};
+use crate::sink::Sink;
 use crate::sink::schema::SIDECAR_TABLES;
+use crate::source::catalog::PublishedTable;
 use crate::source::row_json::RowJson;
 use crate::source::{
-    KeyedRelations, ReplicationConnection, SnapshotAction, SourceError, SourceEvent, StartOptions,
-    lookup_slot,
+    KeyedRelations, ReplicationConnection, ReplicationStream, SnapshotAction, SourceError,
+    SourceEvent, StartOptions, lookup_slot,
 };
+
+/// How long a walk that waits for open transactions pauses before it looks again.
+const WALK_WAIT: Duration = Duration::from_millis(100);
 
 /// Runs one session. `Ok(())` means a clean shutdown.
 pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
     let config = &ctx.config;
-    let slot = config.slot.as_str();
     let source_sql = ctx.source.connect_sql().await?;
     crate::source::snapshot::pin_settings(&source_sql).await?;
     let tables = preflight(&source_sql, config).await?;
     let mut sink = open_sink(ctx).await?;
-    let mut module = ctx.active.load_full();
+    let module = ctx.active.load_full();
     let mut rules = RulesWorker::start(Arc::clone(&module)).await?;
     let soft_delete = |table: &str| config.soft_delete_column_for(table).map(str::to_owned);
     let row_json = RowJson::connect(&ctx.source, &ctx.sink).await?;
-    let mut transform = Transform {
+    let transform = Transform {
         policy: config.failure_policy,
         rules_version: module.version().to_owned(),
         soft_delete: &soft_delete,
         rows: Some(&row_json),
         relations: relation_graph(&module, &tables)?,
     };
-
-    let stored = sink.stored_lsn().await?;
-    let slot_state = lookup_slot(&source_sql, slot).await?;
     let mut repl = ReplicationConnection::connect(&ctx.source).await?;
-
-    // (exported snapshot name, consistent point) when the snapshot still has to run.
-    let mut snapshot: Option<(Option<String>, Lsn)> = None;
-    let start_lsn = match (&slot_state, stored) {
-        (None, Some(lsn)) => {
-            return Err(PipelineError::SlotDropped {
-                slot: slot.to_owned(),
-                lsn,
-            });
-        }
-        (Some(s), _) if s.wal_status.as_deref() == Some("lost") => {
-            return Err(PipelineError::SlotInvalidated {
-                slot: slot.to_owned(),
-            });
-        }
-        (Some(s), _) if s.plugin.as_deref() != Some("pgoutput") => {
-            return Err(PipelineError::SlotPlugin {
-                slot: slot.to_owned(),
-                plugin: s.plugin.clone().unwrap_or_default(),
-            });
-        }
-        (Some(s), _) if s.database.as_deref() != Some(ctx.source.dbname.as_str()) => {
-            return Err(PipelineError::SlotOtherDatabase {
-                slot: slot.to_owned(),
-                database: s.database.clone().unwrap_or_default(),
-            });
-        }
-        (Some(s), _) if s.active => {
-            return Err(PipelineError::SlotBusy {
-                slot: slot.to_owned(),
-                pid: s.active_pid.unwrap_or(0),
-            });
-        }
-        (None, None) => {
-            // First start: the slot's exported snapshot and its consistent point make the
-            // hand-off from snapshot to stream gapless.
-            let created = repl.create_slot(slot, SnapshotAction::Export).await?;
-            info!(slot, consistent_point = %created.consistent_point, "created replication slot");
-            sink.record_rule_version(
-                module.version(),
-                created.consistent_point,
-                &ctx.module_path,
-                false,
-            )
-            .await?;
-            snapshot = Some((created.snapshot_name, created.consistent_point));
-            created.consistent_point
-        }
-        (Some(s), None) => {
-            // The slot exists but the snapshot never finished: resume it without the exported
-            // snapshot (see pipeline::snapshot for what that costs).
-            let progress = sink.snapshot_progress().await?;
-            let consistent = progress
-                .first()
-                .map_or(s.confirmed_flush_lsn.unwrap_or_default(), |p| {
-                    p.consistent_lsn
-                });
-            warn!(slot, %consistent, "resuming an interrupted snapshot without its exported snapshot");
-            snapshot = Some((None, consistent));
-            consistent
-        }
-        (Some(s), Some(lsn)) => lsn.max(s.confirmed_flush_lsn.unwrap_or_default()),
-    };
-    if let Some((exported, consistent)) = snapshot {
+    let start = decide_start(ctx, &source_sql, &mut sink, &mut repl, &module).await?;
+    if let Some((exported, consistent)) = start.snapshot {
         run_snapshot(
             &source_sql,
             exported.as_deref(),
@@ -127,14 +77,120 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
         )
         .await?;
     }
+    let (stream, stored) = start_stream(ctx, repl, &sink, &module, start.lsn).await?;
+    let parts = Parts {
+        source: source_sql,
+        tables,
+        sink,
+        stream,
+        module,
+        rules,
+        transform,
+        stored,
+    };
+    Streaming::new(ctx, parts).await?.run().await
+}
+
+/// Where the stream starts, and the snapshot to run first, if any.
+struct Start {
+    lsn: Lsn,
+    /// (exported snapshot name, consistent point) when the initial snapshot still has to run.
+    snapshot: Option<(Option<String>, Lsn)>,
+}
+
+/// Decides from the slot and the stored LSN where to start: refuses a slot that cannot be used,
+/// creates it on the first start.
+async fn decide_start(
+    ctx: &Context,
+    source: &Client,
+    sink: &mut Sink,
+    repl: &mut ReplicationConnection,
+    module: &RulesModule,
+) -> Result<Start, PipelineError> {
+    let slot = ctx.config.slot.as_str();
+    let stored = sink.stored_lsn().await?;
+    let slot_state = lookup_slot(source, slot).await?;
+    match (&slot_state, stored) {
+        (None, Some(lsn)) => Err(PipelineError::SlotDropped {
+            slot: slot.to_owned(),
+            lsn,
+        }),
+        (Some(s), _) if s.wal_status.as_deref() == Some("lost") => {
+            Err(PipelineError::SlotInvalidated {
+                slot: slot.to_owned(),
+            })
+        }
+        (Some(s), _) if s.plugin.as_deref() != Some("pgoutput") => Err(PipelineError::SlotPlugin {
+            slot: slot.to_owned(),
+            plugin: s.plugin.clone().unwrap_or_default(),
+        }),
+        (Some(s), _) if s.database.as_deref() != Some(ctx.source.dbname.as_str()) => {
+            Err(PipelineError::SlotOtherDatabase {
+                slot: slot.to_owned(),
+                database: s.database.clone().unwrap_or_default(),
+            })
+        }
+        (Some(s), _) if s.active => Err(PipelineError::SlotBusy {
+            slot: slot.to_owned(),
+            pid: s.active_pid.unwrap_or(0),
+        }),
+        (None, None) => {
+            // First start: the slot's exported snapshot and its consistent point make the
+            // hand-off from snapshot to stream gapless.
+            let created = repl.create_slot(slot, SnapshotAction::Export).await?;
+            info!(slot, consistent_point = %created.consistent_point, "created replication slot");
+            sink.record_rule_version(
+                module.version(),
+                created.consistent_point,
+                &ctx.module_path,
+                false,
+            )
+            .await?;
+            Ok(Start {
+                lsn: created.consistent_point,
+                snapshot: Some((created.snapshot_name, created.consistent_point)),
+            })
+        }
+        (Some(s), None) => {
+            // The slot exists but the snapshot never finished: resume it without the exported
+            // snapshot (see pipeline::snapshot for what that costs).
+            let progress = sink.snapshot_progress().await?;
+            let consistent = progress
+                .first()
+                .map_or(s.confirmed_flush_lsn.unwrap_or_default(), |p| {
+                    p.consistent_lsn
+                });
+            warn!(slot, %consistent, "resuming an interrupted snapshot without its exported snapshot");
+            Ok(Start {
+                lsn: consistent,
+                snapshot: Some((None, consistent)),
+            })
+        }
+        (Some(s), Some(lsn)) => Ok(Start {
+            lsn: lsn.max(s.confirmed_flush_lsn.unwrap_or_default()),
+            snapshot: None,
+        }),
+    }
+}
+
+/// Starts replication at `start_lsn` and confirms what the sink already stores. Returns the
+/// stream and the stored LSN.
+async fn start_stream(
+    ctx: &Context,
+    repl: ReplicationConnection,
+    sink: &Sink,
+    module: &RulesModule,
+    start_lsn: Lsn,
+) -> Result<(ReplicationStream, Lsn), PipelineError> {
+    let config = &ctx.config;
+    let slot = config.slot.as_str();
     let stored = sink.stored_lsn().await?.unwrap_or(start_lsn);
     sink.record_rule_version(module.version(), start_lsn, &ctx.module_path, false)
         .await?;
-
-    let mut stream = repl
+    let stream = repl
         .start_replication(StartOptions {
             start_lsn,
-            status_interval: std::time::Duration::from_millis(config.status_interval_ms),
+            status_interval: Duration::from_millis(config.status_interval_ms),
             ..StartOptions::new(slot, vec![config.publication.clone()])
         })
         .await?;
@@ -142,198 +198,494 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
     ctx.health.streaming.store(true, Ordering::Relaxed);
     ctx.health.has_streamed.store(true, Ordering::Relaxed);
     info!(slot, %start_lsn, stored = %stored, "streaming");
+    Ok((stream, stored))
+}
 
-    let mut job = RebucketJob::resume(&tables, &sink).await?;
-    let mut committer = Committer::new(sink, stream.acker());
-    let mut batcher = Batcher::new(config);
-    let mut skipping = false;
-    // The stream's shapes with the primary key read from the catalog.
-    let mut keyed = KeyedRelations::seeded(&tables);
-    let mut server_end = stored;
-    let mut shutdown = ctx.shutdown.clone();
-    let mut swaps = ctx.swaps.lock().await;
-    let mut rebuckets = ctx.rebuckets.lock().await;
-    // Re-bucketing shares the loop with the stream: after each chunk it waits as long as the
-    // chunk took, so a busy stream keeps at least half the time.
-    let mut next_step = Instant::now();
-    let mut pending_swap: Option<Swap> = None;
-    let mut rollback_watch: Option<RollbackWatch> = None;
-    // End LSN of the last commit received: a version swapped in now evaluates every transaction
-    // that commits after it.
-    let mut last_end = stored;
-    let result: Result<(), PipelineError> = async {
-    loop {
-        let deadline = batcher.deadline().filter(|_| batcher.can_commit_now());
-        let event = tokio::select! {
+/// What the phases before the stream loop hand to it.
+struct Parts<'a> {
+    source: Client,
+    tables: Vec<PublishedTable>,
+    sink: Sink,
+    stream: ReplicationStream,
+    module: Arc<RulesModule>,
+    rules: RulesWorker,
+    transform: Transform<'a>,
+    stored: Lsn,
+}
+
+/// What woke the stream loop.
+enum Wake {
+    Shutdown,
+    Swap(Option<Swap>),
+    Rebucket(Option<RebucketRequest>),
+    Forget(Option<ForgetRequest>),
+    /// Time for the next step of the background walk.
+    Step,
+    /// Time to look at the publication for tables that joined or left.
+    CheckPublication,
+    /// The sink finished a job.
+    SinkDone,
+    /// The batcher's delay is up.
+    Deadline,
+    /// A source event; `None` when the server ended the stream.
+    Event(Option<SourceEvent>),
+}
+
+/// The stream loop's state.
+struct Streaming<'a> {
+    ctx: &'a Context,
+    source: Client,
+    /// The published tables as sluice knows them (joined tables are added, left ones removed).
+    tables: Vec<PublishedTable>,
+    stream: ReplicationStream,
+    module: Arc<RulesModule>,
+    rules: RulesWorker,
+    transform: Transform<'a>,
+    committer: Committer,
+    batcher: Batcher,
+    /// The stream's shapes with the primary key read from the catalog.
+    keyed: KeyedRelations,
+    /// The background walk: a re-bucketing pass or the snapshot of joined tables.
+    job: Option<RebucketJob>,
+    joins: JoinWatch,
+    /// The walk shares the loop with the stream: after each chunk it waits as long as the chunk
+    /// took, so a busy stream keeps at least half the time.
+    next_step: Instant,
+    pending_swap: Option<Swap>,
+    rollback_watch: Option<RollbackWatch>,
+    /// Inside a transaction already persisted (replayed after a restart).
+    skipping: bool,
+    stored: Lsn,
+    server_end: Lsn,
+    /// End LSN of the last commit received: a version swapped in now evaluates every
+    /// transaction that commits after it.
+    last_end: Lsn,
+    shutdown: watch::Receiver<bool>,
+    swaps: MutexGuard<'a, mpsc::Receiver<Swap>>,
+    rebuckets: MutexGuard<'a, mpsc::Receiver<RebucketRequest>>,
+    forgets: MutexGuard<'a, mpsc::Receiver<ForgetRequest>>,
+}
+
+impl<'a> Streaming<'a> {
+    async fn new(ctx: &'a Context, parts: Parts<'a>) -> Result<Streaming<'a>, PipelineError> {
+        let Parts {
+            source,
+            tables,
+            mut sink,
+            stream,
+            module,
+            rules,
+            transform,
+            stored,
+        } = parts;
+        let job = RebucketJob::resume(&tables, &sink).await?;
+        let interval = Duration::from_millis(ctx.config.snapshot.join_check_ms);
+        let joins =
+            JoinWatch::at_start(&ctx.config.publication, &tables, &mut sink, interval).await?;
+        Ok(Streaming {
+            ctx,
+            source,
+            keyed: KeyedRelations::seeded(&tables),
+            tables,
+            committer: Committer::new(sink, stream.acker()),
+            stream,
+            module,
+            rules,
+            transform,
+            batcher: Batcher::new(&ctx.config),
+            job,
+            joins,
+            next_step: Instant::now(),
+            pending_swap: None,
+            rollback_watch: None,
+            skipping: false,
+            stored,
+            server_end: stored,
+            last_end: stored,
+            shutdown: ctx.shutdown.clone(),
+            swaps: ctx.swaps.lock().await,
+            rebuckets: ctx.rebuckets.lock().await,
+            forgets: ctx.forgets.lock().await,
+        })
+    }
+
+    /// Streams until shutdown or an error, then lets the sink finish.
+    async fn run(mut self) -> Result<(), PipelineError> {
+        let result = self.serve().await;
+        // A job still in flight must finish before the next session reads the stored LSN, or
+        // that session could stream again what the job is about to commit.
+        if self.committer.busy() {
+            let _ = self.committer.wait().await;
+        }
+        result?;
+        self.stream.close().await?;
+        info!("shut down cleanly");
+        Ok(())
+    }
+
+    async fn serve(&mut self) -> Result<(), PipelineError> {
+        loop {
+            match self.next_wake().await? {
+                Wake::Shutdown => return self.shut_down().await,
+                Wake::Swap(swap) => self.on_swap(swap).await?,
+                Wake::Rebucket(request) => self.on_rebucket(request).await?,
+                Wake::Forget(request) => self.on_forget(request).await?,
+                Wake::Step => self.on_step().await?,
+                Wake::CheckPublication => self.on_check_publication().await?,
+                // What arrived while the sink worked goes next, so batches grow exactly as much
+                // as the sink is behind.
+                Wake::SinkDone if self.batcher.can_commit_now() => self.commit_batch().await?,
+                Wake::SinkDone => {}
+                Wake::Deadline => self.commit_batch().await?,
+                Wake::Event(Some(event)) => self.on_event(event).await?,
+                Wake::Event(None) => {
+                    return Err(PipelineError::from(SourceError::ConnectionLost {
+                        target: self.ctx.source.redacted(),
+                        last_lsn: self.stream.confirmed(),
+                        reason: "the server ended the stream".into(),
+                    }));
+                }
+            }
+        }
+    }
+
+    async fn next_wake(&mut self) -> Result<Wake, PipelineError> {
+        let deadline = self
+            .batcher
+            .deadline()
+            .filter(|_| self.batcher.can_commit_now());
+        let idle = !self.batcher.in_tx();
+        let walking = self.job.is_some() || self.joins.has_pending();
+        // Admin actions wait for the walk, and for the end of the source transaction in hand.
+        let free = idle && !walking;
+        let busy = self.committer.busy();
+        // One timer for the batcher's deadline and the look at the publication: the stream's
+        // hot path registers no more timers than it did before joins were watched.
+        let check_at = idle.then(|| self.joins.next_check());
+        let timer = [deadline.map(Instant::from_std), check_at]
+            .into_iter()
+            .flatten()
+            .min();
+        Ok(tokio::select! {
             biased;
-            _ = shutdown.changed() => None,
-            swap = swaps.recv(), if pending_swap.is_none() => {
-                pending_swap = swap;
-                if !batcher.in_tx()
-                    && let Some(swap) = pending_swap.take()
-                {
-                    apply_swap(ctx, swap, &tables, &mut module, &mut rules, &mut transform, &mut batcher, &mut committer, last_end, &mut rollback_watch).await?;
-                }
-                continue;
-            }
-            request = rebuckets.recv(), if job.is_none() => {
-                if let Some(request) = request {
-                    // Edges must reflect every change received before the pass reads them.
-                    if !batcher.in_tx() {
-                        batcher.commit(&mut committer, &mut rules, &transform, server_end).await?;
-                    }
-                    job = RebucketJob::start(request, &tables, committer.sink().await?, last_end).await?;
-                }
-                continue;
-            }
-            _ = tokio::time::sleep_until(next_step), if job.is_some() && !batcher.in_tx() => {
-                let started = Instant::now();
-                batcher.commit(&mut committer, &mut rules, &transform, server_end).await?;
-                let done = match job.as_mut() {
-                    Some(j) => j.step(&source_sql, committer.sink().await?, &mut rules, &transform, config.snapshot.chunk_rows, config.rules.batch_size, last_end).await?,
-                    None => false,
-                };
-                if done {
-                    job = None;
-                }
-                next_step = Instant::now() + started.elapsed();
-                continue;
-            }
-            // The sink finished a job: what arrived meanwhile goes next, so batches grow
-            // exactly as much as the sink is behind.
-            done = committer.wait(), if committer.busy() => {
+            _ = self.shutdown.changed() => Wake::Shutdown,
+            swap = self.swaps.recv(), if self.pending_swap.is_none() => Wake::Swap(swap),
+            request = self.rebuckets.recv(), if free => Wake::Rebucket(request),
+            request = self.forgets.recv(), if free => Wake::Forget(request),
+            _ = tokio::time::sleep_until(self.next_step), if walking && idle => Wake::Step,
+            done = self.committer.wait(), if busy => {
                 done?;
-                if batcher.can_commit_now() {
-                    batcher.commit(&mut committer, &mut rules, &transform, server_end).await?;
-                    check_rollback(ctx, &mut rollback_watch, &mut batcher).await;
+                Wake::SinkDone
+            }
+            _ = sleep_until_opt(timer) => {
+                if check_at.is_some_and(|at| at <= Instant::now()) {
+                    Wake::CheckPublication
+                } else {
+                    Wake::Deadline
                 }
-                continue;
             }
-            _ = sleep_until_opt(deadline) => {
-                batcher.commit(&mut committer, &mut rules, &transform, server_end).await?;
-                check_rollback(ctx, &mut rollback_watch, &mut batcher).await;
-                continue;
+            event = self.stream.recv() => Wake::Event(event?),
+        })
+    }
+
+    /// Persists every complete transaction received, confirms, and closes cleanly.
+    async fn shut_down(&mut self) -> Result<(), PipelineError> {
+        if self.batcher.can_commit_now() {
+            self.commit_batch().await?;
+        }
+        self.committer.sink().await?.rollback().await?;
+        self.stream.send_status_now().await?;
+        Ok(())
+    }
+
+    /// Hands the complete transactions to the sink, then counts a new version's outcomes.
+    async fn commit_batch(&mut self) -> Result<(), PipelineError> {
+        self.batcher
+            .commit(
+                &mut self.committer,
+                &mut self.rules,
+                &self.transform,
+                self.server_end,
+            )
+            .await?;
+        self.check_rollback().await;
+        Ok(())
+    }
+
+    /// Hands every complete transaction received to the sink and waits for it: then work that
+    /// writes outside the stream's batches may use `committer.sink()`. Only between source
+    /// transactions.
+    async fn quiet_sink(&mut self) -> Result<(), PipelineError> {
+        self.batcher
+            .commit(
+                &mut self.committer,
+                &mut self.rules,
+                &self.transform,
+                self.server_end,
+            )
+            .await?;
+        self.committer.sink().await?;
+        Ok(())
+    }
+
+    async fn on_swap(&mut self, swap: Option<Swap>) -> Result<(), PipelineError> {
+        self.pending_swap = swap;
+        if !self.batcher.in_tx()
+            && let Some(swap) = self.pending_swap.take()
+        {
+            self.apply_swap(swap).await?;
+        }
+        Ok(())
+    }
+
+    async fn on_rebucket(&mut self, request: Option<RebucketRequest>) -> Result<(), PipelineError> {
+        if let Some(request) = request {
+            // Edges must reflect every change received before the pass reads them.
+            let at = self.last_end;
+            self.quiet_sink().await?;
+            let sink = self.committer.sink().await?;
+            self.job = RebucketJob::start(request, &self.tables, sink, at).await?;
+        }
+        Ok(())
+    }
+
+    async fn on_forget(&mut self, request: Option<ForgetRequest>) -> Result<(), PipelineError> {
+        if let Some(request) = request {
+            self.quiet_sink().await?;
+            let sink = self.committer.sink().await?;
+            forget::run(request, &self.ctx.config.publication, &self.source, sink).await?;
+        }
+        Ok(())
+    }
+
+    /// One chunk of the walk; starts the snapshot of joined tables when no walk runs.
+    async fn on_step(&mut self) -> Result<(), PipelineError> {
+        let started = Instant::now();
+        let at = self.last_end;
+        self.quiet_sink().await?;
+        if self.job.is_none() {
+            let joined = self.joins.take_pending();
+            let sink = self.committer.sink().await?;
+            self.job = Some(RebucketJob::join(&self.source, joined, sink, at).await?);
+        }
+        let settings = &self.ctx.config;
+        let step = match self.job.as_mut() {
+            Some(job) => {
+                job.step(
+                    &self.source,
+                    self.committer.sink().await?,
+                    &mut self.rules,
+                    &self.transform,
+                    settings.snapshot.chunk_rows,
+                    settings.rules.batch_size,
+                    at,
+                )
+                .await?
             }
-            event = stream.recv() => Some(event?),
+            None => Step::Done,
         };
-        let Some(event) = event else {
-            // Shutdown: persist every complete transaction received, confirm, close cleanly.
-            if batcher.can_commit_now() {
-                batcher.commit(&mut committer, &mut rules, &transform, server_end).await?;
+        let pause = match step {
+            Step::Done => {
+                self.job = None;
+                started.elapsed()
             }
-            committer.sink().await?.rollback().await?;
-            stream.send_status_now().await?;
-            return Ok(());
+            Step::More => started.elapsed(),
+            Step::Wait => WALK_WAIT.max(started.elapsed()),
+            Step::Unreadable => {
+                if let Some(job) = self.job.take() {
+                    self.joins.retry_later(job.unfinished());
+                }
+                started.elapsed()
+            }
         };
-        let Some(event) = event else {
-            return Err(PipelineError::from(SourceError::ConnectionLost {
-                target: ctx.source.redacted(),
-                last_lsn: stream.confirmed(),
-                reason: "the server ended the stream".into(),
-            }));
-        };
+        self.next_step = Instant::now() + pause;
+        Ok(())
+    }
+
+    async fn on_check_publication(&mut self) -> Result<(), PipelineError> {
+        self.quiet_sink().await?;
+        let sink = self.committer.sink().await?;
+        self.joins.check(&self.source, &mut self.tables, sink).await
+    }
+
+    async fn on_event(&mut self, event: SourceEvent) -> Result<(), PipelineError> {
         match event {
             SourceEvent::Begin { final_lsn, xid, .. } => {
                 // A commit record that starts before the stored end LSN ends at or before it.
-                skipping = final_lsn < stored;
-                if skipping {
-                    debug!(%final_lsn, %stored, "skipping a transaction already persisted");
+                self.skipping = final_lsn < self.stored;
+                if self.skipping {
+                    debug!(%final_lsn, stored = %self.stored, "skipping a transaction already persisted");
                 } else {
-                    batcher.begin_tx(xid);
+                    self.batcher.begin_tx(xid);
                 }
             }
             SourceEvent::Change(mut change) => {
-                if skipping || is_sidecar(&change.table.schema, &change.table.name) {
-                    continue;
+                if self.skipping || is_sidecar(&change.table.schema, &change.table.name) {
+                    return Ok(());
                 }
-                keyed.key_change(&source_sql, &mut change).await?;
-                batcher.push(Pending::Change(change));
-                if batcher.over_limits() {
-                    batcher
-                        .write_chunk(&mut committer, &mut rules, &transform, server_end)
+                self.keyed.key_change(&self.source, &mut change).await?;
+                self.batcher.push(Pending::Change(change));
+                if self.batcher.over_limits() {
+                    self.batcher
+                        .write_chunk(
+                            &mut self.committer,
+                            &mut self.rules,
+                            &self.transform,
+                            self.server_end,
+                        )
                         .await?;
                 }
             }
             SourceEvent::Truncate { tables, .. } => {
-                if skipping {
-                    continue;
-                }
                 let tables: Vec<_> = tables
                     .into_iter()
                     .filter(|t| !is_sidecar(&t.schema, &t.name))
                     .collect();
-                if !tables.is_empty() {
-                    batcher.push(Pending::Truncate(tables));
+                if !self.skipping && !tables.is_empty() {
+                    self.batcher.push(Pending::Truncate(tables));
                 }
             }
             SourceEvent::Commit {
                 end_lsn,
                 commit_time_us,
                 ..
-            } => {
-                server_end = server_end.max(end_lsn);
-                last_end = last_end.max(end_lsn);
-                if skipping {
-                    skipping = false;
-                    continue;
-                }
-                batcher.commit_tx(end_lsn, commit_time_us);
-                if let Some(swap) = pending_swap.take() {
-                    apply_swap(
-                        ctx,
-                        swap,
-                        &tables,
-                        &mut module,
-                        &mut rules,
-                        &mut transform,
-                        &mut batcher,
-                        &mut committer,
-                        last_end,
-                        &mut rollback_watch,
-                    )
-                    .await?;
-                } else if batcher.over_limits() || !committer.busy() {
-                    // An idle sink takes the transaction at once (latency); a busy one gets
-                    // what accumulated when it finishes, unless the batch is full.
-                    batcher
-                        .commit(&mut committer, &mut rules, &transform, server_end)
-                        .await?;
-                    check_rollback(ctx, &mut rollback_watch, &mut batcher).await;
-                }
-            }
-            SourceEvent::Keepalive { wal_end } => {
-                server_end = server_end.max(wal_end);
-                // Everything received is persisted: let the server release WAL up to its end, so
-                // an idle publication does not pin WAL.
-                if batcher.is_idle()
-                    && !committer.busy()
-                    && !skipping
-                    && wal_end > stream.confirmed()
-                {
-                    stream.confirm(wal_end);
-                    metrics::record_confirmed(wal_end, server_end, None);
-                }
-            }
+            } => self.on_commit(end_lsn, commit_time_us).await?,
+            SourceEvent::Keepalive { wal_end } => self.on_keepalive(wal_end),
             SourceEvent::Relation(table) => {
                 debug!(table = %table.qualified_name(), columns = table.columns.len(), "relation (schema) received");
                 if !is_sidecar(&table.schema, &table.name) {
-                    keyed.relation(&source_sql, table).await?;
+                    if !self.tables.iter().any(|t| t.schema.oid == table.oid) {
+                        // A table sluice does not know: it may have joined the publication.
+                        self.joins.check_soon();
+                    }
+                    self.keyed.relation(&self.source, table).await?;
                 }
             }
             SourceEvent::Message { .. } => {}
         }
+        Ok(())
     }
+
+    async fn on_commit(&mut self, end_lsn: Lsn, commit_time_us: i64) -> Result<(), PipelineError> {
+        self.server_end = self.server_end.max(end_lsn);
+        self.last_end = self.last_end.max(end_lsn);
+        if self.skipping {
+            self.skipping = false;
+            return Ok(());
+        }
+        self.batcher.commit_tx(end_lsn, commit_time_us);
+        if let Some(swap) = self.pending_swap.take() {
+            self.apply_swap(swap).await?;
+        } else if self.batcher.over_limits() || !self.committer.busy() {
+            // An idle sink takes the transaction at once (latency); a busy one gets what
+            // accumulated when it finishes, unless the batch is full.
+            self.commit_batch().await?;
+        }
+        Ok(())
     }
-    .await;
-    // A job still in flight must finish before the next session reads the stored LSN, or that
-    // session could stream again what the job is about to commit.
-    if committer.busy() {
-        let _ = committer.wait().await;
+
+    fn on_keepalive(&mut self, wal_end: Lsn) {
+        self.server_end = self.server_end.max(wal_end);
+        // Everything received is persisted: let the server release WAL up to its end, so an
+        // idle publication does not pin WAL.
+        if self.batcher.is_idle()
+            && !self.committer.busy()
+            && !self.skipping
+            && wal_end > self.stream.confirmed()
+        {
+            self.stream.confirm(wal_end);
+            metrics::record_confirmed(wal_end, self.server_end, None);
+        }
     }
-    result?;
-    stream.close().await?;
-    info!("shut down cleanly");
-    Ok(())
+
+    /// Finishes the batch in flight with the old version, then makes `swap` the active version.
+    async fn apply_swap(&mut self, swap: Swap) -> Result<(), PipelineError> {
+        let last_end = self.last_end;
+        self.batcher
+            .commit(
+                &mut self.committer,
+                &mut self.rules,
+                &self.transform,
+                last_end,
+            )
+            .await?;
+        // Outcomes of the outgoing version do not count against the incoming one.
+        let _ = self.batcher.take_outcome_counts();
+        let graph = match relation_graph(&swap.module, &self.tables) {
+            Ok(graph) => graph,
+            Err(e) => {
+                error!(error = %e, "the new rules version declares relations that do not fit the published tables; keeping the active version");
+                swap.refused(e.to_string(), self.module.version());
+                return Ok(());
+            }
+        };
+        let new_rules = match RulesWorker::start(Arc::clone(&swap.module)).await {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, "the validated rules version failed to instantiate; keeping the active version");
+                return Ok(());
+            }
+        };
+        let previous = std::mem::replace(&mut self.module, Arc::clone(&swap.module));
+        self.rules = new_rules;
+        self.transform.rules_version = self.module.version().to_owned();
+        self.transform.relations = graph;
+        self.ctx.active.store(Arc::clone(&self.module));
+        self.committer
+            .sink()
+            .await?
+            .record_rule_version(self.module.version(), last_end, &self.ctx.module_path, true)
+            .await?;
+        let is_rollback = swap.trigger == Trigger::Rollback;
+        swap.activated(previous.version(), last_end);
+        self.rollback_watch =
+            (self.ctx.config.reload.rollback && !is_rollback).then(|| RollbackWatch {
+                previous,
+                seen: 0,
+                errors: 0,
+            });
+        Ok(())
+    }
+
+    /// Counts the new version's outcomes and, past the window, rolls it back if it failed too
+    /// often.
+    async fn check_rollback(&mut self) {
+        let (seen, errors) = self.batcher.take_outcome_counts();
+        let Some(w) = self.rollback_watch.as_mut() else {
+            return;
+        };
+        w.seen += seen;
+        w.errors += errors;
+        let window = self.ctx.config.reload.rollback_window.max(1);
+        let threshold = self.ctx.config.reload.rollback_error_rate;
+        // Errors that already exceed the threshold over the whole window decide it now: waiting
+        // for the rest of the window could only cost more failed changes (and, with a rule that
+        // runs to its deadline, minutes).
+        let decided = w.errors as f64 > threshold * window as f64;
+        if w.seen < window && !decided {
+            return;
+        }
+        let rate = w.errors as f64 / w.seen.max(1) as f64;
+        if let Some(w) = self.rollback_watch.take().filter(|_| rate > threshold) {
+            error!(
+                error_rate = rate,
+                threshold,
+                changes = w.seen,
+                failed = w.errors,
+                back_to = w.previous.version(),
+                "ROLLING BACK the rules: the new version failed on too many of its first changes"
+            );
+            metrics_rs::counter!(ROLLBACKS).increment(1);
+            let swap = Swap {
+                module: w.previous,
+                trigger: Trigger::Rollback,
+                requested_at: std::time::Instant::now(),
+                compile: Duration::ZERO,
+                reply: None,
+            };
+            let _ = self.ctx.swap_tx.send(swap).await;
+        }
+    }
 }
 
 /// A freshly swapped-in version on probation: rolled back if it fails too often at first.
@@ -343,104 +695,13 @@ struct RollbackWatch {
     errors: u64,
 }
 
-/// Finishes the batch in flight with the old version, then makes `swap` the active version.
-#[allow(clippy::too_many_arguments)]
-async fn apply_swap(
-    ctx: &Context,
-    swap: Swap,
-    tables: &[crate::source::catalog::PublishedTable],
-    module: &mut Arc<RulesModule>,
-    rules: &mut RulesWorker,
-    transform: &mut Transform<'_>,
-    batcher: &mut Batcher,
-    committer: &mut Committer,
-    last_end: Lsn,
-    watch: &mut Option<RollbackWatch>,
-) -> Result<(), PipelineError> {
-    batcher
-        .commit(committer, rules, transform, last_end)
-        .await?;
-    // Outcomes of the outgoing version do not count against the incoming one.
-    let _ = batcher.take_outcome_counts();
-    let graph = match relation_graph(&swap.module, tables) {
-        Ok(graph) => graph,
-        Err(e) => {
-            error!(error = %e, "the new rules version declares relations that do not fit the published tables; keeping the active version");
-            swap.refused(e.to_string(), module.version());
-            return Ok(());
-        }
-    };
-    let new_rules = match RulesWorker::start(Arc::clone(&swap.module)).await {
-        Ok(r) => r,
-        Err(e) => {
-            warn!(error = %e, "the validated rules version failed to instantiate; keeping the active version");
-            return Ok(());
-        }
-    };
-    let previous = std::mem::replace(module, Arc::clone(&swap.module));
-    *rules = new_rules;
-    transform.rules_version = module.version().to_owned();
-    transform.relations = graph;
-    ctx.active.store(Arc::clone(module));
-    committer
-        .sink()
-        .await?
-        .record_rule_version(module.version(), last_end, &ctx.module_path, true)
-        .await?;
-    let is_rollback = swap.trigger == Trigger::Rollback;
-    swap.activated(previous.version(), last_end);
-    *watch = (ctx.config.reload.rollback && !is_rollback).then(|| RollbackWatch {
-        previous,
-        seen: 0,
-        errors: 0,
-    });
-    Ok(())
-}
-
-/// Counts the new version's outcomes and, past the window, rolls it back if it failed too often.
-async fn check_rollback(ctx: &Context, watch: &mut Option<RollbackWatch>, batcher: &mut Batcher) {
-    let (seen, errors) = batcher.take_outcome_counts();
-    let Some(w) = watch.as_mut() else { return };
-    w.seen += seen;
-    w.errors += errors;
-    let window = ctx.config.reload.rollback_window.max(1);
-    let threshold = ctx.config.reload.rollback_error_rate;
-    // Errors that already exceed the threshold over the whole window decide it now: waiting
-    // for the rest of the window could only cost more failed changes (and, with a rule that
-    // runs to its deadline, minutes).
-    let decided = w.errors as f64 > threshold * window as f64;
-    if w.seen < window && !decided {
-        return;
-    }
-    let rate = w.errors as f64 / w.seen.max(1) as f64;
-    if let Some(w) = watch.take().filter(|_| rate > threshold) {
-        error!(
-            error_rate = rate,
-            threshold,
-            changes = w.seen,
-            failed = w.errors,
-            back_to = w.previous.version(),
-            "ROLLING BACK the rules: the new version failed on too many of its first changes"
-        );
-        metrics_rs::counter!(ROLLBACKS).increment(1);
-        let swap = Swap {
-            module: w.previous,
-            trigger: Trigger::Rollback,
-            requested_at: std::time::Instant::now(),
-            compile: std::time::Duration::ZERO,
-            reply: None,
-        };
-        let _ = ctx.swap_tx.send(swap).await;
-    }
-}
-
 fn is_sidecar(schema: &str, name: &str) -> bool {
     schema == "public" && SIDECAR_TABLES.contains(&name)
 }
 
-async fn sleep_until_opt(deadline: Option<std::time::Instant>) {
+async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
-        Some(d) => tokio::time::sleep_until(Instant::from_std(d)).await,
+        Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
     }
 }

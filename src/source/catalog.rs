@@ -334,6 +334,32 @@ pub async fn primary_key_names(client: &Client, oid: u32) -> Result<Vec<String>,
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
+/// The tables the publication publishes now, as (OID, qualified name), without describing them:
+/// the cheap question the stream asks periodically to notice tables that join or leave.
+pub async fn published_oids(
+    client: &Client,
+    publication: &str,
+) -> Result<Vec<(u32, String)>, CatalogError> {
+    let rows = client
+        .query(
+            "SELECT c.oid, n.nspname::text, c.relname::text \
+             FROM pg_publication_tables pt \
+             JOIN pg_namespace n ON n.nspname = pt.schemaname \
+             JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename \
+             WHERE pt.pubname = $1 ORDER BY 1",
+            &[&publication],
+        )
+        .await
+        .map_err(sql("listing the publication's tables"))?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let (schema, name): (String, String) = (r.get(1), r.get(2));
+            (r.get(0), crate::model::qualified_name(&schema, &name))
+        })
+        .collect())
+}
+
 /// `name`, or `schema.name`, each part quoted only where SQL needs it: the form error messages
 /// use in the SQL they suggest.
 pub fn sql_name(schema: &str, name: &str) -> String {

@@ -17,6 +17,7 @@ mod corpus;
 mod crash;
 mod data;
 mod guest;
+mod join;
 mod network;
 mod proxy;
 mod restart;

@@ -15,6 +15,7 @@ mod conformance;
 mod crash;
 mod errors;
 mod identity;
+mod join;
 mod readme;
 mod record_ids;
 mod related;

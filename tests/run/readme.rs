@@ -20,7 +20,16 @@ fn sluice(args: &[&str]) -> (bool, String, String) {
     )
 }
 
-const SUBCOMMANDS: &[&str] = &["check", "eval", "run", "demo", "reload", "rebucket", "tail"];
+const SUBCOMMANDS: &[&str] = &[
+    "check",
+    "eval",
+    "run",
+    "demo",
+    "reload",
+    "rebucket",
+    "forget-table",
+    "tail",
+];
 
 #[test]
 fn every_documented_flag_exists_in_help() {
