@@ -170,9 +170,7 @@ impl RulesModule {
     }
 
     /// [`RulesModule::new_store`], with the relations `init` returned.
-    fn start(
-        &self,
-    ) -> Result<(Store<InstanceState>, EvaluateFunc, Vec<WitRelation>), RulesError> {
+    fn start(&self) -> Result<(Store<InstanceState>, EvaluateFunc, Vec<WitRelation>), RulesError> {
         let limits = &self.engine.limits;
         let mut store = Store::new(
             &self.engine.engine,

@@ -15,7 +15,10 @@ use crate::model::{Flow, Relation};
 
 /// The declared relations as the host represents them, in declaration order, or why the module
 /// is refused.
-pub(crate) fn validate(module: &str, declared: Vec<WitRelation>) -> Result<Vec<Relation>, RulesError> {
+pub(crate) fn validate(
+    module: &str,
+    declared: Vec<WitRelation>,
+) -> Result<Vec<Relation>, RulesError> {
     let relations: Vec<Relation> = declared.into_iter().map(from_wit).collect();
     let mut seen = HashSet::with_capacity(relations.len());
     for relation in &relations {
@@ -114,7 +117,11 @@ fn render(cycle: &[&Relation]) -> String {
         .unwrap_or(0);
     let mut text = String::new();
     for relation in cycle[first..].iter().chain(&cycle[..first]) {
-        text.push_str(&format!("{}({})->", relation.child, relation.columns.join(",")));
+        text.push_str(&format!(
+            "{}({})->",
+            relation.child,
+            relation.columns.join(",")
+        ));
     }
     text.push_str(&cycle[first].child);
     text
@@ -181,7 +188,10 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert_eq!(
-            cycle(vec![inherit("b", &["a_id"], "a"), inherit("a", &["b_id"], "b")]),
+            cycle(vec![
+                inherit("b", &["a_id"], "a"),
+                inherit("a", &["b_id"], "b")
+            ]),
             "a(b_id)->b(a_id)->a"
         );
         assert_eq!(

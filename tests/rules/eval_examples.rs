@@ -115,7 +115,10 @@ fn northwind_own_outcomes() {
 #[test]
 fn shared_lists_own_outcomes() {
     let input = data("shared-lists.jsonl").display().to_string();
-    let (out, err, ok) = eval(&["--module", &module("shared-lists"), "--input", &input], None);
+    let (out, err, ok) = eval(
+        &["--module", &module("shared-lists"), "--input", &input],
+        None,
+    );
     assert!(ok, "{err}");
     assert_eq!(
         out,

@@ -75,9 +75,7 @@ fn check_prints_the_world_and_the_relations_of_each_example() {
 #[test]
 fn the_library_hands_over_the_relations_in_declaration_order() {
     let engine = RulesEngine::new(RuleLimits::default()).unwrap();
-    let module = engine
-        .load_file(&wasm::module("shared-lists"), "")
-        .unwrap();
+    let module = engine.load_file(&wasm::module("shared-lists"), "").unwrap();
     assert_eq!(module.world_version(), "0.2.0");
     let relation = |child: &str, parent: &str, flow| Relation {
         child: child.into(),
@@ -132,7 +130,9 @@ fn an_inherit_cycle_is_refused_with_its_name() {
     );
     // The cycle is found behind an acyclic prefix and named from its smallest table.
     assert_eq!(
-        refused(Some("x(y_id)->y\ny(c_id)->c\nc(a_id)->a\na(b_id)->b\nb(c_id)->c\n")),
+        refused(Some(
+            "x(y_id)->y\ny(c_id)->c\nc(a_id)->a\na(b_id)->b\nb(c_id)->c\n"
+        )),
         format!(
             "error: module {} declares inherit relations that form a cycle, a(b_id)->b(c_id)->c(a_id)->a: a row would inherit buckets from itself. Remove one of these relations\n",
             module.display()
@@ -155,7 +155,9 @@ fn malformed_declarations_are_refused() {
     );
     assert_eq!(
         refused(Some("(b_id)->b")),
-        format!("error: module {module} declares relation `(b_id)->b` without a child or parent table\n")
+        format!(
+            "error: module {module} declares relation `(b_id)->b` without a child or parent table\n"
+        )
     );
 }
 

@@ -97,15 +97,32 @@ mod tests {
     fn order_lines_follow_their_order() {
         let mut model = Memberships::new(&Northwind).unwrap();
         // A line committed before its order has no buckets until the order arrives.
-        model.apply(&details().insert(detail(D1, Value::Null))).unwrap();
+        model
+            .apply(&details().insert(detail(D1, Value::Null)))
+            .unwrap();
         assert_eq!(model.buckets("order_details", D1), set(&[]));
-        model.apply(&orders().insert(order(U1, Value::Null))).unwrap();
-        model.apply(&details().insert(detail(D2, Value::Null))).unwrap();
-        assert_eq!(model.buckets("orders", O1), set(&["user:00000000-0000-0000-0000-0000000000a1"]));
-        assert_eq!(model.buckets("order_details", D1), model.buckets("orders", O1));
-        assert_eq!(model.buckets("order_details", D2), model.buckets("orders", O1));
+        model
+            .apply(&orders().insert(order(U1, Value::Null)))
+            .unwrap();
+        model
+            .apply(&details().insert(detail(D2, Value::Null)))
+            .unwrap();
+        assert_eq!(
+            model.buckets("orders", O1),
+            set(&["user:00000000-0000-0000-0000-0000000000a1"])
+        );
+        assert_eq!(
+            model.buckets("order_details", D1),
+            model.buckets("orders", O1)
+        );
+        assert_eq!(
+            model.buckets("order_details", D2),
+            model.buckets("orders", O1)
+        );
 
-        model.apply(&orders().update(order(U2, Value::Null))).unwrap();
+        model
+            .apply(&orders().update(order(U2, Value::Null)))
+            .unwrap();
         let u2 = set(&["user:00000000-0000-0000-0000-0000000000a2"]);
         assert_eq!(model.buckets("order_details", D1), u2);
         assert_eq!(model.buckets("order_details", D2), u2);
@@ -114,11 +131,19 @@ mod tests {
     #[test]
     fn soft_deletes_leave_their_buckets_and_take_the_lines_along() {
         let mut model = Memberships::new(&Northwind).unwrap();
-        model.apply(&orders().insert(order(U1, Value::Null))).unwrap();
-        model.apply(&details().insert(detail(D1, Value::Null))).unwrap();
-        model.apply(&details().insert(detail(D2, Value::Null))).unwrap();
+        model
+            .apply(&orders().insert(order(U1, Value::Null)))
+            .unwrap();
+        model
+            .apply(&details().insert(detail(D1, Value::Null)))
+            .unwrap();
+        model
+            .apply(&details().insert(detail(D2, Value::Null)))
+            .unwrap();
         let deleted = Value::Timestamptz("2026-01-01T00:00:00Z".into());
-        let outcomes = model.apply(&details().update(detail(D2, deleted.clone()))).unwrap();
+        let outcomes = model
+            .apply(&details().update(detail(D2, deleted.clone())))
+            .unwrap();
         assert_eq!(outcomes, [Outcome::Drop]);
         assert_eq!(model.buckets("order_details", D2), set(&[]));
         assert_eq!(model.buckets("order_details", D1).len(), 1);
@@ -126,7 +151,9 @@ mod tests {
         model.apply(&orders().update(order(U1, deleted))).unwrap();
         assert_eq!(model.edges(), BTreeSet::new());
         // Undeleting the order brings its live line back.
-        model.apply(&orders().update(order(U1, Value::Null))).unwrap();
+        model
+            .apply(&orders().update(order(U1, Value::Null)))
+            .unwrap();
         assert_eq!(model.buckets("order_details", D1).len(), 1);
         assert_eq!(model.buckets("order_details", D2), set(&[]));
     }
@@ -134,8 +161,12 @@ mod tests {
     #[test]
     fn deleting_an_order_removes_its_lines_from_its_buckets() {
         let mut model = Memberships::new(&Northwind).unwrap();
-        model.apply(&orders().insert(order(U1, Value::Null))).unwrap();
-        model.apply(&details().insert(detail(D1, Value::Null))).unwrap();
+        model
+            .apply(&orders().insert(order(U1, Value::Null)))
+            .unwrap();
+        model
+            .apply(&details().insert(detail(D1, Value::Null)))
+            .unwrap();
         // Under the default replica identity the old row is the key alone.
         let delete = orders().delete(vec![text(O1), Value::Null, Value::Null]);
         assert_eq!(model.apply(&delete).unwrap(), [Outcome::Keep(vec![])]);
@@ -147,9 +178,15 @@ mod tests {
         let categories = TestTable::new("categories", &["id", "user_id", "deleted_at"]);
         let products = TestTable::new("products", &["id", "deleted_at"]);
         let mut model = Memberships::new(&Northwind).unwrap();
-        model.apply(&categories.insert(vec![text("c1"), text(U1), Value::Null])).unwrap();
-        model.apply(&categories.insert(vec![text("c2"), Value::Null, Value::Null])).unwrap();
-        model.apply(&products.insert(vec![text("p1"), Value::Null])).unwrap();
+        model
+            .apply(&categories.insert(vec![text("c1"), text(U1), Value::Null]))
+            .unwrap();
+        model
+            .apply(&categories.insert(vec![text("c2"), Value::Null, Value::Null]))
+            .unwrap();
+        model
+            .apply(&products.insert(vec![text("p1"), Value::Null]))
+            .unwrap();
         assert_eq!(
             model.buckets("categories", "c1"),
             set(&["user:00000000-0000-0000-0000-0000000000a1"])
@@ -164,11 +201,17 @@ mod tests {
         let customers = TestTable::new("customers", &["id"]);
         assert_eq!(
             model.apply(&customers.insert(vec![text("x")])).unwrap(),
-            [Outcome::Error("northwind has no bucket rule for table customers".into())]
+            [Outcome::Error(
+                "northwind has no bucket rule for table customers".into()
+            )]
         );
         assert_eq!(
-            model.apply(&orders().insert(vec![text(O1), Value::Int(3), Value::Null])).unwrap(),
-            [Outcome::Error("orders: user_id must be a uuid, got Value::Int(3)".into())]
+            model
+                .apply(&orders().insert(vec![text(O1), Value::Int(3), Value::Null]))
+                .unwrap(),
+            [Outcome::Error(
+                "orders: user_id must be a uuid, got Value::Int(3)".into()
+            )]
         );
         assert_eq!(model.edges(), BTreeSet::new());
     }

@@ -51,7 +51,9 @@ impl Rule for SharedLists {
 fn user_bucket(table: &str, column: &str, value: &Value) -> Result<Vec<String>, String> {
     match value {
         Value::Text(user) if !user.is_empty() => Ok(vec![format!("user:{user}")]),
-        other => Err(format!("{table}: {column} must be non-empty text, got {other:?}")),
+        other => Err(format!(
+            "{table}: {column} must be non-empty text, got {other:?}"
+        )),
     }
 }
 
@@ -117,10 +119,18 @@ mod tests {
         assert_list(&model, &["user:u1", "user:u2"], &[r#"["1","u2"]"#]);
 
         model.apply(&members().insert(member(1, "u3"))).unwrap();
-        assert_list(&model, &["user:u1", "user:u2", "user:u3"], &[r#"["1","u2"]"#, r#"["1","u3"]"#]);
+        assert_list(
+            &model,
+            &["user:u1", "user:u2", "user:u3"],
+            &[r#"["1","u2"]"#, r#"["1","u3"]"#],
+        );
 
         model.apply(&lists().update(list(1, "u9"))).unwrap();
-        assert_list(&model, &["user:u9", "user:u2", "user:u3"], &[r#"["1","u2"]"#, r#"["1","u3"]"#]);
+        assert_list(
+            &model,
+            &["user:u9", "user:u2", "user:u3"],
+            &[r#"["1","u2"]"#, r#"["1","u3"]"#],
+        );
 
         model.apply(&members().delete(member(1, "u2"))).unwrap();
         assert_list(&model, &["user:u9", "user:u3"], &[r#"["1","u3"]"#]);
@@ -134,12 +144,19 @@ mod tests {
         model.apply(&lists().insert(list(2, "u5"))).unwrap();
         model.apply(&members().insert(member(1, "u2"))).unwrap();
         // A key change: PostgreSQL sends the old key with the update.
-        let moved = members().change(Operation::Update, Some(member(2, "u2")), Some(member(1, "u2")));
+        let moved = members().change(
+            Operation::Update,
+            Some(member(2, "u2")),
+            Some(member(1, "u2")),
+        );
         model.apply(&moved).unwrap();
         assert_eq!(model.buckets("lists", "1"), set(&["user:u1"]));
         assert_eq!(model.buckets("lists", "2"), set(&["user:u5", "user:u2"]));
         assert_eq!(model.buckets("list_members", r#"["1","u2"]"#), set(&[]));
-        assert_eq!(model.buckets("list_members", r#"["2","u2"]"#), set(&["user:u5", "user:u2"]));
+        assert_eq!(
+            model.buckets("list_members", r#"["2","u2"]"#),
+            set(&["user:u5", "user:u2"])
+        );
     }
 
     #[test]
@@ -148,9 +165,14 @@ mod tests {
         model.apply(&lists().insert(list(1, "u1"))).unwrap();
         model.apply(&members().insert(member(1, "u2"))).unwrap();
         model.apply(&items().insert(item(10, 1))).unwrap();
-        model.apply(&lists().delete(vec![Value::Int(1), Value::Null, Value::Null])).unwrap();
+        model
+            .apply(&lists().delete(vec![Value::Int(1), Value::Null, Value::Null]))
+            .unwrap();
         // A member row keeps its own bucket: its user still sees it until it is deleted too.
-        assert_eq!(model.buckets("list_members", r#"["1","u2"]"#), set(&["user:u2"]));
+        assert_eq!(
+            model.buckets("list_members", r#"["1","u2"]"#),
+            set(&["user:u2"])
+        );
         assert_eq!(model.buckets("items", "10"), set(&[]));
         model.truncate("list_members");
         assert_eq!(model.edges(), BTreeSet::new());
@@ -163,7 +185,9 @@ mod tests {
         let outcomes = model.apply(&lists().update(list(1, ""))).unwrap();
         assert_eq!(
             outcomes,
-            [Outcome::Error("lists: owner_id must be non-empty text, got Value::Text(\"\")".into())]
+            [Outcome::Error(
+                "lists: owner_id must be non-empty text, got Value::Text(\"\")".into()
+            )]
         );
         assert_eq!(model.buckets("lists", "1"), set(&["user:u1"]));
     }

@@ -255,13 +255,19 @@ impl<'r, R: Rule> Memberships<'r, R> {
         change: &crate::Change<'_>,
         outcome: &Outcome,
     ) -> Result<(), String> {
-        let new_id = change.new_row().and_then(|row| record_id(table, row.values()));
-        let old_id = change.old_row().and_then(|row| record_id(table, row.values()));
+        let new_id = change
+            .new_row()
+            .and_then(|row| record_id(table, row.values()));
+        let old_id = change
+            .old_row()
+            .and_then(|row| record_id(table, row.values()));
         let id = match change.op() {
             Operation::Delete => old_id.clone(),
             _ => new_id,
         }
-        .ok_or("cannot determine the row's primary key (mark key columns with TestTable::with_key)")?;
+        .ok_or(
+            "cannot determine the row's primary key (mark key columns with TestTable::with_key)",
+        )?;
         let own = match outcome {
             // Nothing is stored for a failed change: the row keeps what it had.
             Outcome::Error(_) => return Ok(()),
@@ -272,7 +278,10 @@ impl<'r, R: Rule> Memberships<'r, R> {
         if let Some(old_id) = old_id.filter(|old| *old != id) {
             rows.remove(&old_id);
         }
-        let Some(new) = change.new_row().filter(|_| change.op() != Operation::Delete) else {
+        let Some(new) = change
+            .new_row()
+            .filter(|_| change.op() != Operation::Delete)
+        else {
             rows.remove(&id);
             return Ok(());
         };
@@ -284,13 +293,23 @@ impl<'r, R: Rule> Memberships<'r, R> {
             }
             let mut parts = Vec::with_capacity(relation.columns.len());
             for name in &relation.columns {
-                let at = table.columns.iter().position(|c| c.name == *name).ok_or_else(|| {
-                    format!("relation {} names column {name}, which the table does not have", relation.name())
-                })?;
+                let at = table
+                    .columns
+                    .iter()
+                    .position(|c| c.name == *name)
+                    .ok_or_else(|| {
+                        format!(
+                            "relation {} names column {name}, which the table does not have",
+                            relation.name()
+                        )
+                    })?;
                 let value = new.values().get(at).unwrap_or(&NULL);
                 parts.push((value, table.columns[at].type_name.as_str()));
             }
-            let link = if parts.iter().any(|(value, _)| matches!(value, Value::Unchanged)) {
+            let link = if parts
+                .iter()
+                .any(|(value, _)| matches!(value, Value::Unchanged))
+            {
                 previous.get(&index).cloned()
             } else {
                 encode(parts.into_iter().map(Some))
@@ -343,13 +362,19 @@ fn cycle_from<'a>(
     inherits: &[&'a Relation],
     path: &mut Vec<&'a Relation>,
 ) -> Option<String> {
-    let mut out: Vec<&Relation> = inherits.iter().copied().filter(|r| r.child == table).collect();
+    let mut out: Vec<&Relation> = inherits
+        .iter()
+        .copied()
+        .filter(|r| r.child == table)
+        .collect();
     out.sort_by(|a, b| (&a.parent, &a.columns).cmp(&(&b.parent, &b.columns)));
     for relation in out {
         path.push(relation);
         if let Some(at) = path.iter().position(|r| r.child == relation.parent) {
             let cycle = &path[at..];
-            let first = (0..cycle.len()).min_by_key(|&i| &cycle[i].child).unwrap_or(0);
+            let first = (0..cycle.len())
+                .min_by_key(|&i| &cycle[i].child)
+                .unwrap_or(0);
             let mut text = String::new();
             for r in cycle[first..].iter().chain(&cycle[..first]) {
                 text.push_str(&format!("{}({})->", r.child, r.columns.join(",")));
@@ -413,17 +438,35 @@ mod tests {
         let orders = TestTable::new("orders", &["id", "customer_id", "owner"]);
         let lines = TestTable::new("lines", &["id", "order_id"]);
         let mut model = Memberships::new(&rule).unwrap();
-        model.apply(&lines.insert(vec![Value::Int(100), Value::Int(10)])).unwrap();
-        model.apply(&orders.insert(vec![Value::Int(10), Value::Int(1), text("clerk")])).unwrap();
-        model.apply(&customers.insert(vec![Value::Int(1), text("c1")])).unwrap();
-        assert_eq!(model.buckets("lines", "100"), set(&["user:c1", "user:clerk"]));
+        model
+            .apply(&lines.insert(vec![Value::Int(100), Value::Int(10)]))
+            .unwrap();
+        model
+            .apply(&orders.insert(vec![Value::Int(10), Value::Int(1), text("clerk")]))
+            .unwrap();
+        model
+            .apply(&customers.insert(vec![Value::Int(1), text("c1")]))
+            .unwrap();
+        assert_eq!(
+            model.buckets("lines", "100"),
+            set(&["user:c1", "user:clerk"])
+        );
 
-        model.apply(&customers.update(vec![Value::Int(1), text("c2")])).unwrap();
-        assert_eq!(model.buckets("lines", "100"), set(&["user:c2", "user:clerk"]));
+        model
+            .apply(&customers.update(vec![Value::Int(1), text("c2")]))
+            .unwrap();
+        assert_eq!(
+            model.buckets("lines", "100"),
+            set(&["user:c2", "user:clerk"])
+        );
         // The middle row's link goes NULL: the line keeps only what the order itself has.
-        model.apply(&orders.update(vec![Value::Int(10), Value::Null, text("clerk")])).unwrap();
+        model
+            .apply(&orders.update(vec![Value::Int(10), Value::Null, text("clerk")]))
+            .unwrap();
         assert_eq!(model.buckets("lines", "100"), set(&["user:clerk"]));
-        model.apply(&orders.delete(vec![Value::Int(10), Value::Null, Value::Null])).unwrap();
+        model
+            .apply(&orders.delete(vec![Value::Int(10), Value::Null, Value::Null]))
+            .unwrap();
         assert_eq!(model.buckets("lines", "100"), set(&[]));
     }
 
@@ -440,10 +483,18 @@ mod tests {
         let members = TestTable::new("members", &["team_id", "owner", "hidden"])
             .with_key(&["team_id", "owner"]);
         let mut model = Memberships::new(&rule).unwrap();
-        model.apply(&orgs.insert(vec![Value::Int(1), text("boss")])).unwrap();
-        model.apply(&teams.insert(vec![Value::Int(5), Value::Int(1), Value::Null])).unwrap();
-        model.apply(&members.insert(vec![Value::Int(5), text("m1"), Value::Bool(false)])).unwrap();
-        model.apply(&members.insert(vec![Value::Int(5), text("m2"), Value::Bool(true)])).unwrap();
+        model
+            .apply(&orgs.insert(vec![Value::Int(1), text("boss")]))
+            .unwrap();
+        model
+            .apply(&teams.insert(vec![Value::Int(5), Value::Int(1), Value::Null]))
+            .unwrap();
+        model
+            .apply(&members.insert(vec![Value::Int(5), text("m1"), Value::Bool(false)]))
+            .unwrap();
+        model
+            .apply(&members.insert(vec![Value::Int(5), text("m2"), Value::Bool(true)]))
+            .unwrap();
         assert_eq!(model.buckets("teams", "5"), set(&["user:boss", "user:m1"]));
         // Nothing flows down a share: a member row is in its own bucket only.
         assert_eq!(model.buckets("members", r#"["5","m1"]"#), set(&["user:m1"]));
@@ -461,14 +512,21 @@ mod tests {
         let rule = Owners {
             refs: vec![Relation::inherit("cells", &["org", "sheet"], "sheets")],
         };
-        let sheets = TestTable::new("sheets", &["org", "sheet", "owner"]).with_key(&["org", "sheet"]);
+        let sheets =
+            TestTable::new("sheets", &["org", "sheet", "owner"]).with_key(&["org", "sheet"]);
         let cells = TestTable::new("cells", &["id", "org", "sheet"]);
         let mut model = Memberships::new(&rule).unwrap();
-        model.apply(&sheets.insert(vec![text("o"), Value::Int(2), text("u1")])).unwrap();
-        model.apply(&cells.insert(vec![Value::Int(1), text("o"), Value::Int(2)])).unwrap();
+        model
+            .apply(&sheets.insert(vec![text("o"), Value::Int(2), text("u1")]))
+            .unwrap();
+        model
+            .apply(&cells.insert(vec![Value::Int(1), text("o"), Value::Int(2)]))
+            .unwrap();
         assert_eq!(model.buckets("sheets", r#"["o","2"]"#), set(&["user:u1"]));
         assert_eq!(model.buckets("cells", "1"), set(&["user:u1"]));
-        model.apply(&cells.update(vec![Value::Int(1), text("o"), Value::Unchanged])).unwrap();
+        model
+            .apply(&cells.update(vec![Value::Int(1), text("o"), Value::Unchanged]))
+            .unwrap();
         assert_eq!(model.buckets("cells", "1"), set(&["user:u1"]));
     }
 
@@ -482,9 +540,15 @@ mod tests {
             ]),
             "inherit relations form a cycle, a(b_id)->b(a_id)->a: a row would inherit buckets from itself"
         );
-        assert_eq!(refused(vec![Relation::share("a", &[], "b")]), "relation `a()=>b` has no columns");
         assert_eq!(
-            refused(vec![Relation::share("a", &["x"], "b"), Relation::share("a", &["x"], "b")]),
+            refused(vec![Relation::share("a", &[], "b")]),
+            "relation `a()=>b` has no columns"
+        );
+        assert_eq!(
+            refused(vec![
+                Relation::share("a", &["x"], "b"),
+                Relation::share("a", &["x"], "b")
+            ]),
             "relation `a(x)=>b` is declared twice"
         );
         let rule = Owners {
@@ -498,7 +562,10 @@ mod tests {
         );
         let keyless = TestTable::new("a", &["id"]).with_key(&[]);
         assert_eq!(
-            model.apply(&keyless.insert(vec![Value::Int(1)])).err().unwrap(),
+            model
+                .apply(&keyless.insert(vec![Value::Int(1)]))
+                .err()
+                .unwrap(),
             "change #0 on a: cannot determine the row's primary key (mark key columns with TestTable::with_key)"
         );
     }

@@ -70,11 +70,9 @@ fn value_text(value: &Value, type_name: &str) -> Option<String> {
             Some(utc) => format!("{}+00", utc.replacen('T', " ", 1)),
             None => s.clone(),
         },
-        Value::Text(s)
-        | Value::Numeric(s)
-        | Value::Json(s)
-        | Value::Date(s)
-        | Value::Time(s) => s.clone(),
+        Value::Text(s) | Value::Numeric(s) | Value::Json(s) | Value::Date(s) | Value::Time(s) => {
+            s.clone()
+        }
     })
 }
 
@@ -113,11 +111,24 @@ mod tests {
     fn texts_follow_postgres() {
         let one = |value: Value, type_name: &str| encode([Some((&value, type_name))].into_iter());
         assert_eq!(one(Value::Bool(true), "bool").as_deref(), Some("true"));
-        assert_eq!(one(Value::Text("ab  ".into()), "bpchar").as_deref(), Some("ab"));
-        assert_eq!(one(Value::Text("ab  ".into()), "text").as_deref(), Some("ab  "));
-        assert_eq!(one(Value::Bytes(vec![1, 171]), "bytea").as_deref(), Some("\\x01ab"));
         assert_eq!(
-            one(Value::Timestamptz("2024-01-02T03:04:05.5Z".into()), "timestamptz").as_deref(),
+            one(Value::Text("ab  ".into()), "bpchar").as_deref(),
+            Some("ab")
+        );
+        assert_eq!(
+            one(Value::Text("ab  ".into()), "text").as_deref(),
+            Some("ab  ")
+        );
+        assert_eq!(
+            one(Value::Bytes(vec![1, 171]), "bytea").as_deref(),
+            Some("\\x01ab")
+        );
+        assert_eq!(
+            one(
+                Value::Timestamptz("2024-01-02T03:04:05.5Z".into()),
+                "timestamptz"
+            )
+            .as_deref(),
             Some("2024-01-02 03:04:05.5+00")
         );
         assert_eq!(one(Value::Null, "int8"), None);
