@@ -125,7 +125,7 @@ fn shared_lists_own_outcomes() {
         r#"{"outcome":"keep","buckets":["user:u1"]}
 {"outcome":"keep","buckets":["user:u2"]}
 {"outcome":"keep","buckets":[]}
-{"outcome":"error","message":"lists: owner_id must be non-empty text, got Value::Text("")"}
+{"outcome":"error","message":"lists: owner_id must be non-empty text, got Value::Text(\"\")"}
 {"outcome":"keep","buckets":[]}
 "#
     );

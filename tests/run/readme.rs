@@ -85,7 +85,7 @@ fn version_names_the_wit_world() {
     assert_eq!(
         out.trim(),
         format!(
-            "sluice {} (wit world sluice:rules/rules@0.1.0)",
+            "sluice {} (wit world sluice:rules/rules@0.2.0; modules of @0.1.0 load unchanged)",
             env!("CARGO_PKG_VERSION")
         )
     );

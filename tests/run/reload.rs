@@ -266,7 +266,7 @@ async fn bad_modules_are_rejected_and_the_old_version_keeps_running() {
         (core, "is a core wasm module, not a component"),
         (
             other_world,
-            "does not export `init` and `evaluate` of world sluice:rules/rules@0.1.0",
+            "does not export `init` and `evaluate` of world sluice:rules/rules@0.2.0 (nor of @0.1.0)",
         ),
         (wasm::module("failing-init"), "init failed"),
     ];

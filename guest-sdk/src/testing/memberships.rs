@@ -389,3 +389,184 @@ fn cycle_from<'a>(
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Change;
+    use crate::testing::TestTable;
+
+    /// `owner` gives `user:<owner>` on any table; `refs` is the relations.
+    #[derive(Default)]
+    struct Owners {
+        refs: Vec<Relation>,
+    }
+
+    impl Rule for Owners {
+        fn filter(&self, change: &Change<'_>) -> bool {
+            !matches!(change.row().get("hidden"), Value::Bool(true))
+        }
+        fn buckets(&self, change: &Change<'_>) -> Result<Vec<String>, String> {
+            match change.row().get("owner") {
+                Value::Text(owner) if owner == "bad" => Err("bad owner".into()),
+                Value::Text(owner) => Ok(vec![format!("user:{owner}")]),
+                _ => Ok(vec![]),
+            }
+        }
+        fn relations(&self) -> Vec<Relation> {
+            self.refs.clone()
+        }
+    }
+
+    fn text(s: &str) -> Value {
+        Value::Text(s.into())
+    }
+
+    fn set(buckets: &[&str]) -> BTreeSet<String> {
+        buckets.iter().map(|b| (*b).to_string()).collect()
+    }
+
+    #[test]
+    fn inheritance_chains_through_every_level() {
+        let rule = Owners {
+            refs: vec![
+                Relation::inherit("lines", &["order_id"], "orders"),
+                Relation::inherit("orders", &["customer_id"], "customers"),
+            ],
+        };
+        let customers = TestTable::new("customers", &["id", "owner"]);
+        let orders = TestTable::new("orders", &["id", "customer_id", "owner"]);
+        let lines = TestTable::new("lines", &["id", "order_id"]);
+        let mut model = Memberships::new(&rule).unwrap();
+        model
+            .apply(&lines.insert(vec![Value::Int(100), Value::Int(10)]))
+            .unwrap();
+        model
+            .apply(&orders.insert(vec![Value::Int(10), Value::Int(1), text("clerk")]))
+            .unwrap();
+        model
+            .apply(&customers.insert(vec![Value::Int(1), text("c1")]))
+            .unwrap();
+        assert_eq!(
+            model.buckets("lines", "100"),
+            set(&["user:c1", "user:clerk"])
+        );
+
+        model
+            .apply(&customers.update(vec![Value::Int(1), text("c2")]))
+            .unwrap();
+        assert_eq!(
+            model.buckets("lines", "100"),
+            set(&["user:c2", "user:clerk"])
+        );
+        // The middle row's link goes NULL: the line keeps only what the order itself has.
+        model
+            .apply(&orders.update(vec![Value::Int(10), Value::Null, text("clerk")]))
+            .unwrap();
+        assert_eq!(model.buckets("lines", "100"), set(&["user:clerk"]));
+        model
+            .apply(&orders.delete(vec![Value::Int(10), Value::Null, Value::Null]))
+            .unwrap();
+        assert_eq!(model.buckets("lines", "100"), set(&[]));
+    }
+
+    #[test]
+    fn shares_take_only_live_childrens_own_buckets() {
+        let rule = Owners {
+            refs: vec![
+                Relation::share("members", &["team_id"], "teams"),
+                Relation::inherit("teams", &["org_id"], "orgs"),
+            ],
+        };
+        let orgs = TestTable::new("orgs", &["id", "owner"]);
+        let teams = TestTable::new("teams", &["id", "org_id", "owner"]);
+        let members = TestTable::new("members", &["team_id", "owner", "hidden"])
+            .with_key(&["team_id", "owner"]);
+        let mut model = Memberships::new(&rule).unwrap();
+        model
+            .apply(&orgs.insert(vec![Value::Int(1), text("boss")]))
+            .unwrap();
+        model
+            .apply(&teams.insert(vec![Value::Int(5), Value::Int(1), Value::Null]))
+            .unwrap();
+        model
+            .apply(&members.insert(vec![Value::Int(5), text("m1"), Value::Bool(false)]))
+            .unwrap();
+        model
+            .apply(&members.insert(vec![Value::Int(5), text("m2"), Value::Bool(true)]))
+            .unwrap();
+        assert_eq!(model.buckets("teams", "5"), set(&["user:boss", "user:m1"]));
+        // Nothing flows down a share: a member row is in its own bucket only.
+        assert_eq!(model.buckets("members", r#"["5","m1"]"#), set(&["user:m1"]));
+        assert_eq!(model.buckets("members", r#"["5","m2"]"#), set(&[]));
+        // A failed change leaves the row as it was.
+        let outcomes = model
+            .apply(&members.update(vec![Value::Int(5), text("bad"), Value::Bool(false)]))
+            .unwrap();
+        assert_eq!(outcomes, [Outcome::Error("bad owner".into())]);
+        assert_eq!(model.buckets("teams", "5"), set(&["user:boss", "user:m1"]));
+    }
+
+    #[test]
+    fn an_unchanged_link_column_keeps_the_link_and_composite_links_are_json() {
+        let rule = Owners {
+            refs: vec![Relation::inherit("cells", &["org", "sheet"], "sheets")],
+        };
+        let sheets =
+            TestTable::new("sheets", &["org", "sheet", "owner"]).with_key(&["org", "sheet"]);
+        let cells = TestTable::new("cells", &["id", "org", "sheet"]);
+        let mut model = Memberships::new(&rule).unwrap();
+        model
+            .apply(&sheets.insert(vec![text("o"), Value::Int(2), text("u1")]))
+            .unwrap();
+        model
+            .apply(&cells.insert(vec![Value::Int(1), text("o"), Value::Int(2)]))
+            .unwrap();
+        assert_eq!(model.buckets("sheets", r#"["o","2"]"#), set(&["user:u1"]));
+        assert_eq!(model.buckets("cells", "1"), set(&["user:u1"]));
+        model
+            .apply(&cells.update(vec![Value::Int(1), text("o"), Value::Unchanged]))
+            .unwrap();
+        assert_eq!(model.buckets("cells", "1"), set(&["user:u1"]));
+    }
+
+    #[test]
+    fn bad_declarations_and_keyless_changes_are_refused() {
+        let refused = |refs: Vec<Relation>| Memberships::new(&Owners { refs }).err().unwrap();
+        assert_eq!(
+            refused(vec![
+                Relation::inherit("b", &["a_id"], "a"),
+                Relation::inherit("a", &["b_id"], "b"),
+            ]),
+            "inherit relations form a cycle, a(b_id)->b(a_id)->a: a row would inherit buckets from itself"
+        );
+        assert_eq!(
+            refused(vec![Relation::share("a", &[], "b")]),
+            "relation `a()=>b` has no columns"
+        );
+        assert_eq!(
+            refused(vec![
+                Relation::share("a", &["x"], "b"),
+                Relation::share("a", &["x"], "b")
+            ]),
+            "relation `a(x)=>b` is declared twice"
+        );
+        let rule = Owners {
+            refs: vec![Relation::inherit("a", &["missing"], "b")],
+        };
+        let mut model = Memberships::new(&rule).unwrap();
+        let a = TestTable::new("a", &["id"]);
+        assert_eq!(
+            model.apply(&a.insert(vec![Value::Int(1)])).err().unwrap(),
+            "change #0 on a: relation a(missing)->b names column missing, which the table does not have"
+        );
+        let keyless = TestTable::new("a", &["id"]).with_key(&[]);
+        assert_eq!(
+            model
+                .apply(&keyless.insert(vec![Value::Int(1)]))
+                .err()
+                .unwrap(),
+            "change #0 on a: cannot determine the row's primary key (mark key columns with TestTable::with_key)"
+        );
+    }
+}
