@@ -37,6 +37,16 @@ impl Sink {
             )
             .await
             .map_err(|e| SinkError::sql(what(), e))?;
+        // Its related-row state and its links as a child: what it had to do with other rows'
+        // memberships leaves with it (relation names start with the child table's name).
+        self.client()
+            .execute(
+                "WITH s AS (DELETE FROM sluice_row_state WHERE table_name = $1) \
+                 DELETE FROM sluice_row_links WHERE left(relation, length($1) + 1) = $1 || '('",
+                &[&table],
+            )
+            .await
+            .map_err(|e| SinkError::sql(format!("removing the related-row state of table {table}"), e))?;
         self.forget_progress(table).await?;
         Ok(Forgotten {
             records: row.get::<_, i64>(0) as u64,
