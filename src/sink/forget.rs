@@ -46,7 +46,12 @@ impl Sink {
                 &[&table],
             )
             .await
-            .map_err(|e| SinkError::sql(format!("removing the related-row state of table {table}"), e))?;
+            .map_err(|e| {
+                SinkError::sql(
+                    format!("removing the related-row state of table {table}"),
+                    e,
+                )
+            })?;
         self.forget_progress(table).await?;
         Ok(Forgotten {
             records: row.get::<_, i64>(0) as u64,

@@ -304,7 +304,13 @@ async fn a_database_migrated_by_synchro_is_adopted_and_dead_letters_keep_streami
         log.contains("ALTER TABLE public.sync_rule_failures ADD COLUMN IF NOT EXISTS lsn BIGINT, ADD COLUMN IF NOT EXISTS rules_version TEXT"),
         "{log}"
     );
-    assert!(!log.contains("INDEX"), "{log}");
+    // The only index created is on sluice's own link table: none duplicates synchro's.
+    assert!(
+        log.lines()
+            .filter(|l| l.contains("INDEX"))
+            .all(|l| l.contains("CREATE INDEX sluice_row_links_parent ON public.sluice_row_links")),
+        "{log}"
+    );
     assert!(sluice.stop().success(), "{}", sluice.log_text());
 
     // A restart finds everything in place and runs no DDL.
@@ -476,6 +482,9 @@ async fn sluices_old_duplicates_of_synchros_indexes_are_dropped() {
             "CREATE TABLE sluice_snapshot_progress",
             "CREATE TABLE sluice_rebucket_progress",
             "CREATE TABLE sluice_rule_versions",
+            "CREATE TABLE sluice_row_state",
+            "CREATE TABLE sluice_row_links",
+            "CREATE INDEX sluice_row_links_parent ON public.sluice_row_links",
         ]
     );
     assert_synchros_indexes(&client).await;
@@ -598,7 +607,7 @@ async fn a_role_that_does_not_own_synchros_tables_is_told_what_to_run() {
     // are used where they are, sluice's own are created in its schema.
     client.batch_execute(alter).await.unwrap();
     let changes = as_role().await.ensure_schema().await.unwrap();
-    assert_eq!(changes.statements.len(), 3, "{changes:?}");
+    assert_eq!(changes.statements.len(), 6, "{changes:?}");
     let tables: Vec<(String, String)> = client
         .query(
             "SELECT schemaname::text, tablename::text FROM pg_tables \
@@ -622,6 +631,8 @@ async fn a_role_that_does_not_own_synchros_tables_is_told_what_to_run() {
             t("public", "sync_schema_manifest"),
             t("public", "sync_wal_position"),
             t("sluice", "sluice_rebucket_progress"),
+            t("sluice", "sluice_row_links"),
+            t("sluice", "sluice_row_state"),
             t("sluice", "sluice_rule_versions"),
             t("sluice", "sluice_snapshot_progress"),
         ]
