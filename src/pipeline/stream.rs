@@ -45,6 +45,7 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
         rows: Some(&row_json),
     };
 
+    let names = follow_renames_at_start(&tables, &mut sink).await?;
     let stored = sink.stored_lsn().await?;
     let slot_state = lookup_slot(&source_sql, slot).await?;
     let mut repl = ReplicationConnection::connect(&ctx.source).await?;
@@ -146,7 +147,7 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
     let mut batcher = Batcher::new(config);
     let mut skipping = false;
     // The stream's shapes with the primary key read from the catalog.
-    let mut keyed = KeyedRelations::seeded(&tables);
+    let mut keyed = KeyedRelations::seeded(&tables, names);
     let mut server_end = stored;
     let mut shutdown = ctx.shutdown.clone();
     let mut swaps = ctx.swaps.lock().await;
@@ -245,6 +246,9 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
                     continue;
                 }
                 keyed.key_change(&source_sql, &mut change).await?;
+                if let Some(names) = keyed.take_names() {
+                    batcher.push(Pending::Relations(names));
+                }
                 batcher.push(Pending::Change(change));
                 if batcher.over_limits() {
                     batcher
@@ -256,10 +260,15 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
                 if skipping {
                     continue;
                 }
-                let tables: Vec<_> = tables
-                    .into_iter()
-                    .filter(|t| !is_sidecar(&t.schema, &t.name))
-                    .collect();
+                let mut keyed_tables = Vec::with_capacity(tables.len());
+                for t in tables.iter().filter(|t| !is_sidecar(&t.schema, &t.name)) {
+                    // The current name: the one the table's memberships are stored under.
+                    keyed_tables.push(keyed.keyed(&source_sql, t).await?);
+                }
+                if let Some(names) = keyed.take_names() {
+                    batcher.push(Pending::Relations(names));
+                }
+                let tables = keyed_tables;
                 if !tables.is_empty() {
                     batcher.push(Pending::Truncate(tables));
                 }
@@ -315,6 +324,11 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
                 debug!(table = %table.qualified_name(), columns = table.columns.len(), "relation (schema) received");
                 if !is_sidecar(&table.schema, &table.name) {
                     keyed.relation(&source_sql, table).await?;
+                    // A rename moves the memberships after the changes received before it,
+                    // in the same sink transaction as the changes that follow.
+                    if let Some(names) = keyed.take_names() {
+                        batcher.push(Pending::Relations(names));
+                    }
                 }
             }
             SourceEvent::Message { .. } => {}
@@ -331,6 +345,31 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
     stream.close().await?;
     info!("shut down cleanly");
     Ok(())
+}
+
+/// Moves the memberships of tables renamed while sluice was stopped (their relation OID is
+/// recorded under another name than the catalog's now) and records the names of tables seen for
+/// the first time, in one sink transaction. Returns the stored name of every relation.
+async fn follow_renames_at_start(
+    tables: &[crate::source::catalog::PublishedTable],
+    sink: &mut crate::sink::Sink,
+) -> Result<rustc_hash::FxHashMap<u32, String>, PipelineError> {
+    let mut names = sink.relation_names().await?;
+    let current: Vec<(u32, String)> = tables
+        .iter()
+        .map(|t| (t.schema.oid, t.schema.qualified_name()))
+        .collect();
+    let found = crate::model::reconcile(&current, &names);
+    if found.is_empty() {
+        return Ok(names);
+    }
+    for m in &found.moves {
+        warn!(from = %m.from, to = %m.to, "table renamed while sluice was stopped: its memberships move to the new name (the changelog deletes each under the old name and inserts it under the new one)");
+    }
+    sink.write_relation_names(&found).await?;
+    sink.commit_without_lsn().await?;
+    names.extend(found.names);
+    Ok(names)
 }
 
 /// A freshly swapped-in version on probation: rolled back if it fails too often at first.

@@ -6,6 +6,7 @@ pub mod edge_diff;
 pub mod progress;
 pub mod record;
 pub mod record_id;
+pub mod relations;
 pub mod schema;
 pub mod writer;
 

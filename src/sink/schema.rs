@@ -200,6 +200,20 @@ pub const TABLES: &[TableSpec] = &[
         extra: &[],
         indexes: &[],
     },
+    TableSpec {
+        name: "sluice_relations",
+        // The table_name each source relation's edges are stored under (sink::relations).
+        create: "CREATE TABLE sluice_relations (
+    slot_name    TEXT NOT NULL,
+    relation_oid BIGINT NOT NULL,
+    table_name   TEXT NOT NULL,
+    updated_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (slot_name, relation_oid)
+)",
+        required: &["slot_name", "relation_oid", "table_name", "updated_at"],
+        extra: &[],
+        indexes: &[],
+    },
 ];
 
 /// Names of the tables sluice writes. Changes to them are never fed back into the rules, even
@@ -212,6 +226,7 @@ pub const SIDECAR_TABLES: &[&str] = &[
     "sluice_snapshot_progress",
     "sluice_rebucket_progress",
     "sluice_rule_versions",
+    "sluice_relations",
 ];
 
 /// The DDL of every sidecar table and index as a fresh database gets it (`IF NOT EXISTS`

@@ -351,22 +351,63 @@ pub async fn published_tables(
     Ok(tables)
 }
 
-/// The primary key of the table with `oid` as the catalog says now: its column names in key
-/// order, empty if it has none (or no longer exists). The stream asks this for every Relation
-/// message, so that a key changed by `ALTER TABLE` is followed.
-pub async fn primary_key_names(client: &Client, oid: u32) -> Result<Vec<String>, CatalogError> {
-    let rows = client
-        .query(
-            "SELECT a.attname::text \
-             FROM pg_index i, unnest(i.indkey) WITH ORDINALITY AS k(attnum, n), pg_attribute a \
-             WHERE i.indrelid = $1 AND i.indisprimary \
-               AND a.attrelid = i.indrelid AND a.attnum = k.attnum \
-             ORDER BY k.n",
+/// A relation as the catalog names and keys it now.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RelationNow {
+    /// (schema, table), or `None` when the relation no longer exists.
+    pub name: Option<(String, String)>,
+    /// Primary key column names in key order; empty without a key.
+    pub primary_key: Vec<String>,
+}
+
+/// The current name and primary key of the table with `oid`. The stream asks this for every
+/// Relation message, so that a key changed by `ALTER TABLE` is followed and a renamed table
+/// keeps one name (its current one) for all its changes.
+pub async fn relation_now(client: &Client, oid: u32) -> Result<RelationNow, CatalogError> {
+    let row = client
+        .query_opt(
+            "SELECT n.nspname::text, c.relname::text, \
+                    ARRAY(SELECT a.attname::text \
+                          FROM pg_index i, unnest(i.indkey) WITH ORDINALITY AS k(attnum, n), pg_attribute a \
+                          WHERE i.indrelid = c.oid AND i.indisprimary \
+                            AND a.attrelid = i.indrelid AND a.attnum = k.attnum \
+                          ORDER BY k.n) \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1",
             &[&oid],
         )
         .await
-        .map_err(sql("reading the primary key of a streamed table"))?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+        .map_err(sql("reading the name and primary key of a streamed table"))?;
+    Ok(match row {
+        None => RelationNow::default(),
+        Some(r) => RelationNow {
+            name: Some((r.get(0), r.get(1))),
+            primary_key: r.get(2),
+        },
+    })
+}
+
+/// The current `table_name` (see [`crate::model::table_name`]) of each relation in `oids` that
+/// still exists.
+pub async fn table_names_now(
+    client: &Client,
+    oids: &[u32],
+) -> Result<Vec<(u32, String)>, CatalogError> {
+    let rows = client
+        .query(
+            "SELECT c.oid, n.nspname::text, c.relname::text \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.oid = ANY($1::oid[])",
+            &[&oids],
+        )
+        .await
+        .map_err(sql("reading the current names of streamed tables"))?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let (schema, name): (String, String) = (r.get(1), r.get(2));
+            (r.get(0), crate::model::table_name(&schema, &name))
+        })
+        .collect())
 }
 
 /// `name`, or `schema.name`, each part quoted only where SQL needs it: the form error messages

@@ -17,6 +17,7 @@ mod errors;
 mod identity;
 mod readme;
 mod record_ids;
+mod names;
 mod publication;
 mod reload;
 mod semantics;
