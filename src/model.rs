@@ -349,9 +349,10 @@ mod tests {
 
     #[test]
     fn only_renamed_relations_move_and_new_ones_are_recorded() {
-        let recorded: rustc_hash::FxHashMap<u32, String> = [(1, "items".to_owned()), (2, "a".to_owned())]
-            .into_iter()
-            .collect();
+        let recorded: rustc_hash::FxHashMap<u32, String> =
+            [(1, "items".to_owned()), (2, "a".to_owned())]
+                .into_iter()
+                .collect();
         let current = vec![
             (1, "things".to_owned()),
             (2, "a".to_owned()),

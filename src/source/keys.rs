@@ -26,7 +26,6 @@ use tracing::{debug, warn};
 
 use crate::model::{Change, KeyGap, RelationNames, TableMove, TableSchema, reconcile};
 
-
 use super::catalog::{CatalogError, RelationNow, relation_now, sql_name, table_names_now};
 
 /// Stream shapes with their primary key filled in, by relation OID.
@@ -197,11 +196,7 @@ impl KeyedRelations {
         Ok(())
     }
 
-    fn record(
-        &mut self,
-        names: Vec<(u32, String)>,
-        moves: Vec<TableMove>,
-    ) {
+    fn record(&mut self, names: Vec<(u32, String)>, moves: Vec<TableMove>) {
         for (oid, name) in &names {
             self.names.insert(*oid, name.clone());
         }

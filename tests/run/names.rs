@@ -222,10 +222,7 @@ async fn schema_and_table_names_with_dots_and_quotes_never_collide() {
     assert_eq!(stored, expected);
     // The rules see the same name (by-owner names the table in its error for a bool user_id).
     let failures: Vec<(String, String)> = client
-        .query(
-            "SELECT table_name, error_text FROM sync_rule_failures",
-            &[],
-        )
+        .query("SELECT table_name, error_text FROM sync_rule_failures", &[])
         .await
         .unwrap()
         .iter()

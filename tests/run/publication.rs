@@ -7,7 +7,9 @@
 //! server refusing the syntax it does not have.
 
 use crate::pg;
-use crate::support::{Entry, RunOpts, Sluice, changelog, edges, wait_persisted, wait_snapshot, write};
+use crate::support::{
+    Entry, RunOpts, Sluice, changelog, edges, wait_persisted, wait_snapshot, write,
+};
 use crate::wasm;
 
 fn e(bucket: &str, table: &str, id: &str, op: i16) -> Entry {

@@ -476,6 +476,7 @@ async fn sluices_old_duplicates_of_synchros_indexes_are_dropped() {
             "CREATE TABLE sluice_snapshot_progress",
             "CREATE TABLE sluice_rebucket_progress",
             "CREATE TABLE sluice_rule_versions",
+            "CREATE TABLE sluice_relations",
         ]
     );
     assert_synchros_indexes(&client).await;
@@ -598,7 +599,7 @@ async fn a_role_that_does_not_own_synchros_tables_is_told_what_to_run() {
     // are used where they are, sluice's own are created in its schema.
     client.batch_execute(alter).await.unwrap();
     let changes = as_role().await.ensure_schema().await.unwrap();
-    assert_eq!(changes.statements.len(), 3, "{changes:?}");
+    assert_eq!(changes.statements.len(), 4, "{changes:?}");
     let tables: Vec<(String, String)> = client
         .query(
             "SELECT schemaname::text, tablename::text FROM pg_tables \
@@ -622,6 +623,7 @@ async fn a_role_that_does_not_own_synchros_tables_is_told_what_to_run() {
             t("public", "sync_schema_manifest"),
             t("public", "sync_wal_position"),
             t("sluice", "sluice_rebucket_progress"),
+            t("sluice", "sluice_relations"),
             t("sluice", "sluice_rule_versions"),
             t("sluice", "sluice_snapshot_progress"),
         ]
