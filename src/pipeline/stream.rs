@@ -9,7 +9,7 @@ use ::metrics as metrics_rs;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
-use crate::model::Lsn;
+use crate::model::{Lsn, TableSchema};
 use crate::pipeline::rebucket::RebucketJob;
 use crate::pipeline::reload::{ROLLBACKS, Swap, Trigger};
 use crate::rules::{RulesModule, RulesWorker};
@@ -32,7 +32,7 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
     let slot = config.slot.as_str();
     let source_sql = ctx.source.connect_sql().await?;
     crate::source::snapshot::pin_settings(&source_sql).await?;
-    let tables = preflight(&source_sql, config).await?;
+    let mut tables = preflight(&source_sql, config).await?;
     let mut sink = open_sink(ctx).await?;
     let mut module = ctx.active.load_full();
     let mut rules = RulesWorker::start(Arc::clone(&module)).await?;
@@ -323,7 +323,8 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
             SourceEvent::Relation(table) => {
                 debug!(table = %table.qualified_name(), columns = table.columns.len(), "relation (schema) received");
                 if !is_sidecar(&table.schema, &table.name) {
-                    keyed.relation(&source_sql, table).await?;
+                    let shape = keyed.relation(&source_sql, table).await?;
+                    follow_name_in(&mut tables, &shape);
                     // A rename moves the memberships after the changes received before it,
                     // in the same sink transaction as the changes that follow.
                     if let Some(names) = keyed.take_names() {
@@ -345,6 +346,19 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
     stream.close().await?;
     info!("shut down cleanly");
     Ok(())
+}
+
+/// Gives the published table with `shape`'s OID `shape`'s current name, so that a re-bucketing
+/// pass started after a rename reads the table and stores its memberships under that name.
+fn follow_name_in(tables: &mut [crate::source::catalog::PublishedTable], shape: &TableSchema) {
+    if let Some(t) = tables.iter_mut().find(|t| t.schema.oid == shape.oid)
+        && (t.schema.schema != shape.schema || t.schema.name != shape.name)
+    {
+        let mut renamed = (*t.schema).clone();
+        renamed.schema.clone_from(&shape.schema);
+        renamed.name.clone_from(&shape.name);
+        t.schema = Arc::new(renamed);
+    }
 }
 
 /// Moves the memberships of tables renamed while sluice was stopped (their relation OID is
