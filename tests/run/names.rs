@@ -249,3 +249,71 @@ async fn schema_and_table_names_with_dots_and_quotes_never_collide() {
     );
     assert!(sluice.stop().success(), "{}", sluice.log_text());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn names_swapped_while_streaming_move_together() {
+    let db = pg::cluster().create_db("names_swap").await;
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "CREATE SCHEMA billing; \
+             CREATE TABLE a (id int PRIMARY KEY, user_id text); \
+             CREATE TABLE b (id int PRIMARY KEY, user_id text); \
+             CREATE TABLE billing.invoices (id int PRIMARY KEY, user_id text); \
+             CREATE PUBLICATION sluice_pub FOR TABLE a, b, billing.invoices; \
+             INSERT INTO a VALUES (1, 'ua'); INSERT INTO b VALUES (1, 'ub'); \
+             INSERT INTO billing.invoices VALUES (1, 'ui');",
+        )
+        .await
+        .unwrap();
+    let mut sluice = Sluice::start(&db, &wasm::module("by-owner"), RunOpts::default());
+    wait_snapshot(&client, &mut sluice).await;
+    write(
+        &client,
+        "ALTER TABLE a RENAME TO tmp; ALTER TABLE b RENAME TO a; ALTER TABLE tmp RENAME TO b",
+    )
+    .await;
+    // A change to the table now called `a` (b's rows): both tables' memberships move at once.
+    write(&client, "UPDATE a SET user_id = 'ub2' WHERE id = 1").await;
+    let floor = write(&client, "UPDATE b SET user_id = 'ua2' WHERE id = 1").await;
+    wait_persisted(&client, floor, &mut sluice).await;
+    // A renamed schema renames its tables.
+    write(&client, "ALTER SCHEMA billing RENAME TO accounts").await;
+    let floor = write(
+        &client,
+        "UPDATE accounts.invoices SET user_id = 'ui2' WHERE id = 1",
+    )
+    .await;
+    wait_persisted(&client, floor, &mut sluice).await;
+
+    assert_eq!(
+        changelog(&client).await,
+        vec![
+            // Snapshot, by schema and table.
+            e("user:ui", "billing.invoices", "1", 1),
+            e("user:ua", "a", "1", 1),
+            e("user:ub", "b", "1", 1),
+            e("user:ua", "a", "1", 3),
+            e("user:ua", "b", "1", 1),
+            e("user:ub", "b", "1", 3),
+            e("user:ub", "a", "1", 1),
+            e("user:ub", "a", "1", 3),
+            e("user:ub2", "a", "1", 1),
+            e("user:ua", "b", "1", 3),
+            e("user:ua2", "b", "1", 1),
+            e("user:ui", "billing.invoices", "1", 3),
+            e("user:ui", "accounts.invoices", "1", 1),
+            e("user:ui", "accounts.invoices", "1", 3),
+            e("user:ui2", "accounts.invoices", "1", 1),
+        ]
+    );
+    assert_eq!(
+        edges(&client).await,
+        vec![
+            edge("a", "1", "user:ub2"),
+            edge("accounts.invoices", "1", "user:ui2"),
+            edge("b", "1", "user:ua2"),
+        ]
+    );
+    assert!(sluice.stop().success(), "{}", sluice.log_text());
+}
