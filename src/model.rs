@@ -129,18 +129,14 @@ pub struct TableSchema {
 
 /// The `table_name` of a table in the sidecar tables: see [`TableSchema::qualified_name`].
 pub fn qualified_name(schema: &str, name: &str) -> String {
-    if schema == "public" || schema.is_empty() {
-        name.to_owned()
-    } else {
-        format!("{schema}.{name}")
-    }
+    table_name(schema, name)
 }
 
 impl TableSchema {
-    /// `name` for the `public` schema, `schema.name` otherwise: the form
-    /// synchro's `table_name` column uses.
+    /// The table's `table_name` in the sidecar tables, and its name as the rules see it: see
+    /// [`table_name`].
     pub fn qualified_name(&self) -> String {
-        qualified_name(&self.schema, &self.name)
+        table_name(&self.schema, &self.name)
     }
 
     pub fn column_index(&self, name: &str) -> Option<usize> {
@@ -185,6 +181,75 @@ impl TableSchema {
             Some(KeyGap::IdentityLacks(missing))
         }
     }
+}
+
+/// `name` for the `public` schema, `schema.name` otherwise: the form synchro's `table_name`
+/// column uses. A part that contains `.` or `"` is written as PostgreSQL's `quote_ident` writes
+/// it (in double quotes, inner quotes doubled), so that two tables never share a name: schema
+/// `a.b` with table `c` is `"a.b".c`, schema `a` with table `b.c` is `a."b.c"`. Other names,
+/// upper case and spaces included, are written as they are: a part without `.` or `"` cannot be
+/// mistaken for two, and a quoted part is told apart by its leading quote.
+pub fn table_name(schema: &str, name: &str) -> String {
+    fn part(ident: &str) -> std::borrow::Cow<'_, str> {
+        if ident.contains(['.', '"']) {
+            format!("\"{}\"", ident.replace('"', "\"\"")).into()
+        } else {
+            ident.into()
+        }
+    }
+    if schema == "public" || schema.is_empty() {
+        part(name).into_owned()
+    } else {
+        format!("{}.{}", part(schema), part(name))
+    }
+}
+
+/// A relation whose `table_name` changes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableMove {
+    pub oid: u32,
+    pub from: String,
+    pub to: String,
+}
+
+/// What the sink must do about relation names at one point of the stream: move the memberships
+/// of renamed tables, and record the current name of each relation listed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RelationNames {
+    pub moves: Vec<TableMove>,
+    /// (relation OID, `table_name`) to record; every move's new name is among them.
+    pub names: Vec<(u32, String)>,
+}
+
+impl RelationNames {
+    pub fn is_empty(&self) -> bool {
+        self.moves.is_empty() && self.names.is_empty()
+    }
+}
+
+/// What to do so that every relation in `current` (OID, name as of now) is stored under its
+/// current name, given the `recorded` names: a move for each relation recorded under another
+/// name, and a record for each one new or moved.
+pub fn reconcile(
+    current: &[(u32, String)],
+    recorded: &rustc_hash::FxHashMap<u32, String>,
+) -> RelationNames {
+    let mut out = RelationNames::default();
+    for (oid, name) in current {
+        match recorded.get(oid) {
+            Some(old) if old == name => {}
+            Some(old) => {
+                out.moves.push(TableMove {
+                    oid: *oid,
+                    from: old.clone(),
+                    to: name.clone(),
+                });
+                out.names.push((*oid, name.clone()));
+            }
+            None => out.names.push((*oid, name.clone())),
+        }
+    }
+    out
 }
 
 /// Why a table's changes cannot all be tied to a primary key (see [`TableSchema::key_gap`]).
@@ -273,6 +338,42 @@ mod tests {
         assert_eq!(lsn.0, 0x16_B374_D848);
         assert_eq!(lsn.to_string(), "16/B374D848");
         assert!("nope".parse::<Lsn>().is_err());
+    }
+
+    #[test]
+    fn table_names_quote_only_the_parts_that_could_be_misread() {
+        assert_eq!(table_name("public", "items"), "items");
+        assert_eq!(table_name("billing", "Invoices 2"), "billing.Invoices 2");
+        assert_eq!(table_name("a.b", "c"), "\"a.b\".c");
+        assert_eq!(table_name("a", "b.c"), "a.\"b.c\"");
+        assert_eq!(table_name("public", "a.b"), "\"a.b\"");
+        assert_eq!(table_name("a", "b"), "a.b");
+        assert_eq!(table_name("q\"s", "t"), "\"q\"\"s\".t");
+        assert_eq!(table_name("public", "\"x\""), "\"\"\"x\"\"\"");
+    }
+
+    #[test]
+    fn only_renamed_relations_move_and_new_ones_are_recorded() {
+        let recorded: rustc_hash::FxHashMap<u32, String> =
+            [(1, "items".to_owned()), (2, "a".to_owned())]
+                .into_iter()
+                .collect();
+        let current = vec![
+            (1, "things".to_owned()),
+            (2, "a".to_owned()),
+            (3, "new".to_owned()),
+        ];
+        let r = reconcile(&current, &recorded);
+        assert_eq!(
+            r.moves,
+            vec![TableMove {
+                oid: 1,
+                from: "items".into(),
+                to: "things".into()
+            }]
+        );
+        assert_eq!(r.names, vec![(1, "things".into()), (3, "new".into())]);
+        assert!(reconcile(&[(2, "a".into())], &recorded).is_empty());
     }
 }
 

@@ -33,7 +33,10 @@ impl<'a> Change<'a> {
     }
 
     /// The table's name, schema-qualified where the schema is not `public`
-    /// (`items`, `billing.invoices`).
+    /// (`items`, `billing.invoices`): the sidecar tables' `table_name`. A
+    /// schema or table name containing `.` or `"` is double-quoted as
+    /// PostgreSQL's `quote_ident` does (schema `a.b`, table `c`: `"a.b".c`), so
+    /// two tables never share a name.
     ///
     /// ```
     /// # use sluice_guest_sdk::{testing::TestTable, Value};

@@ -107,7 +107,8 @@ pub use bindings::sluice::rules::types::Outcome;
 pub use bindings::sluice::rules::types::Column;
 
 /// A table touched by a batch: its name (schema-qualified where the schema
-/// is not `public`) and its columns in order.
+/// is not `public`; a part containing `.` or `"` double-quoted as
+/// `quote_ident` does) and its columns in order.
 ///
 /// ```
 /// use sluice_guest_sdk::{Column, Table};

@@ -23,6 +23,8 @@ use crate::sink::SinkItem;
 pub enum Pending {
     Change(Change),
     Truncate(Vec<Arc<TableSchema>>),
+    /// Renamed tables (their memberships move) and relations seen for the first time.
+    Relations(crate::model::RelationNames),
 }
 
 /// Pending work and the limits that decide when it is written.
@@ -241,6 +243,11 @@ impl Batcher {
                         self.evaluated += run.len() as u64;
                         errored += evaluate_into(&mut run, rules, t, &mut out, &mut noted).await?;
                     }
+                }
+                Pending::Relations(names) => {
+                    self.evaluated += run.len() as u64;
+                    errored += evaluate_into(&mut run, rules, t, &mut out, &mut noted).await?;
+                    out.push(SinkItem::Relations(names));
                 }
                 Pending::Truncate(tables) => {
                     self.evaluated += run.len() as u64;

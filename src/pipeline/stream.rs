@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use tokio_postgres::Client;
 use tracing::{debug, error, info, warn};
 
-use crate::model::Lsn;
+use crate::model::{Lsn, TableSchema};
 use crate::pipeline::batcher::{Batcher, Pending};
 use crate::pipeline::committer::Committer;
 use crate::pipeline::forget::{self, ForgetRequest};
@@ -61,6 +61,7 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
         rows: Some(&row_json),
         relations: relation_graph(&module, &tables)?,
     };
+    let names = follow_renames_at_start(&tables, &mut sink).await?;
     let mut repl = ReplicationConnection::connect(&ctx.source).await?;
     let start = decide_start(ctx, &source_sql, &mut sink, &mut repl, &module).await?;
     if let Some((exported, consistent)) = start.snapshot {
@@ -81,6 +82,7 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
     let parts = Parts {
         source: source_sql,
         tables,
+        names,
         sink,
         stream,
         module,
@@ -205,6 +207,8 @@ async fn start_stream(
 struct Parts<'a> {
     source: Client,
     tables: Vec<PublishedTable>,
+    /// The name each relation's memberships are stored under (`sluice_relations`).
+    names: rustc_hash::FxHashMap<u32, String>,
     sink: Sink,
     stream: ReplicationStream,
     module: Arc<RulesModule>,
@@ -271,6 +275,7 @@ impl<'a> Streaming<'a> {
         let Parts {
             source,
             tables,
+            names,
             mut sink,
             stream,
             module,
@@ -285,7 +290,7 @@ impl<'a> Streaming<'a> {
         Ok(Streaming {
             ctx,
             source,
-            keyed: KeyedRelations::seeded(&tables),
+            keyed: KeyedRelations::seeded(&tables, names),
             tables,
             committer: Committer::new(sink, stream.acker()),
             stream,
@@ -524,6 +529,9 @@ impl<'a> Streaming<'a> {
                     return Ok(());
                 }
                 self.keyed.key_change(&self.source, &mut change).await?;
+                if let Some(names) = self.keyed.take_names() {
+                    self.batcher.push(Pending::Relations(names));
+                }
                 self.batcher.push(Pending::Change(change));
                 if self.batcher.over_limits() {
                     self.batcher
@@ -537,12 +545,19 @@ impl<'a> Streaming<'a> {
                 }
             }
             SourceEvent::Truncate { tables, .. } => {
-                let tables: Vec<_> = tables
-                    .into_iter()
-                    .filter(|t| !is_sidecar(&t.schema, &t.name))
-                    .collect();
-                if !self.skipping && !tables.is_empty() {
-                    self.batcher.push(Pending::Truncate(tables));
+                if self.skipping {
+                    return Ok(());
+                }
+                let mut keyed_tables = Vec::with_capacity(tables.len());
+                for t in tables.iter().filter(|t| !is_sidecar(&t.schema, &t.name)) {
+                    // The current name: the one the table's memberships are stored under.
+                    keyed_tables.push(self.keyed.keyed(&self.source, t).await?);
+                }
+                if let Some(names) = self.keyed.take_names() {
+                    self.batcher.push(Pending::Relations(names));
+                }
+                if !keyed_tables.is_empty() {
+                    self.batcher.push(Pending::Truncate(keyed_tables));
                 }
             }
             SourceEvent::Commit {
@@ -558,7 +573,13 @@ impl<'a> Streaming<'a> {
                         // A table sluice does not know: it may have joined the publication.
                         self.joins.check_soon();
                     }
-                    self.keyed.relation(&self.source, table).await?;
+                    let shape = self.keyed.relation(&self.source, table).await?;
+                    follow_name_in(&mut self.tables, &shape);
+                    // A rename moves the memberships after the changes received before it,
+                    // in the same sink transaction as the changes that follow.
+                    if let Some(names) = self.keyed.take_names() {
+                        self.batcher.push(Pending::Relations(names));
+                    }
                 }
             }
             SourceEvent::Message { .. } => {}
@@ -686,6 +707,44 @@ impl<'a> Streaming<'a> {
             let _ = self.ctx.swap_tx.send(swap).await;
         }
     }
+}
+
+/// Gives the published table with `shape`'s OID `shape`'s current name, so that a re-bucketing
+/// pass started after a rename reads the table and stores its memberships under that name.
+fn follow_name_in(tables: &mut [PublishedTable], shape: &TableSchema) {
+    if let Some(t) = tables.iter_mut().find(|t| t.schema.oid == shape.oid)
+        && (t.schema.schema != shape.schema || t.schema.name != shape.name)
+    {
+        let mut renamed = (*t.schema).clone();
+        renamed.schema.clone_from(&shape.schema);
+        renamed.name.clone_from(&shape.name);
+        t.schema = Arc::new(renamed);
+    }
+}
+
+/// Moves the memberships of tables renamed while sluice was stopped (their relation OID is
+/// recorded under another name than the catalog's now) and records the names of tables seen for
+/// the first time, in one sink transaction. Returns the stored name of every relation.
+async fn follow_renames_at_start(
+    tables: &[PublishedTable],
+    sink: &mut Sink,
+) -> Result<rustc_hash::FxHashMap<u32, String>, PipelineError> {
+    let mut names = sink.relation_names().await?;
+    let current: Vec<(u32, String)> = tables
+        .iter()
+        .map(|t| (t.schema.oid, t.schema.qualified_name()))
+        .collect();
+    let found = crate::model::reconcile(&current, &names);
+    if found.is_empty() {
+        return Ok(names);
+    }
+    for m in &found.moves {
+        warn!(from = %m.from, to = %m.to, "table renamed while sluice was stopped: its memberships move to the new name (the changelog deletes each under the old name and inserts it under the new one)");
+    }
+    sink.write_relation_names(&found).await?;
+    sink.commit_without_lsn().await?;
+    names.extend(found.names);
+    Ok(names)
 }
 
 /// A freshly swapped-in version on probation: rolled back if it fails too often at first.

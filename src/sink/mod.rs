@@ -9,6 +9,7 @@ pub mod progress;
 pub mod record;
 pub mod record_id;
 pub mod relation_graph;
+pub mod relations;
 pub mod schema;
 pub mod writer;
 

@@ -59,4 +59,6 @@ pub enum SinkItem {
         table_name: String,
     },
     Failure(RuleFailure),
+    /// Relations renamed (their memberships move to the new name) or seen for the first time.
+    Relations(crate::model::RelationNames),
 }

@@ -229,6 +229,20 @@ pub const TABLES: &[TableSpec] = &[
             legacy_name: "",
         }],
     },
+    TableSpec {
+        name: "sluice_relations",
+        // The table_name each source relation's edges are stored under (sink::relations).
+        create: "CREATE TABLE sluice_relations (
+    slot_name    TEXT NOT NULL,
+    relation_oid BIGINT NOT NULL,
+    table_name   TEXT NOT NULL,
+    updated_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (slot_name, relation_oid)
+)",
+        required: &["slot_name", "relation_oid", "table_name", "updated_at"],
+        extra: &[],
+        indexes: &[],
+    },
 ];
 
 /// Names of the tables sluice writes. Changes to them are never fed back into the rules, even
@@ -243,6 +257,7 @@ pub const SIDECAR_TABLES: &[&str] = &[
     "sluice_rule_versions",
     "sluice_row_state",
     "sluice_row_links",
+    "sluice_relations",
 ];
 
 /// The DDL of every sidecar table and index as a fresh database gets it (`IF NOT EXISTS`

@@ -116,15 +116,26 @@ impl Sink {
     ) -> Result<WriteStats, SinkError> {
         self.begin().await?;
         let mut stats = WriteStats::default();
-        // TRUNCATE splits the chunk: what came before it must be written before its rows vanish.
+        // TRUNCATE and renames split the chunk: what came before them must be written before
+        // the rows vanish or move.
         let mut start = 0;
         for (i, item) in items.iter().enumerate() {
-            if let SinkItem::Truncate { table_name } = item {
-                stats += self
-                    .write_segment(&items[start..i], emit_changelog, false)
-                    .await?;
-                stats += self.truncate_related(table_name, emit_changelog).await?;
-                start = i + 1;
+            match item {
+                SinkItem::Truncate { table_name } => {
+                    stats += self
+                        .write_segment(&items[start..i], emit_changelog, false)
+                        .await?;
+                    stats += self.truncate_related(table_name, emit_changelog).await?;
+                    start = i + 1;
+                }
+                SinkItem::Relations(names) => {
+                    stats += self
+                        .write_segment(&items[start..i], emit_changelog, false)
+                        .await?;
+                    stats += self.write_relation_names(names).await?;
+                    start = i + 1;
+                }
+                _ => {}
             }
         }
         stats += self

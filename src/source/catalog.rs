@@ -6,14 +6,23 @@
 use std::sync::Arc;
 
 use tokio_postgres::Client;
+use tracing::warn;
 
 use crate::model::{Column, KeyGap, ReplicaIdentity, TableSchema};
 
 /// A published table as the catalog describes it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PublishedTable {
-    /// Its shape; `schema.primary_key` is the primary key in key order.
+    /// Its shape as the stream carries it: only the columns the publication streams (a column
+    /// list, and generated columns, leave some out), so that the snapshot shows the rules what
+    /// the stream does. `schema.primary_key` is the primary key in key order.
     pub schema: Arc<TableSchema>,
+    /// The publication's row filter for the table (PostgreSQL 15+), as SQL over its columns:
+    /// the snapshot reads only the rows it publishes.
+    pub row_filter: Option<String>,
+    /// Columns the stream does not carry, in column order (a column list leaves them out, or
+    /// they are generated and not streamed).
+    pub unstreamed: Vec<String>,
 }
 
 /// Why the catalog cannot be used.
@@ -127,15 +136,16 @@ pub async fn published_tables(
     // Which columns the stream carries: those of the column list (`attnames`, 15+), and of
     // those, before 18, not the generated ones (15 to 17 list them in `attnames` but never
     // stream them; 18 lists them only where the publication streams them).
-    let published_columns = if version >= 150000 {
-        "pt.attnames::text[]"
+    // The row filter (15+) is deparsed SQL over the table's unqualified column names.
+    let (published_columns, row_filter) = if version >= 150000 {
+        ("pt.attnames::text[]", "pt.rowfilter")
     } else {
-        "NULL::text[]"
+        ("NULL::text[]", "NULL::text")
     };
     let rows = client
         .query(
             &format!(
-                "SELECT c.oid, n.nspname::text, c.relname::text, c.relreplident::text, {published_columns} \
+                "SELECT c.oid, n.nspname::text, c.relname::text, c.relreplident::text, {published_columns}, {row_filter} \
                  FROM pg_publication_tables pt \
                  JOIN pg_namespace n ON n.nspname = pt.schemaname \
                  JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename \
@@ -152,6 +162,7 @@ pub async fn published_tables(
         let name: String = row.get(2);
         let ident: String = row.get(3);
         let published: Option<Vec<String>> = row.get(4);
+        let row_filter: Option<String> = row.get(5);
         let mut shape = TableSchema {
             oid,
             schema,
@@ -180,7 +191,7 @@ pub async fn published_tables(
                         EXISTS (SELECT 1 FROM pg_index i \
                                 WHERE i.indrelid = a.attrelid AND i.indisreplident \
                                   AND a.attnum = ANY (i.indkey)) AS in_identity_index, \
-                        a.attgenerated <> '' AS generated \
+                        a.attgenerated::text AS generated \
                  FROM pg_attribute a \
                  WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped \
                  ORDER BY a.attnum",
@@ -191,17 +202,30 @@ pub async fn published_tables(
         let mut key_positions = Vec::new();
         let mut identity_index = Vec::new();
         let mut unpublished = Vec::new();
-        for (i, c) in columns.iter().enumerate() {
+        let mut unstreamed = Vec::new();
+        for c in &columns {
             let name: String = c.get(0);
             let key_pos: i32 = c.get(3);
+            let generated: String = c.get(5);
+            // 15 to 17 list generated columns in `attnames` but never stream them; 18 streams
+            // stored ones it lists; virtual ones (18) are never streamed.
+            let streamed = published.as_ref().is_none_or(|names| names.contains(&name))
+                && match generated.as_str() {
+                    "" => true,
+                    "s" => version >= 180000,
+                    _ => false,
+                };
+            if key_pos > 0 && !streamed {
+                unpublished.push((name.clone(), !generated.is_empty()));
+            }
+            if !streamed {
+                unstreamed.push(name);
+                continue;
+            }
+            // Indexes into the streamed columns, which is what the shape holds.
+            let i = shape.columns.len();
             if key_pos > 0 {
                 key_positions.push((key_pos, i));
-                let generated: bool = c.get(5);
-                let streamed = published.as_ref().is_none_or(|names| names.contains(&name))
-                    && (!generated || version >= 180000);
-                if !streamed {
-                    unpublished.push((name.clone(), generated));
-                }
             }
             if c.get::<_, bool>(4) {
                 identity_index.push(i);
@@ -226,46 +250,8 @@ pub async fn published_tables(
             ReplicaIdentity::Nothing => Vec::new(),
         };
         let sql_table = sql_name(&shape.schema, &shape.name);
-        match shape.key_gap() {
-            None => {}
-            Some(KeyGap::NoPrimaryKey) => {
-                let ri = if shape.replica_identity == ReplicaIdentity::Full {
-                    " (REPLICA IDENTITY FULL is not enough)"
-                } else {
-                    ""
-                };
-                return Err(CatalogError::NoPrimaryKey {
-                    table: qualified,
-                    sql: sql_table,
-                    ri,
-                });
-            }
-            Some(KeyGap::IdentityNothing) => {
-                return Err(CatalogError::ReplicaIdentityNothing {
-                    table: qualified,
-                    sql: sql_table,
-                });
-            }
-            Some(KeyGap::IdentityLacks(missing)) => {
-                let index: Option<String> = client
-                    .query_opt(
-                        "SELECT c.relname::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
-                         WHERE i.indrelid = $1 AND i.indisreplident",
-                        &[&oid],
-                    )
-                    .await
-                    .map_err(sql("reading the replica identity index"))?
-                    .map(|r| r.get(0));
-                return Err(CatalogError::IdentityLacksKey {
-                    table: qualified,
-                    sql: sql_table,
-                    // A dropped identity index leaves the table behaving as NOTHING.
-                    index: index.unwrap_or_else(|| "(dropped)".to_owned()),
-                    plural: if missing.len() == 1 { "" } else { "s" },
-                    columns: missing.join(", "),
-                });
-            }
-        }
+        // A key column the stream leaves out is refused as such, before the shape (which
+        // holds only streamed columns) is checked for a key.
         let generated: Vec<&str> = unpublished
             .iter()
             .filter(|(_, g)| *g)
@@ -306,8 +292,57 @@ pub async fn published_tables(
                 columns: unpublished.join(", "),
             });
         }
+        match shape.key_gap() {
+            None => {}
+            Some(KeyGap::NoPrimaryKey) => {
+                let ri = if shape.replica_identity == ReplicaIdentity::Full {
+                    " (REPLICA IDENTITY FULL is not enough)"
+                } else {
+                    ""
+                };
+                return Err(CatalogError::NoPrimaryKey {
+                    table: qualified,
+                    sql: sql_table,
+                    ri,
+                });
+            }
+            Some(KeyGap::IdentityNothing) => {
+                return Err(CatalogError::ReplicaIdentityNothing {
+                    table: qualified,
+                    sql: sql_table,
+                });
+            }
+            Some(KeyGap::IdentityLacks(missing)) => {
+                let index: Option<String> = client
+                    .query_opt(
+                        "SELECT c.relname::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+                         WHERE i.indrelid = $1 AND i.indisreplident",
+                        &[&oid],
+                    )
+                    .await
+                    .map_err(sql("reading the replica identity index"))?
+                    .map(|r| r.get(0));
+                return Err(CatalogError::IdentityLacksKey {
+                    table: qualified,
+                    sql: sql_table,
+                    // A dropped identity index leaves the table behaving as NOTHING.
+                    index: index.unwrap_or_else(|| "(dropped)".to_owned()),
+                    plural: if missing.len() == 1 { "" } else { "s" },
+                    columns: missing.join(", "),
+                });
+            }
+        }
+        if !unstreamed.is_empty() {
+            warn!(
+                table = %qualified,
+                columns = unstreamed.join(", "),
+                "the stream does not carry these columns (the publication's column list leaves them out, or they are generated and not streamed): the rules see the table without them, in the snapshot as in the stream"
+            );
+        }
         tables.push(PublishedTable {
             schema: Arc::new(shape),
+            row_filter,
+            unstreamed,
         });
     }
     if tables.is_empty() {
@@ -316,22 +351,63 @@ pub async fn published_tables(
     Ok(tables)
 }
 
-/// The primary key of the table with `oid` as the catalog says now: its column names in key
-/// order, empty if it has none (or no longer exists). The stream asks this for every Relation
-/// message, so that a key changed by `ALTER TABLE` is followed.
-pub async fn primary_key_names(client: &Client, oid: u32) -> Result<Vec<String>, CatalogError> {
-    let rows = client
-        .query(
-            "SELECT a.attname::text \
-             FROM pg_index i, unnest(i.indkey) WITH ORDINALITY AS k(attnum, n), pg_attribute a \
-             WHERE i.indrelid = $1 AND i.indisprimary \
-               AND a.attrelid = i.indrelid AND a.attnum = k.attnum \
-             ORDER BY k.n",
+/// A relation as the catalog names and keys it now.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RelationNow {
+    /// (schema, table), or `None` when the relation no longer exists.
+    pub name: Option<(String, String)>,
+    /// Primary key column names in key order; empty without a key.
+    pub primary_key: Vec<String>,
+}
+
+/// The current name and primary key of the table with `oid`. The stream asks this for every
+/// Relation message, so that a key changed by `ALTER TABLE` is followed and a renamed table
+/// keeps one name (its current one) for all its changes.
+pub async fn relation_now(client: &Client, oid: u32) -> Result<RelationNow, CatalogError> {
+    let row = client
+        .query_opt(
+            "SELECT n.nspname::text, c.relname::text, \
+                    ARRAY(SELECT a.attname::text \
+                          FROM pg_index i, unnest(i.indkey) WITH ORDINALITY AS k(attnum, n), pg_attribute a \
+                          WHERE i.indrelid = c.oid AND i.indisprimary \
+                            AND a.attrelid = i.indrelid AND a.attnum = k.attnum \
+                          ORDER BY k.n) \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1",
             &[&oid],
         )
         .await
-        .map_err(sql("reading the primary key of a streamed table"))?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+        .map_err(sql("reading the name and primary key of a streamed table"))?;
+    Ok(match row {
+        None => RelationNow::default(),
+        Some(r) => RelationNow {
+            name: Some((r.get(0), r.get(1))),
+            primary_key: r.get(2),
+        },
+    })
+}
+
+/// The current `table_name` (see [`crate::model::table_name`]) of each relation in `oids` that
+/// still exists.
+pub async fn table_names_now(
+    client: &Client,
+    oids: &[u32],
+) -> Result<Vec<(u32, String)>, CatalogError> {
+    let rows = client
+        .query(
+            "SELECT c.oid, n.nspname::text, c.relname::text \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.oid = ANY($1::oid[])",
+            &[&oids],
+        )
+        .await
+        .map_err(sql("reading the current names of streamed tables"))?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let (schema, name): (String, String) = (r.get(1), r.get(2));
+            (r.get(0), crate::model::table_name(&schema, &name))
+        })
+        .collect())
 }
 
 /// The tables the publication publishes now, as (OID, qualified name), without describing them:

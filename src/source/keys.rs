@@ -7,6 +7,11 @@
 //! that follow carry a shape with that key. The decoder stays free of I/O: this runs where the
 //! catalog connection lives, between the source and the rules.
 //!
+//! The table's name is also the catalog's current one, not the Relation message's (which is the
+//! name as of its WAL position): a table keeps one `table_name` for all its changes, and a
+//! renamed one's stored memberships move to its new name (see [`crate::sink::relations`]) at
+//! the first Relation message that shows the rename, in stream order.
+//!
 //! The catalog is read when the Relation message is received, not as of its WAL position. While
 //! the stream is behind DDL that changed the key, the changes still in the stream are identified
 //! by the current key: a change whose tuple does not carry a current key column (a delete's
@@ -19,18 +24,23 @@ use rustc_hash::FxHashMap;
 use tokio_postgres::Client;
 use tracing::{debug, warn};
 
-use crate::model::{Change, KeyGap, TableSchema};
+use crate::model::{Change, KeyGap, RelationNames, TableMove, TableSchema, reconcile};
 
-use super::catalog::{CatalogError, primary_key_names, sql_name};
+use super::catalog::{CatalogError, RelationNow, relation_now, sql_name, table_names_now};
 
 /// Stream shapes with their primary key filled in, by relation OID.
 #[derive(Default)]
 pub struct KeyedRelations {
     /// The shape as decoded (compared by `Arc` identity) and the same shape with its key.
     by_oid: FxHashMap<u32, (Arc<TableSchema>, Arc<TableSchema>)>,
-    /// Primary key column names read at the session's start, by relation OID, each used for
+    /// Names and primary keys read at the session's start, by relation OID, each used for
     /// that table's first Relation message only.
-    seeds: FxHashMap<u32, Vec<String>>,
+    seeds: FxHashMap<u32, RelationNow>,
+    /// The `table_name` each relation's memberships are stored under (or will be, once the
+    /// pending renames are written).
+    names: FxHashMap<u32, String>,
+    /// Renames and new relations seen since last taken, for the sink.
+    pending: RelationNames,
 }
 
 impl KeyedRelations {
@@ -38,27 +48,41 @@ impl KeyedRelations {
         Self::default()
     }
 
-    /// Starts from the keys the session's preflight read from the catalog: the first Relation
-    /// message of each table (every table gets one when the stream starts) then needs no
-    /// catalog round trip, so the stream starts without one query per table and does not wait
-    /// on the catalog connection. A later Relation message (after DDL) reads the catalog.
-    pub fn seeded(tables: &[super::catalog::PublishedTable]) -> Self {
+    /// Starts from the names and keys the session's preflight read from the catalog: the first
+    /// Relation message of each table (every table gets one when the stream starts) then needs
+    /// no catalog round trip, so the stream starts without one query per table and does not
+    /// wait on the catalog connection. A later Relation message (after DDL) reads the catalog.
+    /// `names` are the `table_name`s the sink stores each relation under.
+    pub fn seeded(
+        tables: &[super::catalog::PublishedTable],
+        names: FxHashMap<u32, String>,
+    ) -> Self {
         let seeds = tables
             .iter()
             .map(|t| {
                 let s = &t.schema;
-                let names = s
+                let primary_key = s
                     .primary_key
                     .iter()
                     .map(|&i| s.columns[i].name.clone())
                     .collect();
-                (s.oid, names)
+                let name = Some((s.schema.clone(), s.name.clone()));
+                (s.oid, RelationNow { name, primary_key })
             })
             .collect();
         KeyedRelations {
             by_oid: FxHashMap::default(),
             seeds,
+            names,
+            pending: RelationNames::default(),
         }
+    }
+
+    /// Renames and new relations seen since the last call: what the sink must write before the
+    /// changes that follow.
+    pub fn take_names(&mut self) -> Option<RelationNames> {
+        let names = std::mem::take(&mut self.pending);
+        (!names.is_empty()).then_some(names)
     }
 
     /// Reads the primary key of a table the stream just described, and returns its shape with
@@ -69,11 +93,26 @@ impl KeyedRelations {
         client: &Client,
         decoded: Arc<TableSchema>,
     ) -> Result<Arc<TableSchema>, CatalogError> {
-        let names = match self.seeds.remove(&decoded.oid) {
-            Some(names) => names,
-            None => primary_key_names(client, decoded.oid).await?,
+        // A seed whose name is not the message's is stale (the table was renamed since, or
+        // the stream is still behind a rename): the catalog says what holds now.
+        let seed = self.seeds.remove(&decoded.oid).filter(|seed| {
+            seed.name
+                .as_ref()
+                .is_some_and(|(schema, name)| *schema == decoded.schema && *name == decoded.name)
+        });
+        let now = match seed {
+            Some(now) => now,
+            None => relation_now(client, decoded.oid).await?,
         };
-        let (shape, unstreamed) = keyed_shape(&decoded, &names);
+        let names = now.primary_key;
+        let mut decoded_now = (*decoded).clone();
+        // A dropped table keeps the name the stream gives it.
+        if let Some((schema, name)) = now.name {
+            decoded_now.schema = schema;
+            decoded_now.name = name;
+        }
+        self.follow_name(client, &decoded_now).await?;
+        let (shape, unstreamed) = keyed_shape(&decoded_now, &names);
         let table = shape.qualified_name();
         let sql = sql_name(&shape.schema, &shape.name);
         if !unstreamed.is_empty() {
@@ -122,6 +161,47 @@ impl KeyedRelations {
         self.by_oid
             .insert(decoded.oid, (decoded, Arc::clone(&shape)));
         Ok(shape)
+    }
+
+    /// Notes the relation's current name: recorded if new; if the memberships are stored under
+    /// another name, every recorded relation's current name is read (a rename can swap names
+    /// between tables, and all of them must move at once) and the moves are queued.
+    async fn follow_name(
+        &mut self,
+        client: &Client,
+        shape: &TableSchema,
+    ) -> Result<(), CatalogError> {
+        let name = shape.qualified_name();
+        match self.names.get(&shape.oid) {
+            Some(stored) if *stored == name => return Ok(()),
+            None => {
+                self.record(vec![(shape.oid, name)], Vec::new());
+                return Ok(());
+            }
+            Some(_) => {}
+        }
+        let oids: Vec<u32> = self.names.keys().copied().collect();
+        let mut current = table_names_now(client, &oids).await?;
+        current.retain(|(oid, _)| *oid != shape.oid);
+        current.push((shape.oid, name));
+        let found = reconcile(&current, &self.names);
+        for m in &found.moves {
+            warn!(
+                from = %m.from,
+                to = %m.to,
+                "table renamed: its memberships move to the new name (the changelog deletes each under the old name and inserts it under the new one)"
+            );
+        }
+        self.record(found.names, found.moves);
+        Ok(())
+    }
+
+    fn record(&mut self, names: Vec<(u32, String)>, moves: Vec<TableMove>) {
+        for (oid, name) in &names {
+            self.names.insert(*oid, name.clone());
+        }
+        self.pending.names.extend(names);
+        self.pending.moves.extend(moves);
     }
 
     /// The keyed shape for a decoded one, reading the catalog if it has not been seen (the

@@ -1,6 +1,9 @@
 //! The initial snapshot: every published row, read in primary-key keyset chunks inside one
 //! `REPEATABLE READ` transaction that imports the slot's exported snapshot.
 //!
+//! It reads what the publication publishes, no more: the rows its row filter passes, and the
+//! columns the stream carries (see [`PublishedTable`]).
+//!
 //! Importing the exported snapshot is what makes the hand-off gapless: the snapshot shows exactly
 //! the transactions committed before the slot's consistent point, and the stream starts at that
 //! point, so every change is seen once, either here or in the stream.
@@ -149,15 +152,21 @@ impl TableReader {
             self.select_list,
             self.table.sql_name()
         );
+        let mut conditions = Vec::with_capacity(2);
+        // The publication's row filter: a row it does not publish is never synced, and the
+        // stream (which applies the filter) would never send its delete.
+        if let Some(filter) = &self.table.row_filter {
+            conditions.push(format!("({filter})"));
+        }
         if let Some(last) = &self.last_key {
             // Untyped literals take the key columns' types, so the comparison uses the same btree
             // order as ORDER BY.
             let lits: Vec<String> = last.iter().map(|v| quote_literal(v)).collect();
-            sql.push_str(&format!(
-                " WHERE {} > ({})",
-                self.key_tuple,
-                lits.join(", ")
-            ));
+            conditions.push(format!("{} > ({})", self.key_tuple, lits.join(", ")));
+        }
+        if !conditions.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&conditions.join(" AND "));
         }
         sql.push_str(&format!(
             " ORDER BY {} LIMIT {}",

@@ -748,30 +748,35 @@ async fn run_transactions(db: TestDb, transactions: Vec<String>, seed: u64, ctx:
 // ---------------------------------------------------------------------------------------------
 
 /// (table_name, record id as `"id"::text`)
-type Key = (String, String);
+pub(crate) type Key = (String, String);
 
 /// A client of the sync server, with the rows it holds.
-struct SyncClient {
+pub(crate) struct SyncClient {
     buckets: Vec<String>,
     /// The last seq it has applied.
     checkpoint: i64,
     /// Its local rows: the `row_to_json` text the server hydrated.
-    store: BTreeMap<Key, String>,
+    pub(crate) store: BTreeMap<Key, String>,
     pages: u64,
     /// Records the server could not hydrate (deleted since the entry was written).
     skipped: u64,
 }
 
 impl SyncClient {
-    /// One client per bucket, then one per user of [`TWO_BUCKET_USERS`] over both its buckets.
-    fn all() -> Vec<SyncClient> {
-        let new = |buckets: Vec<String>| SyncClient {
+    /// A client subscribed to `buckets` that has never pulled.
+    pub(crate) fn new(buckets: Vec<String>) -> SyncClient {
+        SyncClient {
             buckets,
             checkpoint: 0,
             store: BTreeMap::new(),
             pages: 0,
             skipped: 0,
-        };
+        }
+    }
+
+    /// One client per bucket, then one per user of [`TWO_BUCKET_USERS`] over both its buckets.
+    fn all() -> Vec<SyncClient> {
+        let new = SyncClient::new;
         let mut clients = vec![new(vec!["global".to_owned()])];
         clients.extend(USERS.iter().map(|u| new(vec![format!("user:{u}")])));
         clients.extend(
@@ -787,7 +792,7 @@ impl SyncClient {
     }
 
     /// Pulls pages until one comes back empty.
-    async fn catch_up(&mut self, db: &tokio_postgres::Client) {
+    pub(crate) async fn catch_up(&mut self, db: &tokio_postgres::Client) {
         while self.pull(db, 1000).await {}
     }
 
@@ -852,15 +857,28 @@ impl SyncClient {
 
 /// The current rows of `ids`, as (`"id"::text`, `row_to_json` text). Like synchro's server: by
 /// primary key, the record ids parsed as the key's type; rows that no longer exist are absent.
-async fn hydrate(
+/// `db`'s session settings are the server's (`"id"::text` follows them). Tables other than the
+/// workload's are looked up in the catalog.
+pub(crate) async fn hydrate(
     db: &tokio_postgres::Client,
     table: &str,
     ids: &[String],
 ) -> Vec<(String, String)> {
-    let (_, key_type) = TABLES
-        .iter()
-        .find(|(t, _)| *t == table)
-        .unwrap_or_else(|| panic!("the changelog names {table:?}, which the server does not sync"));
+    let key_type = match TABLES.iter().find(|(t, _)| *t == table) {
+        Some((_, key_type)) => (*key_type).to_owned(),
+        None => db
+            .query_opt(
+                "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a \
+                 WHERE a.attrelid = to_regclass($1) AND a.attname = 'id'",
+                &[&table],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("looking up {table}.id: {e}"))
+            .unwrap_or_else(|| {
+                panic!("the changelog names {table:?}, which the server does not sync")
+            })
+            .get(0),
+    };
     let sql = format!(
         "SELECT t.id::text, row_to_json(t)::text FROM {table} t WHERE t.id = ANY($1::text[]::{key_type}[])"
     );

@@ -271,3 +271,25 @@ pub fn assert_same_edges(
         expected.len()
     );
 }
+
+/// A free local address for `admin_addr`.
+pub fn free_admin_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+/// Runs a re-bucketing pass of every table through the admin endpoint, and waits for it.
+pub fn rebucket_all(admin: &str) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(120)))
+        .build()
+        .into();
+    let status = agent
+        .post(&format!("http://{admin}/rebucket"))
+        .send_json(serde_json::json!({}))
+        .unwrap()
+        .status()
+        .as_u16();
+    assert_eq!(status, 200, "POST /rebucket");
+}

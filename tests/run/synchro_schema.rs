@@ -485,6 +485,7 @@ async fn sluices_old_duplicates_of_synchros_indexes_are_dropped() {
             "CREATE TABLE sluice_row_state",
             "CREATE TABLE sluice_row_links",
             "CREATE INDEX sluice_row_links_parent ON public.sluice_row_links",
+            "CREATE TABLE sluice_relations",
         ]
     );
     assert_synchros_indexes(&client).await;
@@ -607,7 +608,7 @@ async fn a_role_that_does_not_own_synchros_tables_is_told_what_to_run() {
     // are used where they are, sluice's own are created in its schema.
     client.batch_execute(alter).await.unwrap();
     let changes = as_role().await.ensure_schema().await.unwrap();
-    assert_eq!(changes.statements.len(), 6, "{changes:?}");
+    assert_eq!(changes.statements.len(), 7, "{changes:?}");
     let tables: Vec<(String, String)> = client
         .query(
             "SELECT schemaname::text, tablename::text FROM pg_tables \
@@ -631,6 +632,7 @@ async fn a_role_that_does_not_own_synchros_tables_is_told_what_to_run() {
             t("public", "sync_schema_manifest"),
             t("public", "sync_wal_position"),
             t("sluice", "sluice_rebucket_progress"),
+            t("sluice", "sluice_relations"),
             t("sluice", "sluice_row_links"),
             t("sluice", "sluice_row_state"),
             t("sluice", "sluice_rule_versions"),

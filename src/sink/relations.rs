@@ -1,0 +1,104 @@
+//! One table, one `table_name`, across renames: which name each source relation (by OID) is
+//! stored under, and moving a table's memberships when that name changes.
+//!
+//! `sluice_relations` records, per slot, the `table_name` under which each published relation's
+//! edges are stored. When a relation shows up under another name (`ALTER TABLE ... RENAME`,
+//! `ALTER TABLE ... SET SCHEMA`, or a schema rename), every edge stored under the old name moves
+//! to the new one in one statement, and the changelog says so: a delete under the old name and
+//! an insert under the new one for each membership, so that clients drop the old record and
+//! fetch the new. The move rides in the sink transaction of the changes around it, in stream
+//! order.
+
+use rustc_hash::FxHashMap;
+
+use crate::model::RelationNames;
+use crate::sink::{Sink, SinkError, WriteStats};
+
+/// Moves each table's edges (from every move's old name to its new one, all at once, so that
+/// names swapped between two tables do not mix their rows), and logs a delete under the old
+/// name and an insert under the new one for each membership, grouped by record. (Data-modifying
+/// `WITH` parts run to completion whether or not the main statement reads them.)
+const MOVE_EDGES: &str = "WITH m AS (SELECT * FROM unnest($1::text[], $2::text[]) AS m(old_name, new_name)), \
+     moved AS (DELETE FROM sync_bucket_edges e USING m WHERE e.table_name = m.old_name \
+               RETURNING m.old_name, m.new_name, e.record_id, e.bucket_id, e.checksum), \
+     placed AS (INSERT INTO sync_bucket_edges (table_name, record_id, bucket_id, checksum, updated_at) \
+                SELECT new_name, record_id, bucket_id, checksum, now() FROM moved \
+                ON CONFLICT (table_name, record_id, bucket_id) \
+                DO UPDATE SET checksum = EXCLUDED.checksum, updated_at = EXCLUDED.updated_at) \
+     INSERT INTO sync_changelog (bucket_id, table_name, record_id, operation) \
+     SELECT bucket_id, table_name, record_id, operation FROM ( \
+         SELECT old_name AS old_name, bucket_id, old_name AS table_name, record_id, 3::int2 AS operation FROM moved \
+         UNION ALL \
+         SELECT old_name, bucket_id, new_name, record_id, 1::int2 FROM moved) AS c \
+     ORDER BY old_name, record_id, bucket_id, operation DESC";
+
+impl Sink {
+    /// The recorded `table_name` of every relation of this slot, by OID.
+    pub async fn relation_names(&self) -> Result<FxHashMap<u32, String>, SinkError> {
+        let rows = self
+            .client()
+            .query(
+                "SELECT relation_oid, table_name FROM sluice_relations WHERE slot_name = $1",
+                &[&self.slot()],
+            )
+            .await
+            .map_err(|e| SinkError::sql("reading sluice_relations", e))?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get::<_, i64>(0) as u32, r.get(1)))
+            .collect())
+    }
+
+    /// Applies `names` inside the open sink transaction: moves the renamed tables' edges (see
+    /// the module docs), then records the names. A relation recorded under a name that another
+    /// one now takes (a dropped table whose name was reused) loses its record.
+    pub async fn write_relation_names(
+        &mut self,
+        names: &RelationNames,
+    ) -> Result<WriteStats, SinkError> {
+        self.begin().await?;
+        let mut stats = WriteStats::default();
+        if !names.moves.is_empty() {
+            let from: Vec<&str> = names.moves.iter().map(|m| m.from.as_str()).collect();
+            let to: Vec<&str> = names.moves.iter().map(|m| m.to.as_str()).collect();
+            stats.changelog_rows = self
+                .client()
+                .execute(MOVE_EDGES, &[&from, &to])
+                .await
+                .map_err(|e| {
+                    SinkError::sql(
+                        format!(
+                            "moving the memberships of renamed tables ({})",
+                            names
+                                .moves
+                                .iter()
+                                .map(|m| format!("{} to {}", m.from, m.to))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                        e,
+                    )
+                })?;
+            // Each moved edge logs exactly one delete and one insert.
+            stats.edges_upserted = stats.changelog_rows / 2;
+        }
+        if !names.names.is_empty() {
+            let oids: Vec<i64> = names.names.iter().map(|(o, _)| i64::from(*o)).collect();
+            let tables: Vec<&str> = names.names.iter().map(|(_, t)| t.as_str()).collect();
+            self.client()
+                .execute(
+                    "WITH n AS (SELECT * FROM unnest($2::int8[], $3::text[]) AS n(oid, name)), \
+                     gone AS (DELETE FROM sluice_relations r USING n \
+                              WHERE r.slot_name = $1 AND r.table_name = n.name AND r.relation_oid <> n.oid) \
+                     INSERT INTO sluice_relations (slot_name, relation_oid, table_name, updated_at) \
+                     SELECT $1, oid, name, now() FROM n \
+                     ON CONFLICT (slot_name, relation_oid) \
+                     DO UPDATE SET table_name = EXCLUDED.table_name, updated_at = EXCLUDED.updated_at",
+                    &[&self.slot(), &oids, &tables],
+                )
+                .await
+                .map_err(|e| SinkError::sql("recording relation names in sluice_relations", e))?;
+        }
+        Ok(stats)
+    }
+}
