@@ -22,8 +22,8 @@ use crate::pipeline::{Context, PipelineError, metrics, open_sink, preflight};
 use crate::sink::schema::SIDECAR_TABLES;
 use crate::source::row_json::RowJson;
 use crate::source::{
-    KeyedRelations, ReplicationConnection, SnapshotAction, SourceError, SourceEvent, StartOptions,
-    lookup_slot,
+    KeyedRelations, ReplicationConnection, ReplicationStream, SnapshotAction, SourceError,
+    SourceEvent, StartOptions, lookup_slot,
 };
 
 /// Runs one session. `Ok(())` means a clean shutdown.
@@ -275,7 +275,7 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
                     skipping = false;
                     continue;
                 }
-                batcher.commit_tx(end_lsn, commit_time_us);
+                let wrote = batcher.commit_tx(end_lsn, commit_time_us);
                 if let Some(swap) = pending_swap.take() {
                     apply_swap(
                         ctx,
@@ -289,6 +289,10 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
                         &mut rollback_watch,
                     )
                     .await?;
+                } else if !wrote {
+                    // Nothing to store: like a keepalive, let the server release WAL up to it
+                    // once everything before it is persisted.
+                    confirm_if_idle(&stream, &batcher, &committer, end_lsn, server_end);
                 } else if batcher.over_limits() || !committer.busy() {
                     // An idle sink takes the transaction at once (latency); a busy one gets
                     // what accumulated when it finishes, unless the batch is full.
@@ -300,15 +304,9 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
             }
             SourceEvent::Keepalive { wal_end } => {
                 server_end = server_end.max(wal_end);
-                // Everything received is persisted: let the server release WAL up to its end, so
-                // an idle publication does not pin WAL.
-                if batcher.is_idle()
-                    && !committer.busy()
-                    && !skipping
-                    && wal_end > stream.confirmed()
-                {
-                    stream.confirm(wal_end);
-                    metrics::record_confirmed(wal_end, server_end, None);
+                // An idle publication must not pin WAL.
+                if !skipping {
+                    confirm_if_idle(&stream, &batcher, &committer, wal_end, server_end);
                 }
             }
             SourceEvent::Relation(table) => {
@@ -418,6 +416,21 @@ async fn check_rollback(ctx: &Context, watch: &mut Option<RollbackWatch>, batche
             reply: None,
         };
         let _ = ctx.swap_tx.send(swap).await;
+    }
+}
+
+/// Lets the server release WAL up to `lsn` when everything received is persisted: for LSNs that
+/// carry nothing to store (keepalives, transactions without published changes).
+fn confirm_if_idle(
+    stream: &ReplicationStream,
+    batcher: &Batcher,
+    committer: &Committer,
+    lsn: Lsn,
+    server_end: Lsn,
+) {
+    if batcher.is_idle() && !committer.busy() && lsn > stream.confirmed() {
+        stream.confirm(lsn);
+        metrics::record_confirmed(lsn, server_end, None);
     }
 }
 
