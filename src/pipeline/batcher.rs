@@ -116,13 +116,24 @@ impl Batcher {
         self.rows >= self.max_rows || self.bytes >= self.max_bytes
     }
 
-    pub fn commit_tx(&mut self, end_lsn: Lsn, commit_time_us: i64) {
-        self.xids.extend(self.open_xid.take());
+    /// Ends the open source transaction. Returns false, and schedules no sink commit, when it
+    /// brought nothing to write: PostgreSQL 14 sends every transaction of the database, even
+    /// one that changed nothing published, and a FOR ALL TABLES publication sends the sidecar's
+    /// own. Storing such a transaction's LSN would be a sink commit, which would come back the
+    /// same way, forever.
+    pub fn commit_tx(&mut self, end_lsn: Lsn, commit_time_us: i64) -> bool {
+        let open_xid = self.open_xid.take();
+        let empty = self.items.len() == self.tx_start && !self.open_tx_written;
         self.in_tx = false;
         self.open_tx_written = false;
         self.tx_start = self.items.len();
+        if empty {
+            return false;
+        }
+        self.xids.extend(open_xid);
         self.last_commit = Some((end_lsn, commit_time_us));
         self.first_commit_at.get_or_insert_with(Instant::now);
+        true
     }
 
     /// When a commit should happen because of the time limit.

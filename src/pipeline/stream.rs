@@ -594,9 +594,13 @@ impl<'a> Streaming<'a> {
             self.skipping = false;
             return Ok(());
         }
-        self.batcher.commit_tx(end_lsn, commit_time_us);
+        let wrote = self.batcher.commit_tx(end_lsn, commit_time_us);
         if let Some(swap) = self.pending_swap.take() {
             self.apply_swap(swap).await?;
+        } else if !wrote {
+            // Nothing to store: like a keepalive, let the server release WAL up to it once
+            // everything before it is persisted.
+            self.confirm_if_idle(end_lsn);
         } else if self.batcher.over_limits() || !self.committer.busy() {
             // An idle sink takes the transaction at once (latency); a busy one gets what
             // accumulated when it finishes, unless the batch is full.
@@ -607,15 +611,18 @@ impl<'a> Streaming<'a> {
 
     fn on_keepalive(&mut self, wal_end: Lsn) {
         self.server_end = self.server_end.max(wal_end);
-        // Everything received is persisted: let the server release WAL up to its end, so an
-        // idle publication does not pin WAL.
-        if self.batcher.is_idle()
-            && !self.committer.busy()
-            && !self.skipping
-            && wal_end > self.stream.confirmed()
-        {
-            self.stream.confirm(wal_end);
-            metrics::record_confirmed(wal_end, self.server_end, None);
+        // An idle publication must not pin WAL.
+        if !self.skipping {
+            self.confirm_if_idle(wal_end);
+        }
+    }
+
+    /// Lets the server release WAL up to `lsn` when everything received is persisted: for LSNs
+    /// that carry nothing to store (keepalives, transactions without published changes).
+    fn confirm_if_idle(&mut self, lsn: Lsn) {
+        if self.batcher.is_idle() && !self.committer.busy() && lsn > self.stream.confirmed() {
+            self.stream.confirm(lsn);
+            metrics::record_confirmed(lsn, self.server_end, None);
         }
     }
 

@@ -34,6 +34,21 @@ impl std::fmt::Display for ServerError {
     }
 }
 
+impl ServerError {
+    /// Whether the server refused for want of the REPLICATION attribute. The wording changed in
+    /// PostgreSQL 16: up to 15 the message says "must be superuser or replication role …"; from 16
+    /// it says "permission denied to start WAL sender" (or "… to use replication slots") and the
+    /// detail names the REPLICATION attribute.
+    pub(crate) fn lacks_replication(&self) -> bool {
+        let mentions = |text: &str| {
+            let text = text.to_ascii_lowercase();
+            text.contains("replication") || text.contains("wal sender")
+        };
+        self.code == "42501"
+            && (mentions(&self.message) || self.detail.as_deref().is_some_and(mentions))
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error(
@@ -159,4 +174,61 @@ pub enum SourceError {
     },
     #[error("the replication stream is closed")]
     Closed,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(code: &str, message: &str, detail: Option<&str>) -> ServerError {
+        ServerError {
+            severity: "FATAL".to_owned(),
+            code: code.to_owned(),
+            message: message.to_owned(),
+            detail: detail.map(str::to_owned),
+            hint: None,
+        }
+    }
+
+    /// Each wording PostgreSQL 14 to 18 uses for a role without REPLICATION, and its neighbours.
+    #[test]
+    fn lacks_replication_across_versions() {
+        // 14 and 15.
+        assert!(
+            err(
+                "42501",
+                "must be superuser or replication role to start walsender",
+                None
+            )
+            .lacks_replication()
+        );
+        assert!(
+            err(
+                "42501",
+                "must be superuser or replication role to use replication slots",
+                None
+            )
+            .lacks_replication()
+        );
+        // 16, 17 and 18.
+        assert!(
+            err(
+                "42501",
+                "permission denied to start WAL sender",
+                Some("Only roles with the REPLICATION attribute may start a WAL sender process.")
+            )
+            .lacks_replication()
+        );
+        assert!(
+            err(
+                "42501",
+                "permission denied to use replication slots",
+                Some("Only roles with the REPLICATION attribute may use replication slots.")
+            )
+            .lacks_replication()
+        );
+        // Other privilege errors are not this one.
+        assert!(!err("42501", "permission denied for table items", None).lacks_replication());
+        assert!(!err("42704", "replication slot \"s\" does not exist", None).lacks_replication());
+    }
 }

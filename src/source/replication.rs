@@ -260,7 +260,7 @@ pub(crate) fn classify(e: ServerError, context: &str, slot: &str, wire: &Wire) -
                 .cloned()
                 .unwrap_or_else(|| "replica or minimal".to_owned()),
         },
-        "42501" if msg.contains("replication") => SourceError::LacksReplication {
+        "42501" if e.lacks_replication() => SourceError::LacksReplication {
             user: wire.user.clone(),
         },
         "42704" if msg.starts_with("replication slot") => SourceError::SlotMissing {

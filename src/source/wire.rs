@@ -377,7 +377,7 @@ impl Wire {
                 user: self.user.clone(),
                 target: self.target.clone(),
             },
-            "42501" if e.message.contains("replication") => SourceError::LacksReplication {
+            "42501" if e.lacks_replication() => SourceError::LacksReplication {
                 user: self.user.clone(),
             },
             "28000" => SourceError::HbaRejected {

@@ -7,6 +7,11 @@
 //! Set `SLUICE_TEST_DATABASE_URL` to a superuser URL to use an existing server instead. Each test
 //! gets its own database from [`Cluster::create_db`].
 //!
+//! The server binaries (`initdb`, `pg_ctl`, `postgres`) come from `SLUICE_TEST_PG_BINDIR` when it
+//! is set (how CI runs the suites on each supported major version), else from `pg_config --bindir`
+//! or the newest `/usr/lib/postgresql/*/bin`. Client programs (`psql`, `pg_recvlogical`) missing
+//! from that directory are taken from the latter: they speak to every supported server version.
+//!
 //! When run as root the server runs as the `postgres` user (PostgreSQL refuses to run as root).
 //! Tests never skip: without binaries the harness panics and says how to install them.
 #![allow(dead_code)]
@@ -17,6 +22,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 const ENV_URL: &str = "SLUICE_TEST_DATABASE_URL";
+const ENV_BINDIR: &str = "SLUICE_TEST_PG_BINDIR";
 /// Prefix of every cluster directory under the system temp dir; leftovers of killed runs are
 /// recognised by it (`sluice-pg-<pid>-<n>`).
 const DIR_PREFIX: &str = "sluice-pg-";
@@ -77,6 +83,8 @@ impl TestDb {
 pub struct Cluster {
     port: u16,
     bindir: PathBuf,
+    /// `server_version_num` of the running server, read on first use.
+    version_num: OnceLock<u32>,
     password: Option<String>,
     /// Set for `SLUICE_TEST_DATABASE_URL`: the URL with the database left to replace.
     external: Option<url::Url>,
@@ -137,6 +145,7 @@ impl Cluster {
         Cluster {
             port,
             bindir,
+            version_num: OnceLock::new(),
             password,
             external: Some(url),
             managed: None,
@@ -164,12 +173,39 @@ impl Cluster {
         self.port
     }
 
-    /// Path of a PostgreSQL client or server program, e.g. `bin("pg_recvlogical")`.
+    /// Path of a PostgreSQL client or server program, e.g. `bin("pg_recvlogical")`: from the
+    /// server's bin directory, or for a client program it lacks (the embedded builds of
+    /// `SLUICE_TEST_PG_BINDIR` ship only the server), from the system installation.
     pub fn bin(&self, name: &str) -> PathBuf {
         if self.bindir.as_os_str().is_empty() {
             panic!("no PostgreSQL binaries found for `{name}`: {INSTALL_HINT}");
         }
-        self.bindir.join(name)
+        let own = self.bindir.join(name);
+        if own.is_file() {
+            return own;
+        }
+        match find_system_bindir().map(|dir| dir.join(name)) {
+            Some(path) if path.is_file() => path,
+            _ => panic!(
+                "`{name}` is neither in {} nor in a system PostgreSQL installation: {INSTALL_HINT}",
+                self.bindir.display()
+            ),
+        }
+    }
+
+    /// The server's `server_version_num`, e.g. `140023` or `180004`.
+    pub fn server_version_num(&self) -> u32 {
+        *self.version_num.get_or_init(|| {
+            let text = self.psql("postgres", "SHOW server_version_num");
+            text.trim().parse().unwrap_or_else(|e| {
+                panic!("server_version_num {:?} is not a number: {e}", text.trim())
+            })
+        })
+    }
+
+    /// The server's major version, e.g. 14 or 18.
+    pub fn major_version(&self) -> u32 {
+        self.server_version_num() / 10000
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -356,8 +392,30 @@ fn unique_db_name(prefix: &str) -> String {
     )
 }
 
+fn has_server(dir: &Path) -> bool {
+    dir.join("initdb").is_file() && dir.join("pg_ctl").is_file()
+}
+
+/// The server binaries to test with: `SLUICE_TEST_PG_BINDIR` when set (never silently replaced by
+/// another version when it is wrong), else the system installation.
 fn try_find_bindir() -> Option<PathBuf> {
-    let has_server = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
+    match std::env::var_os(ENV_BINDIR) {
+        Some(dir) if !dir.is_empty() => {
+            let dir = PathBuf::from(dir);
+            assert!(
+                has_server(&dir),
+                "{ENV_BINDIR}={} has no initdb and pg_ctl: point it at a PostgreSQL server's bin \
+                 directory (scripts/install-test-postgres prints them) or unset it",
+                dir.display()
+            );
+            Some(dir)
+        }
+        _ => find_system_bindir(),
+    }
+}
+
+/// `pg_config --bindir`, else the newest Debian-style `/usr/lib/postgresql/<major>/bin`.
+fn find_system_bindir() -> Option<PathBuf> {
     if let Ok(out) = Command::new("pg_config").arg("--bindir").output()
         && out.status.success()
     {
@@ -568,6 +626,7 @@ fn try_start(bindir: &Path, opts: &ClusterOptions) -> Result<Cluster, String> {
     Ok(Cluster {
         port,
         bindir: bindir.to_path_buf(),
+        version_num: OnceLock::new(),
         password,
         external: None,
         managed: Some(guard),

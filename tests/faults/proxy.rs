@@ -29,7 +29,7 @@ struct State {
     commit_cuts_done: AtomicUsize,
     /// Bytes per second in each direction; 0 = unlimited.
     throttle: AtomicU64,
-    /// Client-to-server bytes are held (not forwarded) while set.
+    /// Client-to-server bytes of replication connections are held (not forwarded) while set.
     hold_up: AtomicBool,
 }
 
@@ -103,8 +103,12 @@ impl Proxy {
             .store(bytes_per_second, Ordering::SeqCst);
     }
 
-    /// Holds everything the client sends (e.g. standby status updates) while set; the server's
-    /// data still flows to the client.
+    /// Holds everything a replication connection's client sends (its standby status updates)
+    /// while set; the server's data still flows to the client. Ordinary connections are not
+    /// held: PostgreSQL re-sends a Relation message whenever the table's cache entry is
+    /// invalidated (an ANALYZE, or an invalidation-queue overflow under load), sluice then reads
+    /// the key from the catalog over its SQL connection, and holding that read would stall the
+    /// stream for as long as the hold lasts.
     pub fn hold_upstream(&self, hold: bool) {
         self.state.hold_up.store(hold, Ordering::SeqCst);
     }
@@ -149,13 +153,16 @@ async fn connection(
         let mut paused = paused.clone();
         async move {
             let mut buf = vec![0u8; 64 * 1024];
+            // The startup packet of a logical replication connection carries this parameter.
+            let mut replication = false;
             loop {
                 let n = match cr.read(&mut buf).await {
                     Ok(0) | Err(_) => return,
                     Ok(n) => n,
                 };
+                replication = replication || contains(&buf[..n], b"replication\0database\0");
                 wait_unpaused(&mut paused).await;
-                while st.hold_up.load(Ordering::SeqCst) {
+                while replication && st.hold_up.load(Ordering::SeqCst) {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 let chunk = &buf[..n];

@@ -185,11 +185,83 @@ async fn for_all_tables_publication_with_sidecar_in_the_same_database_does_not_f
     .await;
     let floor = write(&client, "UPDATE items SET title = 'b' WHERE id = 1").await;
     wait_persisted(&client, floor, &mut sluice).await;
-    // Let a few more status intervals pass: a feedback loop would keep adding rows.
+    // Let the sink's own commit come back through the publication first.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = stored_position(&client).await;
+    // Let a few more status intervals pass: a feedback loop would keep adding rows, or keep
+    // committing the LSN of the sink's own transactions.
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(stored_position(&client).await, before);
     assert_eq!(
         changelog(&client).await,
         vec![e("user:u1", "items", "1", 1), e("user:u1", "items", "1", 2)]
+    );
+}
+
+/// The stored LSN and its `updated_at`, as text (`updated_at` moves with every sink commit).
+async fn stored_position(client: &tokio_postgres::Client) -> (i64, String) {
+    let row = client
+        .query_one(
+            "SELECT confirmed_lsn, updated_at::text FROM sync_wal_position",
+            &[],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+/// PostgreSQL 14's pgoutput sends every transaction of the database, even those that change
+/// nothing published (15 skips them): the sink's own commits among them. Storing their LSN was
+/// itself a sink commit, which came back the same way, so an idle sluice committed to the sink
+/// in a loop. A transaction without published changes stores nothing; the server learns its
+/// LSN without a sink write. The same assertion holds, and runs, on every version.
+#[tokio::test(flavor = "multi_thread")]
+async fn transactions_without_published_changes_do_not_commit_to_the_sink() {
+    let db = pg::cluster().create_db("run_emptytx").await;
+    let client = db.client().await;
+    client
+        .batch_execute(&format!(
+            "{ITEMS} CREATE TABLE unpublished (id int PRIMARY KEY);"
+        ))
+        .await
+        .unwrap();
+    let mut sluice = started(&db, RunOpts::default()).await;
+    let floor = write(
+        &client,
+        "INSERT INTO items (id, user_id, title) VALUES (1, 'u1', 'a')",
+    )
+    .await;
+    wait_persisted(&client, floor, &mut sluice).await;
+    let before = stored_position(&client).await;
+    let unpublished = write(&client, "INSERT INTO unpublished VALUES (1)").await;
+    // A feedback loop commits every few milliseconds; 1.5 s is many rounds of it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(stored_position(&client).await, before);
+    // The slot still moves past the unpublished transaction, so it pins no WAL.
+    let slot = crate::support::slot_for(&db);
+    wait_for(
+        "the slot to confirm past the unpublished transaction",
+        Duration::from_secs(60),
+        &mut sluice,
+        || async {
+            client
+                .query_one(
+                    "SELECT (confirmed_flush_lsn - '0/0')::int8 FROM pg_replication_slots \
+                     WHERE slot_name = $1",
+                    &[&slot],
+                )
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+                > unpublished
+        },
+    )
+    .await;
+    assert_eq!(stored_position(&client).await, before);
+    assert!(sluice.is_running());
+    assert_eq!(
+        changelog(&client).await,
+        vec![e("user:u1", "items", "1", 1)]
     );
 }
 

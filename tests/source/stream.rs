@@ -47,6 +47,27 @@ fn summary(events: &[SourceEvent]) -> Vec<String> {
         .collect()
 }
 
+/// PostgreSQL sends a table's Relation message again whenever its cache entry for the table is
+/// invalidated, and an overflow of the server's invalidation queue (other tests' DDL under load)
+/// invalidates every entry: a repeat of a table already described may then come before any
+/// change (seen twice on PostgreSQL 17, with the suite's other tests running DDL in the same
+/// cluster). Drops such repeats where `expected` has none; the first description of each table,
+/// and every repeat `expected` lists, are still compared.
+fn without_unexpected_resends(got: Vec<String>, expected: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(got.len());
+    let mut described = std::collections::HashSet::new();
+    for line in got {
+        if let Some(table) = line.strip_prefix("relation ") {
+            let listed_here = expected.get(out.len()) == Some(&line);
+            if !described.insert(table.to_owned()) && !listed_here {
+                continue;
+            }
+        }
+        out.push(line);
+    }
+    out
+}
+
 /// Long texts as their length, so a failure message stays readable.
 fn short(row: &[Value]) -> Vec<Value> {
     row.iter()
@@ -149,6 +170,7 @@ async fn decodes_every_message_kind_with_lsns() {
         "truncate [\"items\", \"app.other\"] cascade=true restart=true".to_owned(),
         "commit".to_owned(),
     ];
+    let s = without_unexpected_resends(s, &expected);
     for (i, (got, want)) in s.iter().zip(&expected).enumerate() {
         assert_eq!(got, want, "event {i}");
     }
@@ -187,9 +209,14 @@ async fn decodes_every_message_kind_with_lsns() {
     // The message's flags are the replica identity; the primary key is the catalog's to say.
     assert_eq!(items.identity, vec![0]);
     assert!(items.primary_key.is_empty());
-    let SourceEvent::Relation(other) = &events[7] else {
-        panic!("{:?}", events[7])
-    };
+    // Found by name: a resent Relation of `items` may come before it (see above).
+    let other = events
+        .iter()
+        .find_map(|e| match e {
+            SourceEvent::Relation(t) if t.name == "other" => Some(t),
+            _ => None,
+        })
+        .expect("no Relation message for app.other");
     assert_eq!(other.replica_identity, ReplicaIdentity::Full);
     assert!(matches!(&events[2], SourceEvent::Change(c) if c.op == Operation::Insert));
     stream.close().await.unwrap();

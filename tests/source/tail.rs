@@ -29,16 +29,22 @@ async fn tail_prints_changes_as_json_lines() {
             }
         }
     });
-    // The slot exists once tail has created it; changes after that are streamed.
+    // Changes are streamed once tail's slot is consistent (its confirmed_flush_lsn is set).
+    // The slot is listed before that, while it waits for every transaction open in the cluster
+    // (the other tests' too), and a change written then may precede its consistent point and
+    // never be streamed: wait for consistency, however long the load makes it.
     let admin = crate::pg::cluster().admin_client().await;
-    for _ in 0..200 {
-        if sluice::source::lookup_slot(&admin, "tail_slot")
-            .await
-            .unwrap()
-            .is_some()
-        {
-            break;
-        }
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while sluice::source::lookup_slot(&admin, "tail_slot")
+        .await
+        .unwrap()
+        .and_then(|slot| slot.confirmed_flush_lsn)
+        .is_none()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sluice tail's slot did not become consistent within 120 s"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     client
