@@ -32,6 +32,17 @@ const MOVE_EDGES: &str = "WITH m AS (SELECT * FROM unnest($1::text[], $2::text[]
          SELECT old_name, bucket_id, new_name, record_id, 1::int2 FROM moved) AS c \
      ORDER BY old_name, record_id, bucket_id, operation DESC";
 
+/// A renamed table's related-row state (see `sink::cascade`) moves with its memberships. Its links
+/// are stored under relation names, which name tables as the rules declared them: after a rename
+/// the rules must declare the new name, and a `rebucket` of the table records its links again.
+const MOVE_ROW_STATE: &str = "WITH m AS (SELECT * FROM unnest($1::text[], $2::text[]) AS m(old_name, new_name)), \
+     moved AS (DELETE FROM sluice_row_state s USING m WHERE s.table_name = m.old_name \
+               RETURNING m.new_name, s.record_id, s.own_buckets, s.checksum) \
+     INSERT INTO sluice_row_state (table_name, record_id, own_buckets, checksum) \
+     SELECT new_name, record_id, own_buckets, checksum FROM moved \
+     ON CONFLICT (table_name, record_id) \
+     DO UPDATE SET own_buckets = EXCLUDED.own_buckets, checksum = EXCLUDED.checksum";
+
 impl Sink {
     /// The recorded `table_name` of every relation of this slot, by OID.
     pub async fn relation_names(&self) -> Result<FxHashMap<u32, String>, SinkError> {
@@ -81,6 +92,10 @@ impl Sink {
                 })?;
             // Each moved edge logs exactly one delete and one insert.
             stats.edges_upserted = stats.changelog_rows / 2;
+            self.client()
+                .execute(MOVE_ROW_STATE, &[&from, &to])
+                .await
+                .map_err(|e| SinkError::sql("moving the related-row state of renamed tables", e))?;
         }
         if !names.names.is_empty() {
             let oids: Vec<i64> = names.names.iter().map(|(o, _)| i64::from(*o)).collect();
