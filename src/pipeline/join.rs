@@ -45,6 +45,8 @@ pub struct JoinWatch {
     retry: Vec<PublishedTable>,
     next_check: Instant,
     interval: Duration,
+    /// Qualified names never taken in: the sidecar tables, wherever they are in the source.
+    exclude: Vec<String>,
 }
 
 impl JoinWatch {
@@ -56,6 +58,7 @@ impl JoinWatch {
         tables: &[PublishedTable],
         sink: &mut Sink,
         interval: Duration,
+        exclude: Vec<String>,
     ) -> Result<JoinWatch, PipelineError> {
         let progress = sink.progress(Walk::Snapshot).await?;
         let pending: Vec<PublishedTable> = tables
@@ -75,6 +78,7 @@ impl JoinWatch {
             retry: Vec::new(),
             next_check: Instant::now() + interval,
             interval,
+            exclude,
         };
         let published: Vec<String> = tables.iter().map(|t| t.schema.qualified_name()).collect();
         let left: Vec<String> = progress
@@ -127,7 +131,9 @@ impl JoinWatch {
         let now: Vec<(u32, String)> = catalog::published_oids(source, &self.publication)
             .await?
             .into_iter()
-            .filter(|(_, name)| !SIDECAR_TABLES.contains(&name.as_str()))
+            .filter(|(_, name)| {
+                !SIDECAR_TABLES.contains(&name.as_str()) && !self.exclude.contains(name)
+            })
             .collect();
         let left: Vec<String> = tables
             .iter()
@@ -148,9 +154,12 @@ impl JoinWatch {
         {
             return Ok(());
         }
-        let described = match catalog::published_tables(source, &self.publication, SIDECAR_TABLES)
-            .await
-        {
+        let exclude: Vec<&str> = SIDECAR_TABLES
+            .iter()
+            .copied()
+            .chain(self.exclude.iter().map(String::as_str))
+            .collect();
+        let described = match catalog::published_tables(source, &self.publication, &exclude).await {
             Ok(d) => d,
             Err(CatalogError::Sql { what, source }) if crate::sink::session_ended(&source) => {
                 return Err(CatalogError::Sql { what, source }.into());

@@ -48,12 +48,13 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
     let config = &ctx.config;
     let source_sql = ctx.source.connect_sql().await?;
     crate::source::snapshot::pin_settings(&source_sql).await?;
-    let tables = preflight(&source_sql, config).await?;
+    let mut tables = preflight(&source_sql, config).await?;
     let mut sink = open_sink(ctx).await?;
     let module = ctx.active.load_full();
     let mut rules = RulesWorker::start(Arc::clone(&module)).await?;
     let soft_delete = |table: &str| config.soft_delete_column_for(table).map(str::to_owned);
     let row_json = RowJson::connect(&ctx.source, &ctx.sink).await?;
+    let sidecar = sidecar_in_source(&row_json, &sink, &mut tables).await?;
     let transform = Transform {
         policy: config.failure_policy,
         rules_version: module.version().to_owned(),
@@ -82,6 +83,7 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
     let parts = Parts {
         source: source_sql,
         tables,
+        sidecar,
         names,
         sink,
         stream,
@@ -207,6 +209,8 @@ async fn start_stream(
 struct Parts<'a> {
     source: Client,
     tables: Vec<PublishedTable>,
+    /// The sidecar tables as (schema, table) in the source, when the sink is the source database.
+    sidecar: Vec<(String, String)>,
     /// The name each relation's memberships are stored under (`sluice_relations`).
     names: rustc_hash::FxHashMap<u32, String>,
     sink: Sink,
@@ -239,6 +243,8 @@ enum Wake {
 struct Streaming<'a> {
     ctx: &'a Context,
     source: Client,
+    /// The sidecar tables in the source, beyond `public`'s (see [`sidecar_in_source`]).
+    sidecar: Vec<(String, String)>,
     /// The published tables as sluice knows them (joined tables are added, left ones removed).
     tables: Vec<PublishedTable>,
     stream: ReplicationStream,
@@ -275,6 +281,7 @@ impl<'a> Streaming<'a> {
         let Parts {
             source,
             tables,
+            sidecar,
             names,
             mut sink,
             stream,
@@ -285,13 +292,23 @@ impl<'a> Streaming<'a> {
         } = parts;
         let job = RebucketJob::resume(&tables, &sink).await?;
         let interval = Duration::from_millis(ctx.config.snapshot.join_check_ms);
-        let joins =
-            JoinWatch::at_start(&ctx.config.publication, &tables, &mut sink, interval).await?;
+        let joins = JoinWatch::at_start(
+            &ctx.config.publication,
+            &tables,
+            &mut sink,
+            interval,
+            sidecar
+                .iter()
+                .map(|(schema, name)| crate::model::table_name(schema, name))
+                .collect(),
+        )
+        .await?;
         Ok(Streaming {
             ctx,
             source,
             keyed: KeyedRelations::seeded(&tables, names),
             tables,
+            sidecar,
             committer: Committer::new(sink, stream.acker()),
             stream,
             module,
@@ -525,7 +542,7 @@ impl<'a> Streaming<'a> {
                 }
             }
             SourceEvent::Change(mut change) => {
-                if self.skipping || is_sidecar(&change.table.schema, &change.table.name) {
+                if self.skipping || self.is_sidecar(&change.table.schema, &change.table.name) {
                     return Ok(());
                 }
                 self.keyed.key_change(&self.source, &mut change).await?;
@@ -549,7 +566,11 @@ impl<'a> Streaming<'a> {
                     return Ok(());
                 }
                 let mut keyed_tables = Vec::with_capacity(tables.len());
-                for t in tables.iter().filter(|t| !is_sidecar(&t.schema, &t.name)) {
+                let tables: Vec<_> = tables
+                    .into_iter()
+                    .filter(|t| !self.is_sidecar(&t.schema, &t.name))
+                    .collect();
+                for t in &tables {
                     // The current name: the one the table's memberships are stored under.
                     keyed_tables.push(self.keyed.keyed(&self.source, t).await?);
                 }
@@ -568,7 +589,7 @@ impl<'a> Streaming<'a> {
             SourceEvent::Keepalive { wal_end } => self.on_keepalive(wal_end),
             SourceEvent::Relation(table) => {
                 debug!(table = %table.qualified_name(), columns = table.columns.len(), "relation (schema) received");
-                if !is_sidecar(&table.schema, &table.name) {
+                if !self.is_sidecar(&table.schema, &table.name) {
                     if !self.tables.iter().any(|t| t.schema.oid == table.oid) {
                         // A table sluice does not know: it may have joined the publication.
                         self.joins.check_soon();
@@ -761,8 +782,35 @@ struct RollbackWatch {
     errors: u64,
 }
 
-fn is_sidecar(schema: &str, name: &str) -> bool {
-    schema == "public" && SIDECAR_TABLES.contains(&name)
+/// When the sink is the source database, where its sidecar tables are (they may be in a schema of
+/// their own, `search_path` first), with those tables taken out of `tables`: a `FOR ALL TABLES` or
+/// `FOR TABLES IN SCHEMA` publication publishes them, and their changes must never reach the
+/// rules, or each write would come back as more writes.
+async fn sidecar_in_source(
+    rows: &RowJson,
+    sink: &Sink,
+    tables: &mut Vec<PublishedTable>,
+) -> Result<Vec<(String, String)>, PipelineError> {
+    if !rows.sink_is_source() {
+        return Ok(Vec::new());
+    }
+    let located = crate::sink::schema::locations(sink.client())
+        .await
+        .map_err(|e| crate::sink::SinkError::sql("locating the sidecar tables", e))?;
+    tables.retain(|t| {
+        !located
+            .iter()
+            .any(|(schema, name)| *schema == t.schema.schema && *name == t.schema.name)
+    });
+    Ok(located)
+}
+
+impl Streaming<'_> {
+    /// A table sluice writes: never fed back into the rules.
+    fn is_sidecar(&self, schema: &str, name: &str) -> bool {
+        (schema == "public" && SIDECAR_TABLES.contains(&name))
+            || self.sidecar.iter().any(|(s, n)| s == schema && n == name)
+    }
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {

@@ -365,6 +365,23 @@ pub async fn ensure(client: &Client) -> Result<SchemaChanges, SchemaError> {
     Ok(changes)
 }
 
+/// Where the sidecar tables are, as (schema, table) in the sink database: found through the
+/// `search_path`, as every statement sluice runs finds them. When the sink is the source
+/// database, a `FOR ALL TABLES` or `FOR TABLES IN SCHEMA` publication sends their changes back;
+/// the pipeline ignores exactly these tables, in whatever schema they are.
+pub async fn locations(client: &Client) -> Result<Vec<(String, String)>, tokio_postgres::Error> {
+    let names: Vec<&str> = SIDECAR_TABLES.to_vec();
+    let rows = client
+        .query(
+            "SELECT n.nspname::text, c.relname::text FROM unnest($1::text[]) AS t(name) \
+             JOIN pg_class c ON c.oid = to_regclass(quote_ident(t.name)) \
+             JOIN pg_namespace n ON n.oid = c.relnamespace",
+            &[&names],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
 /// The catalog's view of an existing table.
 struct Existing {
     oid: u32,

@@ -28,6 +28,8 @@ use crate::source::catalog::quote_ident;
 /// A connection for reading current rows as JSON.
 pub struct RowJson {
     client: Client,
+    /// The sink is the source database itself.
+    sink_is_source: bool,
 }
 
 impl RowJson {
@@ -45,7 +47,14 @@ impl RowJson {
         };
         Ok(RowJson {
             client: if same { on_sink } else { on_source },
+            sink_is_source: same,
         })
+    }
+
+    /// True when the sink is the source database (same system identifier, same database): the
+    /// sidecar tables are then source tables too.
+    pub fn sink_is_source(&self) -> bool {
+        self.sink_is_source
     }
 
     /// Waits until every transaction in `xids` (the 32-bit ids of committed transactions, as

@@ -168,15 +168,36 @@ async fn unchanged_toast_column_is_not_null_and_composite_keys_and_new_columns_w
 
 #[tokio::test(flavor = "multi_thread")]
 async fn for_all_tables_publication_with_sidecar_in_the_same_database_does_not_feed_back() {
-    let db = pg::cluster().create_db("run_alltables").await;
-    let client = db.client().await;
-    client
-        .batch_execute(
-            "CREATE TABLE items (id bigint PRIMARY KEY, user_id text, title text NOT NULL, deleted_at timestamptz); \
-             CREATE PUBLICATION sluice_pub FOR ALL TABLES;",
+    sidecar_is_not_fed_back("run_alltables", "").await;
+}
+
+/// SECURITY.md's layout: the sidecar tables in a schema of their own, first in the search_path.
+/// `FOR ALL TABLES` publishes them too; they are neither snapshotted nor streamed into the rules.
+#[tokio::test(flavor = "multi_thread")]
+async fn for_all_tables_publication_with_sidecar_in_its_own_schema_does_not_feed_back() {
+    sidecar_is_not_fed_back("run_alltables_schema", "sluice").await;
+}
+
+async fn sidecar_is_not_fed_back(name: &str, sidecar_schema: &str) {
+    let db = pg::cluster().create_db(name).await;
+    let setup = if sidecar_schema.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "CREATE SCHEMA {sidecar_schema}; ALTER DATABASE {} SET search_path = {sidecar_schema}, public;",
+            db.name
         )
+    };
+    db.client()
+        .await
+        .batch_execute(&format!(
+            "{setup} CREATE TABLE public.items (id bigint PRIMARY KEY, user_id text, title text NOT NULL, deleted_at timestamptz); \
+             CREATE PUBLICATION sluice_pub FOR ALL TABLES;"
+        ))
         .await
         .unwrap();
+    // A new session, which has the database's search_path.
+    let client = db.client().await;
     let mut sluice = started(&db, RunOpts::default()).await;
     write(
         &client,
@@ -195,6 +216,25 @@ async fn for_all_tables_publication_with_sidecar_in_the_same_database_does_not_f
     assert_eq!(
         changelog(&client).await,
         vec![e("user:u1", "items", "1", 1), e("user:u1", "items", "1", 2)]
+    );
+    if !sidecar_schema.is_empty() {
+        let located: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_tables WHERE schemaname = $1 AND tablename = 'sync_changelog'",
+                &[&sidecar_schema],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            located, 1,
+            "the sidecar tables are in schema {sidecar_schema}"
+        );
+    }
+    let log = sluice.log_text();
+    assert!(
+        !log.contains("snapshot of table started table=\"sluice."),
+        "{log}"
     );
 }
 
