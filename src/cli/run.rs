@@ -9,8 +9,8 @@ use anyhow::Context as _;
 use tokio::sync::watch;
 use tracing::info;
 
-use crate::pipeline::config::{Config, FailurePolicy};
 use crate::pipeline::admin_auth::{self, AdminToken};
+use crate::pipeline::config::{Config, FailurePolicy};
 use crate::pipeline::{Health, admin};
 
 #[derive(Debug, clap::Args)]
@@ -133,7 +133,10 @@ pub fn resolve_token(
     config: &Config,
     env: impl Fn(&str) -> Option<String>,
 ) -> anyhow::Result<Option<AdminToken>> {
-    let text = admin_auth::token_text(config.admin_token_file.as_deref(), env(admin_auth::TOKEN_ENV))?;
+    let text = admin_auth::token_text(
+        config.admin_token_file.as_deref(),
+        env(admin_auth::TOKEN_ENV),
+    )?;
     Ok(text.as_ref().map(AdminToken::new))
 }
 

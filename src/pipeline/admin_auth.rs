@@ -227,7 +227,10 @@ mod tests {
             ("", "empty"),
             ("  \n", "empty"),
             ("short-secret", "12 characters long"),
-            ("0123456789 abcdef", "not printable ASCII (or contains spaces)"),
+            (
+                "0123456789 abcdef",
+                "not printable ASCII (or contains spaces)",
+            ),
         ] {
             let err = token_text(None, Some(text.into())).unwrap_err().to_string();
             assert!(
@@ -267,7 +270,10 @@ mod tests {
     fn only_loopback_listeners_may_go_without_a_token() {
         let t = token("0123456789abcdef");
         for open in ["127.0.0.1:9187", "[::1]:9187", "[::ffff:127.0.0.1]:9187"] {
-            assert!(check_exposure(open.parse().unwrap(), None).is_ok(), "{open}");
+            assert!(
+                check_exposure(open.parse().unwrap(), None).is_ok(),
+                "{open}"
+            );
         }
         for exposed in ["0.0.0.0:9187", "[::]:9187", "10.1.2.3:9187"] {
             let addr = exposed.parse().unwrap();
