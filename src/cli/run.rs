@@ -200,6 +200,62 @@ mod tests {
     use super::*;
     use std::ffi::OsStr;
 
+    #[derive(clap::Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn args(extra: &[&str], toml: &std::path::Path) -> RunArgs {
+        use clap::Parser as _;
+        let base = [
+            "sluice",
+            "--database-url",
+            "postgres://h/db",
+            "--module",
+            "r.wasm",
+        ];
+        let config = ["--config", toml.to_str().unwrap()];
+        let all = base.iter().chain(&config).chain(extra);
+        Wrapper::try_parse_from(all).unwrap().run
+    }
+
+    #[test]
+    fn the_admin_token_file_is_layered_flag_over_env_over_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = dir.path().join("sluice.toml");
+        std::fs::write(&toml, "admin_token_file = \"/toml\"\n").unwrap();
+        let env = |k: &str| (k == "SLUICE_ADMIN_TOKEN_FILE").then(|| "/env".to_string());
+        let flag = args(&["--admin-token-file", "/flag"], &toml);
+        let file = |c: Config| c.admin_token_file.unwrap();
+        assert_eq!(
+            file(resolve_config(&flag, env).unwrap()),
+            PathBuf::from("/flag")
+        );
+        let none = args(&[], &toml);
+        assert_eq!(
+            file(resolve_config(&none, env).unwrap()),
+            PathBuf::from("/env")
+        );
+        assert_eq!(
+            file(resolve_config(&none, |_| None).unwrap()),
+            PathBuf::from("/toml")
+        );
+
+        // A file and SLUICE_ADMIN_TOKEN together: refused, naming the file, not the token.
+        let config = resolve_config(&none, |_| None).unwrap();
+        let token = "t".repeat(20);
+        let err = resolve_token(&config, |k| {
+            (k == "SLUICE_ADMIN_TOKEN").then(|| token.clone())
+        })
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "both SLUICE_ADMIN_TOKEN and an admin token file (/toml) are set: give the token one way only"
+        );
+    }
+
     #[test]
     fn colour_only_on_a_terminal_without_no_color() {
         assert!(colour_wanted(true, None));
