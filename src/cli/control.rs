@@ -7,6 +7,27 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
+use crate::pipeline::admin_auth::{self, TokenText};
+
+/// How a control command proves it may use the admin actions.
+#[derive(Debug, clap::Args)]
+pub struct TokenArgs {
+    /// File holding the admin token of the running `sluice run` (its admin_token_file).
+    /// Env: SLUICE_ADMIN_TOKEN_FILE, or the token itself in SLUICE_ADMIN_TOKEN.
+    #[arg(long, env = "SLUICE_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+}
+
+impl TokenArgs {
+    fn token(&self) -> anyhow::Result<Option<TokenText>> {
+        let env_token = std::env::var(admin_auth::TOKEN_ENV).ok();
+        Ok(admin_auth::token_text(
+            self.admin_token_file.as_deref(),
+            env_token,
+        )?)
+    }
+}
+
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Example:\n  sluice reload --admin-addr 127.0.0.1:9187 --module /srv/rules/v2.wasm"
@@ -15,6 +36,8 @@ pub struct ReloadArgs {
     /// Admin address of the running `sluice run` (its --admin-addr). Env: SLUICE_ADMIN_ADDR.
     #[arg(long, env = "SLUICE_ADMIN_ADDR", default_value = "127.0.0.1:9187")]
     pub admin_addr: String,
+    #[command(flatten)]
+    pub token: TokenArgs,
     /// Load this module instead of re-reading the current one.
     #[arg(long)]
     pub module: Option<PathBuf>,
@@ -29,6 +52,8 @@ pub struct RebucketArgs {
     /// Admin address of the running `sluice run` (its --admin-addr). Env: SLUICE_ADMIN_ADDR.
     #[arg(long, env = "SLUICE_ADMIN_ADDR", default_value = "127.0.0.1:9187")]
     pub admin_addr: String,
+    #[command(flatten)]
+    pub token: TokenArgs,
     /// Only this table (schema-qualified unless public); default: every published table.
     #[arg(long)]
     pub table: Option<String>,
@@ -42,25 +67,34 @@ pub struct ForgetTableArgs {
     /// Admin address of the running `sluice run` (its --admin-addr). Env: SLUICE_ADMIN_ADDR.
     #[arg(long, env = "SLUICE_ADMIN_ADDR", default_value = "127.0.0.1:9187")]
     pub admin_addr: String,
+    #[command(flatten)]
+    pub token: TokenArgs,
     /// The table that left the publication (schema-qualified unless public).
     #[arg(long)]
     pub table: String,
 }
 
+/// POSTs `body` to an admin action, with the bearer token when there is one. A 401 is reported
+/// here with the listener's own reason, so each command only handles its outcomes.
 fn post(
     addr: &str,
+    token: &TokenArgs,
     path: &str,
     body: serde_json::Value,
     timeout: Option<Duration>,
 ) -> anyhow::Result<(u16, serde_json::Value)> {
+    let token = token.token()?;
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(timeout)
         .build()
         .into();
     let url = format!("http://{addr}{path}");
-    let mut resp = agent
-        .post(&url)
+    let mut request = agent.post(&url);
+    if let Some(token) = &token {
+        request = request.header("Authorization", &format!("Bearer {}", token.expose()));
+    }
+    let mut resp = request
         .send_json(&body)
         .with_context(|| format!("cannot reach the admin listener at {addr}: is `sluice run --admin-addr {addr}` running?"))?;
     let status = resp.status().as_u16();
@@ -68,6 +102,17 @@ fn post(
         .body_mut()
         .read_json()
         .with_context(|| format!("unexpected answer from {url}"))?;
+    if status == 401 {
+        let hint = if token.is_none() {
+            "; no token was given: pass --admin-token-file or set SLUICE_ADMIN_TOKEN"
+        } else {
+            ""
+        };
+        bail!(
+            "the admin listener at {addr} refused the request: {}{hint}",
+            body["reason"].as_str().unwrap_or("unauthorized")
+        );
+    }
     Ok((status, body))
 }
 
@@ -88,6 +133,7 @@ pub fn reload(args: ReloadArgs) -> anyhow::Result<ExitCode> {
     let body = serde_json::json!({ "module": module, "rules_config": rules_config });
     let (status, answer) = post(
         &args.admin_addr,
+        &args.token,
         "/rules/reload",
         body,
         Some(Duration::from_secs(300)),
@@ -124,6 +170,7 @@ pub fn rebucket(args: RebucketArgs) -> anyhow::Result<ExitCode> {
     eprintln!("re-bucketing (progress is in sluice's log and in sluice_rebucket_progress) ...");
     let (status, answer) = post(
         &args.admin_addr,
+        &args.token,
         "/rebucket",
         serde_json::json!({ "table": args.table }),
         None,
@@ -150,6 +197,7 @@ pub fn rebucket(args: RebucketArgs) -> anyhow::Result<ExitCode> {
 pub fn forget_table(args: ForgetTableArgs) -> anyhow::Result<ExitCode> {
     let (status, answer) = post(
         &args.admin_addr,
+        &args.token,
         "/tables/forget",
         serde_json::json!({ "table": args.table }),
         None,

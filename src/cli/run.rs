@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use tokio::sync::watch;
 use tracing::info;
 
+use crate::pipeline::admin_auth::{self, AdminToken};
 use crate::pipeline::config::{Config, FailurePolicy};
 use crate::pipeline::{Health, admin};
 
@@ -44,6 +45,11 @@ pub struct RunArgs {
     /// Admin HTTP address for /healthz, /readyz, /metrics, e.g. 127.0.0.1:9187. Env: SLUICE_ADMIN_ADDR.
     #[arg(long)]
     pub admin_addr: Option<SocketAddr>,
+    /// File holding the bearer token that POST /rules/reload, /rebucket and /tables/forget
+    /// require; required when --admin-addr is not loopback. Env: SLUICE_ADMIN_TOKEN_FILE, or the
+    /// token itself in SLUICE_ADMIN_TOKEN.
+    #[arg(long)]
+    pub admin_token_file: Option<PathBuf>,
     /// Log format.
     #[arg(long, value_enum, default_value = "human")]
     pub log_format: LogFormat,
@@ -89,17 +95,26 @@ pub fn resolve_config(
     if let Some(v) = args.admin_addr {
         config.admin_addr = Some(v);
     }
+    if let Some(v) = &args.admin_token_file {
+        config.admin_token_file = Some(v.clone());
+    }
     config.validate()?;
     Ok(config)
 }
 
 /// Logs to stderr; `SLUICE_LOG` (an env-filter directive such as `debug` or `sluice=debug`)
-/// overrides `default`.
+/// overrides `default`. Colours only on a terminal, and not when `NO_COLOR` is set.
 pub fn init_logging(format: LogFormat, default: &str) {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let colour = colour_wanted(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Human => builder.try_init(),
@@ -107,9 +122,32 @@ pub fn init_logging(format: LogFormat, default: &str) {
     };
 }
 
+/// Escape codes in a log file or a journal are noise, so colour needs a terminal; `NO_COLOR`
+/// (no-color.org: set and not empty) turns it off even there.
+fn colour_wanted(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+/// Reads the admin token (file or `SLUICE_ADMIN_TOKEN`) and keeps its digest.
+pub fn resolve_token(
+    config: &Config,
+    env: impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<Option<AdminToken>> {
+    let text = admin_auth::token_text(
+        config.admin_token_file.as_deref(),
+        env(admin_auth::TOKEN_ENV),
+    )?;
+    Ok(text.as_ref().map(AdminToken::new))
+}
+
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     init_logging(args.log_format, "info,wasmtime=warn,cranelift=warn");
     let config = resolve_config(&args, |k| std::env::var(k).ok())?;
+    let token = resolve_token(&config, |k| std::env::var(k).ok())?;
+    if let Some(addr) = config.admin_addr {
+        // Before anything connects: an exposed listener is a configuration error.
+        admin_auth::check_exposure(addr, token.as_ref())?;
+    }
     // One thread for the whole data path. The heavy lifting happens in PostgreSQL's walsender
     // and sink backend, which need the cores; sluice's share (decoding, rules, encoding) fits on
     // one, and keeping the reader, the pipeline and the committer on the same thread removes a
@@ -118,16 +156,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(run_pipeline(config))?;
+    runtime.block_on(run_pipeline(config, token))?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn run_pipeline(config: Config) -> anyhow::Result<()> {
+async fn run_pipeline(config: Config, token: Option<AdminToken>) -> anyhow::Result<()> {
     let health = Arc::new(Health::default());
     let (handles, receivers) = crate::pipeline::controls();
     if let Some(addr) = config.admin_addr {
         let handle = admin::install_recorder()?;
-        admin::serve(addr, Arc::clone(&health), handle, handles.clone())?;
+        admin::serve(addr, Arc::clone(&health), handle, handles.clone(), token)?;
     }
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -154,5 +192,75 @@ async fn wait_for_signal() {
         _ => {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[derive(clap::Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn args(extra: &[&str], toml: &std::path::Path) -> RunArgs {
+        use clap::Parser as _;
+        let base = [
+            "sluice",
+            "--database-url",
+            "postgres://h/db",
+            "--module",
+            "r.wasm",
+        ];
+        let config = ["--config", toml.to_str().unwrap()];
+        let all = base.iter().chain(&config).chain(extra);
+        Wrapper::try_parse_from(all).unwrap().run
+    }
+
+    #[test]
+    fn the_admin_token_file_is_layered_flag_over_env_over_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = dir.path().join("sluice.toml");
+        std::fs::write(&toml, "admin_token_file = \"/toml\"\n").unwrap();
+        let env = |k: &str| (k == "SLUICE_ADMIN_TOKEN_FILE").then(|| "/env".to_string());
+        let flag = args(&["--admin-token-file", "/flag"], &toml);
+        let file = |c: Config| c.admin_token_file.unwrap();
+        assert_eq!(
+            file(resolve_config(&flag, env).unwrap()),
+            PathBuf::from("/flag")
+        );
+        let none = args(&[], &toml);
+        assert_eq!(
+            file(resolve_config(&none, env).unwrap()),
+            PathBuf::from("/env")
+        );
+        assert_eq!(
+            file(resolve_config(&none, |_| None).unwrap()),
+            PathBuf::from("/toml")
+        );
+
+        // A file and SLUICE_ADMIN_TOKEN together: refused, naming the file, not the token.
+        let config = resolve_config(&none, |_| None).unwrap();
+        let token = "t".repeat(20);
+        let err = resolve_token(&config, |k| {
+            (k == "SLUICE_ADMIN_TOKEN").then(|| token.clone())
+        })
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "both SLUICE_ADMIN_TOKEN and an admin token file (/toml) are set: give the token one way only"
+        );
+    }
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(colour_wanted(true, None));
+        assert!(colour_wanted(true, Some(OsStr::new(""))));
+        assert!(!colour_wanted(true, Some(OsStr::new("1"))));
+        assert!(!colour_wanted(false, None));
     }
 }

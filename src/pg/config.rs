@@ -186,11 +186,7 @@ impl PgConfig {
         if self.sslmode == SslMode::Disable || unix {
             cfg.ssl_mode(tokio_postgres::config::SslMode::Disable);
             let (client, conn) = cfg.connect(tokio_postgres::NoTls).await.map_err(map_err)?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "SQL connection ended");
-                }
-            });
+            tokio::spawn(drive(conn));
             return Ok(client);
         }
         cfg.ssl_mode(match self.sslmode {
@@ -199,12 +195,37 @@ impl PgConfig {
         });
         let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls::client_config(self)?);
         let (client, conn) = cfg.connect(tls).await.map_err(map_err)?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "SQL connection ended");
-            }
-        });
+        tokio::spawn(drive(conn));
         Ok(client)
+    }
+}
+
+/// Runs an SQL connection until it ends, logging the server's notices ourselves.
+///
+/// Awaiting the connection would log each notice at info (tokio-postgres's own choice), so
+/// every `... already exists, skipping` of idempotent DDL would land in the operator's log. A
+/// notice is the server thinking aloud: debug. A WARNING is something to look at: warn.
+async fn drive<S, T>(mut conn: tokio_postgres::Connection<S, T>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio_postgres::AsyncMessage;
+    loop {
+        match std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+            Some(Ok(AsyncMessage::Notice(n))) if n.severity() == "WARNING" => {
+                tracing::warn!(target: "sluice::pg", code = n.code().code(), "server warning: {}", n.message());
+            }
+            Some(Ok(AsyncMessage::Notice(n))) => {
+                tracing::debug!(target: "sluice::pg", severity = n.severity(), code = n.code().code(), "server notice: {}", n.message());
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "SQL connection ended");
+                return;
+            }
+            None => return,
+        }
     }
 }
 

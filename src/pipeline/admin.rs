@@ -1,20 +1,27 @@
 //! The admin HTTP listener: `/healthz`, `/readyz`, `/metrics`, and the admin actions
 //! (`/rules/reload`, `/rebucket`, `/tables/forget`).
+//!
+//! The admin actions change what every client receives, so when a token is configured they need
+//! it as a bearer token ([`crate::pipeline::admin_auth`]); health, readiness and metrics stay
+//! open for probes and scrapers.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::Deserialize;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::pipeline::Handles;
 use crate::pipeline::Health;
+use crate::pipeline::admin_auth::{AdminToken, AuthError};
 use crate::pipeline::forget::ForgetOutcome;
 use crate::pipeline::rebucket::RebucketOutcome;
 use crate::pipeline::reload::{ReloadOutcome, Trigger};
@@ -31,6 +38,8 @@ pub enum AdminError {
     },
     #[error("cannot install the metrics recorder: {0}")]
     Recorder(String),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
 }
 
 #[derive(Clone)]
@@ -38,6 +47,7 @@ struct AdminState {
     health: Arc<Health>,
     metrics: PrometheusHandle,
     handles: Handles,
+    token: Option<AdminToken>,
 }
 
 /// Body of `POST /rules/reload`; both fields optional.
@@ -77,12 +87,16 @@ pub fn install_recorder() -> Result<PrometheusHandle, AdminError> {
 /// readiness and metrics answer promptly whatever the pipeline's thread is doing (a long
 /// snapshot chunk, a rule running to its deadline). Returns the bound address (useful with
 /// port 0).
+///
+/// Refuses to listen on a non-loopback address without a token.
 pub fn serve(
     addr: SocketAddr,
     health: Arc<Health>,
     metrics: PrometheusHandle,
     handles: Handles,
+    token: Option<AdminToken>,
 ) -> Result<SocketAddr, AdminError> {
+    crate::pipeline::admin_auth::check_exposure(addr, token.as_ref())?;
     let bind_err = |source| AdminError::Bind { addr, source };
     let listener = std::net::TcpListener::bind(addr).map_err(bind_err)?;
     listener.set_nonblocking(true).map_err(bind_err)?;
@@ -91,18 +105,26 @@ pub fn serve(
         .enable_all()
         .build()
         .map_err(bind_err)?;
+    let guarded = token.is_some();
+    let state = AdminState {
+        health,
+        metrics,
+        handles,
+        token,
+    };
+    // route_layer: the token is checked only for these routes, and an unknown path still
+    // answers 404 rather than 401.
+    let actions = Router::new()
+        .route("/rules/reload", post(reload_rules))
+        .route("/rebucket", post(rebucket))
+        .route("/tables/forget", post(forget_table))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_page))
-        .route("/rules/reload", post(reload_rules))
-        .route("/rebucket", post(rebucket))
-        .route("/tables/forget", post(forget_table))
-        .with_state(AdminState {
-            health,
-            metrics,
-            handles,
-        });
+        .merge(actions)
+        .with_state(state);
     std::thread::Builder::new()
         .name("sluice-admin".into())
         .spawn(move || {
@@ -117,8 +139,40 @@ pub fn serve(
             });
         })
         .map_err(bind_err)?;
-    info!(addr = %local, "admin listener ready: /healthz /readyz /metrics, POST /rules/reload, POST /rebucket, POST /tables/forget");
+    let actions = if guarded {
+        "need the admin token"
+    } else {
+        "open to local processes (no admin token configured; loopback only)"
+    };
+    info!(addr = %local, "admin listener ready: /healthz /readyz /metrics; POST /rules/reload, POST /rebucket, POST /tables/forget {actions}");
     Ok(local)
+}
+
+/// Lets a request through to an admin action only with the configured bearer token (any request
+/// when none is configured, which [`serve`] allows on loopback only).
+async fn require_token(State(state): State<AdminState>, request: Request, next: Next) -> Response {
+    let Some(token) = &state.token else {
+        return next.run(request).await;
+    };
+    let header = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes);
+    match token.check(header) {
+        Ok(()) => next.run(request).await,
+        Err(refusal) => {
+            // The path and the kind of refusal only: never the header, which may hold a
+            // near-miss of the real token.
+            warn!(path = %request.uri().path(), refusal = refusal.label(), "admin request refused");
+            let body = serde_json::json!({ "status": "unauthorized", "reason": refusal.reason() });
+            (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, r#"Bearer realm="sluice admin""#)],
+                Json(body),
+            )
+                .into_response()
+        }
+    }
 }
 
 async fn readyz(State(state): State<AdminState>) -> (StatusCode, &'static str) {

@@ -48,6 +48,10 @@ pub struct Config {
     pub reload: ReloadSection,
     /// Admin HTTP listener for /healthz, /readyz and /metrics (`SLUICE_ADMIN_ADDR`).
     pub admin_addr: Option<SocketAddr>,
+    /// File holding the bearer token the admin actions require (`SLUICE_ADMIN_TOKEN_FILE`; the
+    /// token itself may come from `SLUICE_ADMIN_TOKEN` instead). Required when `admin_addr` is
+    /// not a loopback address.
+    pub admin_token_file: Option<PathBuf>,
     /// Status update interval towards PostgreSQL, in milliseconds.
     pub status_interval_ms: u64,
 }
@@ -142,6 +146,7 @@ impl Default for Config {
             snapshot: SnapshotSection::default(),
             reload: ReloadSection::default(),
             admin_addr: None,
+            admin_token_file: None,
             status_interval_ms: 10_000,
         }
     }
@@ -251,6 +256,9 @@ impl Config {
                     });
                 }
             };
+        }
+        if let Some(v) = env("SLUICE_ADMIN_TOKEN_FILE") {
+            self.admin_token_file = Some(PathBuf::from(v));
         }
         if let Some(v) = env("SLUICE_ADMIN_ADDR") {
             self.admin_addr =
@@ -495,6 +503,15 @@ mod tests {
             err.to_string(),
             "environment variable SLUICE_FAILURE_POLICY=\"explode\" is invalid: expected dead-letter or halt"
         );
+    }
+
+    #[test]
+    fn admin_token_file_comes_from_the_file_then_the_environment() {
+        let mut c = Config::from_toml("admin_token_file = \"/etc/sluice/token\"\n").unwrap();
+        assert_eq!(c.admin_token_file, Some(PathBuf::from("/etc/sluice/token")));
+        c.apply_env(|k| (k == "SLUICE_ADMIN_TOKEN_FILE").then(|| "/run/secrets/t".to_string()))
+            .unwrap();
+        assert_eq!(c.admin_token_file, Some(PathBuf::from("/run/secrets/t")));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! below it are skipped.
 
 pub mod admin;
+pub mod admin_auth;
 pub mod batcher;
 pub mod checksums;
 pub mod committer;

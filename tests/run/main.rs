@@ -10,6 +10,7 @@ mod wasm;
 
 mod support;
 
+mod admin;
 mod checksum;
 mod conformance;
 mod crash;
