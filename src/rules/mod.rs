@@ -64,6 +64,7 @@
 //! the [`RulesWorker`]'s own thread, never on an async runtime's.
 
 mod bindings;
+mod cache;
 mod buckets;
 mod engine;
 mod error;
@@ -75,15 +76,19 @@ mod limits;
 mod module;
 pub mod module_file;
 mod relations;
+mod scan;
 mod state;
 mod wasi;
 mod wire;
 mod worker;
 
-pub use engine::RulesEngine;
+pub use cache::{CacheError, CodeSource, ModuleCache};
+pub use engine::{
+    MAX_CORE_INSTANCES_PER_COMPONENT, MAX_MEMORIES_PER_COMPONENT, MAX_TABLES_PER_COMPONENT, RulesEngine,
+};
 pub use error::RulesError;
 pub use guest_text::{MAX_GUEST_TEXT_BYTES, guest_text};
 pub use instance::RulesInstance;
 pub use limits::{MAX_BUCKET_ID_BYTES, RuleLimits};
-pub use module::RulesModule;
+pub use module::{CodeLoad, RulesModule};
 pub use worker::RulesWorker;
