@@ -78,6 +78,7 @@ pub mod module_file;
 mod relations;
 mod scan;
 mod state;
+mod stderr_tail;
 mod wasi;
 mod wire;
 mod worker;

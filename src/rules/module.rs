@@ -221,13 +221,18 @@ impl RulesModule {
                 });
             }
             Err(err) => {
+                let said = store
+                    .data_mut()
+                    .take_guest_said()
+                    .map(|said| said.suffix())
+                    .unwrap_or_default();
                 let reason = match err.downcast_ref::<wasmtime::Trap>() {
                     Some(wasmtime::Trap::Interrupt) => format!(
                         "init did not finish within the init deadline of {:?} (RuleLimits::init_deadline)",
                         limits.init_deadline
                     ),
-                    Some(trap) => super::instance::trap_text(&err, *trap),
-                    None => err.root_cause().to_string(),
+                    Some(trap) => format!("{}{said}", super::instance::trap_text(&err, *trap)),
+                    None => format!("{}{said}", err.root_cause()),
                 };
                 return Err(RulesError::InitTrapped {
                     module: self.label.clone(),
