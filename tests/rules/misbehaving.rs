@@ -232,7 +232,7 @@ fn a_trap_is_explained_by_the_guests_last_stderr_line() {
     assert_eq!(
         bad,
         Outcome::Error(format!(
-            "rule trapped: wasm `unreachable` instruction executed; the module wrote to stderr: KeyError: 'owner' (id id:Value::Int({BAD}))"
+            "rule trapped: wasm trap: wasm `unreachable` instruction executed; the module wrote to stderr: KeyError: 'owner' (id id:Value::Int({BAD}))"
         ))
     );
     // Only the failing call's stderr explains it: the neighbours wrote nothing.
@@ -245,7 +245,7 @@ fn a_trap_is_explained_by_the_guests_last_stderr_line() {
         .unwrap();
     assert!(
         err.to_string().ends_with(
-            "init trapped: wasm `unreachable` instruction executed; the module wrote to stderr: TypeError: config is not an object"
+            "init trapped: wasm trap: wasm `unreachable` instruction executed; the module wrote to stderr: TypeError: config is not an object"
         ),
         "{err}"
     );
