@@ -202,7 +202,10 @@ fn read_artifact(path: &Path, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
         return Err("it was written for another module or engine".into());
     }
     if header[MAGIC.len() + 32..] != Sha256::digest(artifact)[..] {
-        return Err("its content does not match the sha256 recorded in its header (corrupted or altered)".into());
+        return Err(
+            "its content does not match the sha256 recorded in its header (corrupted or altered)"
+                .into(),
+        );
     }
     Ok(Some(artifact.to_vec()))
 }
@@ -254,13 +257,19 @@ fn check_private_dir(dir: &Path) -> Result<(), CacheError> {
     if meta.uid() != uid {
         return Err(unsafe_dir(
             dir,
-            format!("it is owned by uid {}, not by this user (uid {uid})", meta.uid()),
+            format!(
+                "it is owned by uid {}, not by this user (uid {uid})",
+                meta.uid()
+            ),
         ));
     }
     if meta.mode() & 0o022 != 0 {
         return Err(unsafe_dir(
             dir,
-            format!("group or others may write it (mode {:o})", meta.mode() & 0o7777),
+            format!(
+                "group or others may write it (mode {:o})",
+                meta.mode() & 0o7777
+            ),
         ));
     }
     for ancestor in dir.ancestors().skip(1) {

@@ -223,7 +223,11 @@ impl RulesEngine {
 /// Refuses a component bigger than the pool's per-component room, naming the limit.
 fn check_size(outline: &scan::Outline, module: &str) -> Result<(), RulesError> {
     let over = [
-        ("core instances", outline.core_instances, MAX_CORE_INSTANCES_PER_COMPONENT),
+        (
+            "core instances",
+            outline.core_instances,
+            MAX_CORE_INSTANCES_PER_COMPONENT,
+        ),
         ("memories", outline.memories, MAX_MEMORIES_PER_COMPONENT),
         ("tables", outline.tables, MAX_TABLES_PER_COMPONENT),
     ]

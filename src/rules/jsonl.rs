@@ -151,7 +151,8 @@ impl ChangeReader {
                 .iter()
                 .map(|c| {
                     row.get(&c.name).map_or(Ok(Value::Null), |json| {
-                        json_value(json).map_err(|reason| fail(format!("column {:?}: {reason}", c.name)))
+                        json_value(json)
+                            .map_err(|reason| fail(format!("column {:?}: {reason}", c.name)))
                     })
                 })
                 .collect()
@@ -188,7 +189,10 @@ const KINDS: &str = "numeric, bytes, date, time, timestamp, timestamptz, text, j
 
 /// A `{"$kind": ..., "value": ...}` object as the value it states.
 fn kinded_value(object: &Map<String, Json>) -> Result<Value, String> {
-    if let Some(extra) = object.keys().find(|k| !matches!(k.as_str(), KIND | "value")) {
+    if let Some(extra) = object
+        .keys()
+        .find(|k| !matches!(k.as_str(), KIND | "value"))
+    {
         return Err(format!(
             "unknown key {extra:?} in a {KIND} object; it takes only {KIND} and value"
         ));
@@ -197,7 +201,9 @@ fn kinded_value(object: &Map<String, Json>) -> Result<Value, String> {
     let value = object.get("value");
     let text = || match value {
         Some(Json::String(text)) => Ok(text.clone()),
-        _ => Err(format!("a {kind:?} value must be a string, as {{\"{KIND}\":\"{kind}\",\"value\":\"...\"}}")),
+        _ => Err(format!(
+            "a {kind:?} value must be a string, as {{\"{KIND}\":\"{kind}\",\"value\":\"...\"}}"
+        )),
     };
     Ok(match kind {
         "unchanged" if value.is_none() => Value::Unchanged,
@@ -241,8 +247,7 @@ fn numeric(text: String) -> Result<String, String> {
 /// Hex text, with or without PostgreSQL's `\x` prefix, as bytes.
 fn hex_bytes(text: &str) -> Result<Vec<u8>, String> {
     let digits = text.strip_prefix("\\x").unwrap_or(text);
-    hex::decode(digits)
-        .map_err(|e| format!("{text:?} is not hex bytes such as \"\\\\x0aff\": {e}"))
+    hex::decode(digits).map_err(|e| format!("{text:?} is not hex bytes such as \"\\\\x0aff\": {e}"))
 }
 
 #[derive(Serialize)]

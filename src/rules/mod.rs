@@ -64,8 +64,8 @@
 //! the [`RulesWorker`]'s own thread, never on an async runtime's.
 
 mod bindings;
-mod cache;
 mod buckets;
+mod cache;
 mod engine;
 mod error;
 mod guest_text;
@@ -85,7 +85,8 @@ mod worker;
 
 pub use cache::{CacheError, CodeSource, ModuleCache};
 pub use engine::{
-    MAX_CORE_INSTANCES_PER_COMPONENT, MAX_MEMORIES_PER_COMPONENT, MAX_TABLES_PER_COMPONENT, RulesEngine,
+    MAX_CORE_INSTANCES_PER_COMPONENT, MAX_MEMORIES_PER_COMPONENT, MAX_TABLES_PER_COMPONENT,
+    RulesEngine,
 };
 pub use error::RulesError;
 pub use guest_text::{MAX_GUEST_TEXT_BYTES, guest_text};

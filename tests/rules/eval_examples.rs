@@ -287,10 +287,7 @@ fn every_value_kind_reaches_the_module() {
             r#"{"$kind":"timestamptz","value":"2024-02-29T12:34:56+00:00"}"#,
             r#"Value::Timestamptz(\"2024-02-29T12:34:56+00:00\")"#,
         ),
-        (
-            r#"{"$kind":"text","value":"7"}"#,
-            r#"Value::Text(\"7\")"#,
-        ),
+        (r#"{"$kind":"text","value":"7"}"#, r#"Value::Text(\"7\")"#),
         (
             r#"{"$kind":"json","value":{"a":1}}"#,
             r#"Value::Json(\"{\\\"a\\\":1}\")"#,
