@@ -1,5 +1,5 @@
-//! What a rules module may import: checked against the component's import list at load, before
-//! anything is linked or instantiated, so that a module reaching for something sluice does not
+//! What a rules module may import: checked against the component's import list at load, read
+//! before compiling (see `scan.rs`), so that a module reaching for something sluice does not
 //! provide is refused with the name of that import rather than a linker error.
 //!
 //! The allowlist is exactly what a module built with the guest SDK for `wasm32-wasip2` needs
