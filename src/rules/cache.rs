@@ -342,3 +342,61 @@ impl ModuleCache {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    }
+
+    #[test]
+    fn the_default_directory_follows_xdg_then_home() {
+        assert_eq!(
+            ModuleCache::default_dir(env(&[("XDG_CACHE_HOME", "/x"), ("HOME", "/h")])),
+            Some(PathBuf::from("/x/sluice/modules"))
+        );
+        // A relative XDG_CACHE_HOME is invalid by the spec and ignored.
+        assert_eq!(
+            ModuleCache::default_dir(env(&[("XDG_CACHE_HOME", "x"), ("HOME", "/h")])),
+            Some(PathBuf::from("/h/.cache/sluice/modules"))
+        );
+        assert_eq!(ModuleCache::default_dir(env(&[])), None);
+    }
+
+    #[test]
+    fn off_disables_and_a_path_is_created_private() {
+        assert!(ModuleCache::from_setting(Some("off"), env(&[])).is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a/b");
+        let cache = ModuleCache::from_setting(path.to_str(), env(&[])).unwrap();
+        let mode = std::fs::metadata(cache.dir()).unwrap().mode();
+        assert_eq!(mode & 0o777, 0o700);
+    }
+
+    #[test]
+    fn a_directory_others_may_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o770)).unwrap();
+        let err = ModuleCache::open(&open).unwrap_err().to_string();
+        assert!(
+            err.contains("is unsafe: group or others may write it (mode 770)"),
+            "{err}"
+        );
+        // Its children are refused too: the parent could be swapped.
+        let child = open.join("cache");
+        let err = ModuleCache::open(&child).unwrap_err().to_string();
+        assert!(
+            err.contains("may be written by group or others and is not sticky (mode 770)"),
+            "{err}"
+        );
+    }
+}
