@@ -8,11 +8,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::rules::jsonl::{ChangeReader, write_outcome};
-use crate::rules::{RuleLimits, RulesEngine};
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Prints each change's own outcome, one JSON line per change. Relations the module declares (see `sluice check`) are applied by `sluice run`, not here: a row's buckets through its parent or its children are not shown.\n\nExample:\n  sluice eval --module by_owner.wasm --input changes.jsonl\n  cat changes.jsonl | sluice eval --module by_owner.wasm --input -"
+    after_help = "Prints each change's own outcome, one JSON line per change. Relations the module declares (see `sluice check`) are applied by `sluice run`, not here: a row's buckets through its parent or its children are not shown.\n\nInput values: JSON null, booleans, integers, floats and strings are Null, Bool, Int, Float and Text; objects and arrays are Json. Other kinds are stated with a `$kind` object:\n  {\"$kind\":\"unchanged\"}                      a TOASTed column the update did not send\n  {\"$kind\":\"numeric\",\"value\":\"1.50\"}\n  {\"$kind\":\"bytes\",\"value\":\"\\\\x0aff\"}       hex, with or without the \\x prefix\n  {\"$kind\":\"date\",\"value\":\"2024-02-29\"}     also time, timestamp, timestamptz (ISO-8601 text)\n  {\"$kind\":\"text\",\"value\":\"...\"}\n  {\"$kind\":\"json\",\"value\":{...}}           any JSON, also an object with a $kind key\n\nThe module's host.log lines go to stderr (filter with SLUICE_LOG).\n\nExample:\n  sluice eval --module by_owner.wasm --input changes.jsonl\n  cat changes.jsonl | sluice eval --module by_owner.wasm --input -"
 )]
 pub struct EvalArgs {
     /// The rules module (a wasm32-wasip2 component).
@@ -25,14 +24,19 @@ pub struct EvalArgs {
     /// the module expects).
     #[arg(long)]
     pub rules_config: Option<PathBuf>,
+    /// Directory of compiled modules; `off` disables it. Default:
+    /// `$XDG_CACHE_HOME/sluice/modules` or `~/.cache/sluice/modules`.
+    #[arg(long, env = "SLUICE_RULES_CACHE_DIR")]
+    pub cache_dir: Option<String>,
     /// Changes per evaluate call.
     #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
     pub batch_size: u32,
 }
 
 pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
+    super::run::init_logging(super::run::LogFormat::Human, super::check::TOOL_LOG);
     let config = super::check::read_rules_config(args.rules_config.as_deref())?;
-    let engine = RulesEngine::new(RuleLimits::default())?;
+    let engine = super::check::engine(args.cache_dir.as_deref())?;
     let module = engine.load_file(&args.module, &config)?;
     let mut instance = module.instantiate()?;
 

@@ -76,6 +76,9 @@ pub struct RulesSection {
     /// Largest module file sluice reads, in MiB (the CLI, the config, the file watch and
     /// `POST /rules/reload` alike).
     pub max_module_mib: u64,
+    /// Directory of compiled modules (`SLUICE_RULES_CACHE_DIR`): unset means
+    /// `$XDG_CACHE_HOME/sluice/modules` or `~/.cache/sluice/modules`, `"off"` disables it.
+    pub cache_dir: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -163,6 +166,7 @@ impl Default for RulesSection {
             memory_mib: 64,
             max_buckets_per_change: 64,
             max_module_mib: 256,
+            cache_dir: None,
         }
     }
 }
@@ -243,6 +247,9 @@ impl Config {
         }
         if let Some(v) = env("SLUICE_RULES_CONFIG") {
             self.rules.config_file = Some(PathBuf::from(v));
+        }
+        if let Some(v) = env("SLUICE_RULES_CACHE_DIR") {
+            self.rules.cache_dir = Some(v);
         }
         if let Some(v) = env("SLUICE_FAILURE_POLICY") {
             self.failure_policy = match v.as_str() {

@@ -97,6 +97,12 @@ pub fn record_confirmed(lsn: Lsn, server_wal_end: Lsn, commit_time_us: Option<i6
     }
 }
 
-pub fn record_rules_version(version: &str) {
+/// Marks `version` as the active rules version (1) and `previous`, the one it replaced, as no
+/// longer active (0): exactly one version is at 1, so a dashboard summing the gauge or picking
+/// the label at 1 sees the running version, not every version ever activated.
+pub fn record_rules_version(previous: Option<&str>, version: &str) {
+    if let Some(previous) = previous.filter(|previous| *previous != version) {
+        gauge!(RULES_VERSION, "version" => previous.to_owned()).set(0.0);
+    }
     gauge!(RULES_VERSION, "version" => version.to_owned()).set(1.0);
 }

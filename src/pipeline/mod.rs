@@ -234,8 +234,11 @@ pub async fn load_rules(config: &Config) -> Result<(RulesEngine, Arc<RulesModule
         config::ConfigError::Invalid("no rules module: pass --module PATH".into())
     })?;
     let rules_config = config.rules_config_text()?;
+    let cache = crate::rules::ModuleCache::from_setting(config.rules.cache_dir.as_deref(), |k| {
+        std::env::var(k).ok()
+    });
     tokio::task::spawn_blocking(move || {
-        let engine = RulesEngine::new(limits)?;
+        let engine = RulesEngine::with_cache(limits, cache)?;
         let module = engine.load_file(&path, &rules_config)?;
         Ok::<_, PipelineError>((engine, module))
     })
@@ -261,8 +264,14 @@ pub async fn run(
         None => source.clone(),
     };
     let (engine, module) = load_rules(&config).await?;
-    info!(version = module.version(), "rules module loaded");
-    metrics::record_rules_version(module.version());
+    let code = module.code_load();
+    info!(
+        version = module.version(),
+        code = code.source.as_str(),
+        code_ms = code.elapsed.as_millis() as u64,
+        "rules module loaded"
+    );
+    metrics::record_rules_version(None, module.version());
     let module_file = config.rules.module.clone().unwrap_or_default();
     let module_path = module_file.display().to_string();
 

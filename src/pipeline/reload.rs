@@ -108,10 +108,11 @@ impl Swap {
             first_lsn = %first_lsn,
             trigger = self.trigger.as_str(),
             compile_ms = self.compile.as_millis() as u64,
+            code = self.module.code_load().source.as_str(),
             latency_ms = latency.as_millis() as u64,
             "rules version activated"
         );
-        crate::pipeline::metrics::record_rules_version(self.module.version());
+        crate::pipeline::metrics::record_rules_version(Some(previous), self.module.version());
         if let Some(reply) = self.reply {
             let _ = reply.send(ReloadOutcome::Activated {
                 version: self.module.version().to_owned(),

@@ -4,17 +4,20 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::thread;
+use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, EngineWeak, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::bindings::{v0_1, v0_2};
+use super::cache::{CodeSource, ModuleCache};
 use super::error::RulesError;
 use super::imports;
 use super::limits::RuleLimits;
-use super::module::{RulesModule, WorldPre};
+use super::module::{CodeLoad, RulesModule, WorldPre};
 use super::module_file;
+use super::scan;
 use super::state::InstanceState;
 use super::wasi;
 
@@ -30,19 +33,43 @@ pub(crate) struct EngineInner {
     pub(crate) engine: Engine,
     pub(crate) linker: Linker<InstanceState>,
     pub(crate) limits: RuleLimits,
+    cache: Option<ModuleCache>,
 }
+
+/// What one component may hold, whatever its language. The pooling allocator is configured once
+/// per engine, before any module is known, and a reload may bring a bigger module than the first;
+/// so every component gets room for the largest toolchain measured, and a module over these is
+/// refused at load, before compiling, naming the limit. Measured: a Rust `wasm32-wasip2`
+/// component has 4–8 core instances, 2 memories and 2 tables; a componentize-py component 38
+/// core instances (CPython and its extension modules, dynamically linked into one memory), a
+/// ComponentizeJS one about 10.
+pub const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 100;
+/// Linear memories one component may define. Each pool slot reserves address space (not memory)
+/// for the largest memory plus guard pages, about 6 GiB: 4 × [`RuleLimits::max_instances`] slots
+/// at the default of 64 reserve 1.5 TiB of the 128 TiB a process has.
+pub const MAX_MEMORIES_PER_COMPONENT: u32 = 4;
+/// Tables one component may define.
+pub const MAX_TABLES_PER_COMPONENT: u32 = 16;
 
 impl RulesEngine {
     /// Builds the engine and starts its epoch ticker, which stops when the
     /// last clone of the engine is dropped.
     pub fn new(limits: RuleLimits) -> Result<Self, RulesError> {
+        Self::with_cache(limits, None)
+    }
+
+    /// [`RulesEngine::new`] with a compiled-artifact cache: modules found there are loaded
+    /// without compiling, modules compiled are stored there.
+    pub fn with_cache(limits: RuleLimits, cache: Option<ModuleCache>) -> Result<Self, RulesError> {
         let mut pool = PoolingAllocationConfig::default();
-        // A wasm32-wasip2 component holds a few core instances (the
-        // program, the WASI adapter, shims) and up to two memories.
-        pool.total_component_instances(limits.max_instances)
-            .total_core_instances(limits.max_instances.saturating_mul(8))
-            .total_memories(limits.max_instances.saturating_mul(2))
-            .total_tables(limits.max_instances.saturating_mul(4))
+        let n = limits.max_instances;
+        pool.total_component_instances(n)
+            .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_COMPONENT)
+            .max_memories_per_component(MAX_MEMORIES_PER_COMPONENT)
+            .max_tables_per_component(MAX_TABLES_PER_COMPONENT)
+            .total_core_instances(n.saturating_mul(MAX_CORE_INSTANCES_PER_COMPONENT))
+            .total_memories(n.saturating_mul(MAX_MEMORIES_PER_COMPONENT))
+            .total_tables(n.saturating_mul(MAX_TABLES_PER_COMPONENT))
             .max_memory_size(limits.memory_bytes);
 
         let mut config = Config::new();
@@ -72,8 +99,14 @@ impl RulesEngine {
                 engine,
                 linker,
                 limits,
+                cache,
             }),
         })
+    }
+
+    /// The compiled-artifact cache, if any.
+    pub fn cache(&self) -> Option<&ModuleCache> {
+        self.inner.cache.as_ref()
     }
 
     /// The limits every instance runs under.
@@ -140,12 +173,27 @@ impl RulesEngine {
             }
             _ => return Err(RulesError::NotWasm { module: label }),
         }
-        let component =
-            Component::new(&self.inner.engine, wasm).map_err(|reason| RulesError::Invalid {
-                module: label.clone(),
-                reason,
-            })?;
-        imports::check(&self.inner.engine, &component, &label)?;
+        let outline = scan::outline(wasm).map_err(|err| RulesError::Invalid {
+            module: label.clone(),
+            reason: err.into(),
+        })?;
+        imports::check(&outline, &label)?;
+        check_size(&outline, &label)?;
+        let started = Instant::now();
+        let compile = || Component::new(&self.inner.engine, wasm);
+        let compiled = match &self.inner.cache {
+            Some(cache) => cache.component(&self.inner.engine, &version, compile),
+            None => compile().map(|c| (c, CodeSource::CompiledUncached)),
+        };
+        let (component, source) = compiled.map_err(|reason| RulesError::Invalid {
+            module: label.clone(),
+            reason,
+        })?;
+        let code = CodeLoad {
+            source,
+            elapsed: started.elapsed(),
+        };
+        tracing::debug!(module = %label, source = source.as_str(), ms = code.elapsed.as_millis() as u64, "rules module code loaded");
         let instance_pre = self
             .inner
             .linker
@@ -166,8 +214,33 @@ impl RulesEngine {
             version,
             pre,
             config.to_owned(),
+            code,
         )?;
         Ok(Arc::new(module))
+    }
+}
+
+/// Refuses a component bigger than the pool's per-component room, naming the limit.
+fn check_size(outline: &scan::Outline, module: &str) -> Result<(), RulesError> {
+    let over = [
+        (
+            "core instances",
+            outline.core_instances,
+            MAX_CORE_INSTANCES_PER_COMPONENT,
+        ),
+        ("memories", outline.memories, MAX_MEMORIES_PER_COMPONENT),
+        ("tables", outline.tables, MAX_TABLES_PER_COMPONENT),
+    ]
+    .into_iter()
+    .find(|(_, has, max)| has > max);
+    match over {
+        Some((what, has, max)) => Err(RulesError::TooBig {
+            module: module.to_owned(),
+            what,
+            has,
+            max,
+        }),
+        None => Ok(()),
     }
 }
 

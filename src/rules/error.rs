@@ -24,16 +24,20 @@ pub enum RulesError {
         module: String,
         reason: wasmtime::Error,
     },
-    /// The module imports an interface that is not on the allowlist (see `rules/imports.rs`).
-    /// `import` is the first such import, `what` says what it is for, `others` lists the rest.
+    /// The module imports an interface that is not on the allowlist (see `rules/imports.rs`),
+    /// found before compiling. `import` is the first such import, `what` says what it is for,
+    /// `others` lists the rest.
     #[error(
-        "module {module} imports `{import}`{others}, which sluice does not provide: {what}. Rules run without network, filesystem or clock access; remove the code or dependency that uses it (a rule may import only sluice:rules/*, wasi:io/*, wasi:cli/* and wasi:random/*)"
+        "module {module} imports `{import}`{others}, which sluice does not provide: {what}. Rules run without network, filesystem or clock access; {fix} (a rule may import only sluice:rules/*, wasi:io/*, wasi:cli/* and wasi:random/*)"
     )]
     UnsupportedImport {
         module: String,
         import: String,
         what: &'static str,
         others: String,
+        /// What removes the import, in the module's language (a build flag for Python and
+        /// JavaScript, whose toolchains add WASI imports by default).
+        fix: &'static str,
     },
     /// An allowed interface that does not match what sluice links (another version, a function
     /// sluice's WASI does not have).
@@ -67,6 +71,17 @@ pub enum RulesError {
     RelationWithoutTable { module: String, relation: String },
     #[error("module {module} declares relation `{relation}` twice")]
     DuplicateRelation { module: String, relation: String },
+    /// The component holds more than the instance pool has room for in one component (see
+    /// `MAX_*_PER_COMPONENT` in `rules/engine.rs`).
+    #[error(
+        "module {module} holds {has} {what}, more than the {max} sluice's instance pool has room for in one component"
+    )]
+    TooBig {
+        module: String,
+        what: &'static str,
+        has: u32,
+        max: u32,
+    },
     #[error("module {module}: init failed: {message}")]
     InitFailed { module: String, message: String },
     /// `reason` is one line: the trap, never wasmtime's multi-line wasm backtrace.

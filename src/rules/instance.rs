@@ -12,7 +12,7 @@ use crate::model::{Change, Outcome};
 use super::buckets;
 use super::guest_text::guest_text;
 use super::module::{EvaluateFunc, RulesModule, ticks};
-use super::state::InstanceState;
+use super::state::{GuestSaid, InstanceState};
 use super::wire::{self, BatchTables};
 
 /// An instantiated module, owned by one worker. After a trap it replaces
@@ -167,6 +167,7 @@ impl RulesInstance {
             .set_epoch_deadline(ticks(deadline, limits.epoch_tick));
         let state = live.store.data_mut();
         state.log.last_error = None;
+        state.stderr.clear();
         state.limits.exceeded = false;
         let result = live
             .evaluate
@@ -190,7 +191,7 @@ impl RulesInstance {
             ))),
             Err(err) => {
                 let state = live.store.data_mut();
-                let guest_said = state.log.last_error.take();
+                let guest_said = state.take_guest_said();
                 let out_of_memory = state.limits.exceeded;
                 let message = guest_text(&describe_trap(&err, guest_said, out_of_memory, limits));
                 // The store may hold a half-updated guest heap: never reuse it.
@@ -207,7 +208,7 @@ impl RulesInstance {
 
 fn describe_trap(
     err: &wasmtime::Error,
-    guest_said: Option<String>,
+    guest_said: Option<GuestSaid>,
     out_of_memory: bool,
     limits: &super::RuleLimits,
 ) -> String {
@@ -224,27 +225,19 @@ fn describe_trap(
             limits.batch_deadline
         );
     }
-    match (guest_said, trap) {
+    let said = |text: String| match &guest_said {
+        Some(said) => format!("{text}{}", said.suffix()),
+        None => text,
+    };
+    match (guest_said.as_ref(), trap) {
         // The guest SDK logs a panic's message just before aborting.
-        (Some(message), Some(Trap::UnreachableCodeReached))
+        (Some(GuestSaid::Logged(message)), Some(Trap::UnreachableCodeReached))
             if message.starts_with("rule panicked") =>
         {
-            message
+            message.clone()
         }
-        (Some(message), Some(trap)) => {
-            format!(
-                "rule trapped: {}; the module logged: {message}",
-                trap_text(err, *trap)
-            )
-        }
-        (Some(message), None) => {
-            format!(
-                "rule trapped: {}; the module logged: {message}",
-                err.root_cause()
-            )
-        }
-        (None, Some(trap)) => format!("rule trapped: {}", trap_text(err, *trap)),
-        (None, None) => format!("rule trapped: {}", err.root_cause()),
+        (_, Some(trap)) => said(format!("rule trapped: {}", trap_text(err, *trap))),
+        (_, None) => said(format!("rule trapped: {}", err.root_cause())),
     }
 }
 

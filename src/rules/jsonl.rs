@@ -8,6 +8,14 @@
 //! text or an integer. JSON null, booleans, integers, floats and strings
 //! become Null, Bool, Int, Float and Text; objects and arrays become Json.
 //!
+//! A value of another kind is written as an object with a `$kind` key:
+//! `{"$kind":"numeric","value":"1.50"}`; kinds `numeric`, `date`, `time`,
+//! `timestamp`, `timestamptz` and `text` take text, `bytes` takes hex text
+//! (`"\\x0aff"` as PostgreSQL prints it, or `"0aff"`), `json` takes any JSON
+//! (so a JSON object that itself has a `$kind` key is written
+//! `{"$kind":"json","value":{...}}`), and `unchanged` (a TOASTed column
+//! PostgreSQL did not send) takes no value: `{"$kind":"unchanged"}`.
+//!
 //! Columns are the keys of `new` followed by keys only `old` has; a column
 //! missing from one row reads as Null there. A column named `id` is the
 //! key. Lines with the same table and columns share one `Arc<TableSchema>`.
@@ -137,16 +145,21 @@ impl ChangeReader {
                 schema
             }
         };
-        let values = |row: &Map<String, Json>| -> Vec<Value> {
+        let values = |row: &Map<String, Json>| -> Result<Vec<Value>, LineError> {
             schema
                 .columns
                 .iter()
-                .map(|c| row.get(&c.name).map_or(Value::Null, json_value))
+                .map(|c| {
+                    row.get(&c.name).map_or(Ok(Value::Null), |json| {
+                        json_value(json)
+                            .map_err(|reason| fail(format!("column {:?}: {reason}", c.name)))
+                    })
+                })
                 .collect()
         };
         Ok(Change {
-            new: new.map(values),
-            old: old.map(values),
+            new: new.map(values).transpose()?,
+            old: old.map(values).transpose()?,
             table: schema,
             op,
             lsn,
@@ -154,8 +167,8 @@ impl ChangeReader {
     }
 }
 
-fn json_value(json: &Json) -> Value {
-    match json {
+fn json_value(json: &Json) -> Result<Value, String> {
+    Ok(match json {
         Json::Null => Value::Null,
         Json::Bool(b) => Value::Bool(*b),
         Json::Number(n) => match n.as_i64() {
@@ -164,8 +177,77 @@ fn json_value(json: &Json) -> Value {
             None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
         },
         Json::String(s) => Value::Text(s.clone()),
+        Json::Object(object) if object.contains_key(KIND) => kinded_value(object)?,
         Json::Array(_) | Json::Object(_) => Value::Json(json.to_string()),
+    })
+}
+
+/// The key that marks an object as a value of a stated kind rather than JSON.
+const KIND: &str = "$kind";
+
+const KINDS: &str = "numeric, bytes, date, time, timestamp, timestamptz, text, json, unchanged";
+
+/// A `{"$kind": ..., "value": ...}` object as the value it states.
+fn kinded_value(object: &Map<String, Json>) -> Result<Value, String> {
+    if let Some(extra) = object
+        .keys()
+        .find(|k| !matches!(k.as_str(), KIND | "value"))
+    {
+        return Err(format!(
+            "unknown key {extra:?} in a {KIND} object; it takes only {KIND} and value"
+        ));
     }
+    let kind = object.get(KIND).and_then(Json::as_str).unwrap_or_default();
+    let value = object.get("value");
+    let text = || match value {
+        Some(Json::String(text)) => Ok(text.clone()),
+        _ => Err(format!(
+            "a {kind:?} value must be a string, as {{\"{KIND}\":\"{kind}\",\"value\":\"...\"}}"
+        )),
+    };
+    Ok(match kind {
+        "unchanged" if value.is_none() => Value::Unchanged,
+        "unchanged" => return Err("an \"unchanged\" value takes no \"value\"".into()),
+        "numeric" => Value::Numeric(numeric(text()?)?),
+        "bytes" => Value::Bytes(hex_bytes(&text()?)?),
+        "date" => Value::Date(text()?),
+        "time" => Value::Time(text()?),
+        "timestamp" => Value::Timestamp(text()?),
+        "timestamptz" => Value::Timestamptz(text()?),
+        "text" => Value::Text(text()?),
+        "json" => Value::Json(
+            value
+                .ok_or_else(|| "a \"json\" value needs a \"value\"".to_owned())?
+                .to_string(),
+        ),
+        other => return Err(format!("unknown {KIND} {other:?}; expected one of {KINDS}")),
+    })
+}
+
+/// `text` if it reads as a PostgreSQL numeric: digits with an optional sign, point and
+/// exponent, or NaN / Infinity.
+fn numeric(text: String) -> Result<String, String> {
+    let unsigned = text.strip_prefix(['-', '+']).unwrap_or(&text);
+    let (mantissa, exponent) = match unsigned.split_once(['e', 'E']) {
+        Some((m, e)) => (m, Some(e.strip_prefix(['-', '+']).unwrap_or(e))),
+        None => (unsigned, None),
+    };
+    let digits = mantissa.replacen('.', "", 1);
+    let ok = matches!(unsigned, "NaN" | "Infinity")
+        || (!digits.is_empty()
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && exponent.is_none_or(|e| !e.is_empty() && e.bytes().all(|b| b.is_ascii_digit())));
+    if ok {
+        Ok(text)
+    } else {
+        Err(format!("{text:?} is not a numeric such as \"1.50\""))
+    }
+}
+
+/// Hex text, with or without PostgreSQL's `\x` prefix, as bytes.
+fn hex_bytes(text: &str) -> Result<Vec<u8>, String> {
+    let digits = text.strip_prefix("\\x").unwrap_or(text);
+    hex::decode(digits).map_err(|e| format!("{text:?} is not hex bytes such as \"\\\\x0aff\": {e}"))
 }
 
 #[derive(Serialize)]
@@ -267,6 +349,79 @@ mod tests {
         assert_eq!(
             err(r#"{"table":"t","op":"delete","old":{},"extra":1}"#),
             r#"line 7: unknown field "extra"; expected table, op, new, old, lsn"#
+        );
+    }
+
+    #[test]
+    fn every_value_kind_can_be_stated() {
+        let mut reader = ChangeReader::new();
+        let change = reader
+            .parse(
+                1,
+                r#"{"table":"t","op":"update","new":{
+                    "a":{"$kind":"unchanged"},
+                    "b":{"$kind":"numeric","value":"-1.50e+3"},
+                    "c":{"$kind":"bytes","value":"\\x0aff"},
+                    "d":{"$kind":"bytes","value":"0AFF"},
+                    "e":{"$kind":"date","value":"2024-02-29"},
+                    "f":{"$kind":"time","value":"12:34:56.789"},
+                    "g":{"$kind":"timestamp","value":"2024-02-29T12:34:56"},
+                    "h":{"$kind":"timestamptz","value":"2024-02-29T12:34:56+00:00"},
+                    "i":{"$kind":"text","value":"1.50"},
+                    "j":{"$kind":"json","value":{"$kind":"numeric"}},
+                    "k":{"$kind":"numeric","value":"NaN"}}}"#,
+            )
+            .unwrap();
+        assert_eq!(
+            change.new.unwrap(),
+            vec![
+                Value::Unchanged,
+                Value::Numeric("-1.50e+3".into()),
+                Value::Bytes(vec![0x0a, 0xff]),
+                Value::Bytes(vec![0x0a, 0xff]),
+                Value::Date("2024-02-29".into()),
+                Value::Time("12:34:56.789".into()),
+                Value::Timestamp("2024-02-29T12:34:56".into()),
+                Value::Timestamptz("2024-02-29T12:34:56+00:00".into()),
+                Value::Text("1.50".into()),
+                Value::Json(r#"{"$kind":"numeric"}"#.into()),
+                Value::Numeric("NaN".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn malformed_kinds_name_the_column() {
+        let mut reader = ChangeReader::new();
+        let mut err = |value: &str| {
+            reader_err(
+                &mut reader,
+                &format!(r#"{{"table":"t","op":"insert","new":{{"x":{value}}}}}"#),
+            )
+        };
+        assert_eq!(
+            err(r#"{"$kind":"numeric","value":"1,5"}"#),
+            r#"line 7: column "x": "1,5" is not a numeric such as "1.50""#
+        );
+        assert_eq!(
+            err(r#"{"$kind":"numeric","value":1.5}"#),
+            r#"line 7: column "x": a "numeric" value must be a string, as {"$kind":"numeric","value":"..."}"#
+        );
+        assert_eq!(
+            err(r#"{"$kind":"bytes","value":"\\xzz"}"#),
+            r#"line 7: column "x": "\\xzz" is not hex bytes such as "\\x0aff": Invalid character 'z' at position 0"#
+        );
+        assert_eq!(
+            err(r#"{"$kind":"unchanged","value":1}"#),
+            r#"line 7: column "x": an "unchanged" value takes no "value""#
+        );
+        assert_eq!(
+            err(r#"{"$kind":"money","value":"1"}"#),
+            r#"line 7: column "x": unknown $kind "money"; expected one of numeric, bytes, date, time, timestamp, timestamptz, text, json, unchanged"#
+        );
+        assert_eq!(
+            err(r#"{"$kind":"date","value":"2024-01-01","tz":"x"}"#),
+            r#"line 7: column "x": unknown key "tz" in a $kind object; it takes only $kind and value"#
         );
     }
 

@@ -11,6 +11,11 @@
 //!   fixed randomness). Clocks, filesystem, sockets and HTTP are not linked:
 //!   a module importing anything off the allowlist in `imports.rs` is
 //!   refused at load, naming the import.
+//! - Loading: the component's imports, producers and size are read first
+//!   (`scan.rs`, no compile), so a refused import costs milliseconds and names
+//!   the build flag for a Python or JavaScript toolchain; the compiled code
+//!   then comes from the [`ModuleCache`] when it holds it, else is compiled
+//!   and stored there.
 //! - [`RulesModule`]: one module version (sha256 of its bytes), compiled,
 //!   type-checked through `InstancePre` against `sluice:rules/rules@0.2.0`
 //!   or, failing that, the frozen `@0.1.0` (whose modules load unchanged),
@@ -59,12 +64,15 @@
 //!
 //! Every piece of text from a guest (error outcomes, init errors, `host.log`
 //! lines, trap messages quoting them) goes through [`guest_text`]: at most
-//! [`MAX_GUEST_TEXT_BYTES`], no NUL, one line. Guest stdout and stderr are
-//! discarded and stdin is empty; in `sluice run` every guest call runs on
+//! [`MAX_GUEST_TEXT_BYTES`], no NUL, one line. Guest stdout is discarded,
+//! stderr is kept only as its last 4 KiB, whose last line explains a trap the
+//! guest did not log (a Python or JavaScript uncaught exception), and stdin is
+//! empty; in `sluice run` every guest call runs on
 //! the [`RulesWorker`]'s own thread, never on an async runtime's.
 
 mod bindings;
 mod buckets;
+mod cache;
 mod engine;
 mod error;
 mod guest_text;
@@ -75,15 +83,21 @@ mod limits;
 mod module;
 pub mod module_file;
 mod relations;
+mod scan;
 mod state;
+mod stderr_tail;
 mod wasi;
 mod wire;
 mod worker;
 
-pub use engine::RulesEngine;
+pub use cache::{CacheError, CodeSource, ModuleCache};
+pub use engine::{
+    MAX_CORE_INSTANCES_PER_COMPONENT, MAX_MEMORIES_PER_COMPONENT, MAX_TABLES_PER_COMPONENT,
+    RulesEngine,
+};
 pub use error::RulesError;
 pub use guest_text::{MAX_GUEST_TEXT_BYTES, guest_text};
 pub use instance::RulesInstance;
 pub use limits::{MAX_BUCKET_ID_BYTES, RuleLimits};
-pub use module::RulesModule;
+pub use module::{CodeLoad, RulesModule};
 pub use worker::RulesWorker;

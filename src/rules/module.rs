@@ -6,6 +6,7 @@ use wasmtime::Store;
 use wasmtime::component::{Instance, InstancePre, TypedFunc};
 
 use super::bindings::{WitOutcome, WitRelation, v0_1, v0_2};
+use super::cache::CodeSource;
 use super::engine::EngineInner;
 use super::error::RulesError;
 use super::guest_text::guest_text;
@@ -87,6 +88,15 @@ impl WorldExports {
     }
 }
 
+/// How a module's compiled code was obtained, and how long that took.
+#[derive(Clone, Copy, Debug)]
+pub struct CodeLoad {
+    /// From the cache, or compiled.
+    pub source: CodeSource,
+    /// Time to compile or to load from the cache (not `init`).
+    pub elapsed: std::time::Duration,
+}
+
 /// One version of a rules module: compiled, type-checked against the world
 /// and known to pass `init` with its configuration.
 pub struct RulesModule {
@@ -99,6 +109,7 @@ pub struct RulesModule {
     log_budget: Arc<LogBudget>,
     /// Declared by the `init` at load, validated; empty for a 0.1.0 module.
     relations: Vec<Relation>,
+    code: CodeLoad,
 }
 
 impl RulesModule {
@@ -110,6 +121,7 @@ impl RulesModule {
         version: String,
         pre: WorldPre,
         config: String,
+        code: CodeLoad,
     ) -> Result<Self, RulesError> {
         let log_budget = Arc::new(LogBudget::new(&version, engine.limits.log_lines_per_second));
         let mut module = RulesModule {
@@ -120,6 +132,7 @@ impl RulesModule {
             config,
             log_budget,
             relations: Vec::new(),
+            code,
         };
         let (_, _, declared) = module.start()?;
         module.relations = relations::validate(&module.label, declared)?;
@@ -138,6 +151,12 @@ impl RulesModule {
     /// `0.1.0`.
     pub fn world_version(&self) -> &str {
         self.pre.version()
+    }
+
+    /// Whether the module's code came from the compiled-artifact cache, and how long getting it
+    /// took.
+    pub fn code_load(&self) -> CodeLoad {
+        self.code
     }
 
     /// The sha256 of the module's bytes, in hex.
@@ -202,13 +221,18 @@ impl RulesModule {
                 });
             }
             Err(err) => {
+                let said = store
+                    .data_mut()
+                    .take_guest_said()
+                    .map(|said| said.suffix())
+                    .unwrap_or_default();
                 let reason = match err.downcast_ref::<wasmtime::Trap>() {
                     Some(wasmtime::Trap::Interrupt) => format!(
                         "init did not finish within the init deadline of {:?} (RuleLimits::init_deadline)",
                         limits.init_deadline
                     ),
-                    Some(trap) => super::instance::trap_text(&err, *trap),
-                    None => err.root_cause().to_string(),
+                    Some(trap) => format!("{}{said}", super::instance::trap_text(&err, *trap)),
+                    None => format!("{}{said}", err.root_cause()),
                 };
                 return Err(RulesError::InitTrapped {
                     module: self.label.clone(),

@@ -11,6 +11,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::bindings::{Level, v0_1, v0_2};
 use super::guest_text::guest_text;
 use super::limits::RuleLimits;
+use super::stderr_tail::StderrTail;
 
 /// Everything a store owns for one instance.
 pub(crate) struct InstanceState {
@@ -18,13 +19,18 @@ pub(crate) struct InstanceState {
     table: ResourceTable,
     pub(crate) limits: MemoryCap,
     pub(crate) log: GuestLog,
+    /// The end of the guest's stderr, which explains a trap the guest did not log.
+    pub(crate) stderr: StderrTail,
 }
 
 impl InstanceState {
     pub(crate) fn new(limits: &RuleLimits, log_budget: Arc<LogBudget>) -> Self {
         let log = GuestLog::new(log_budget);
+        let stderr = StderrTail::default();
         // Nothing is granted: no preopens, env, args or network; stdin is
-        // empty and stdout/stderr discard (a panic's message reaches the host
+        // empty and stdout discards; stderr keeps its last few KiB, read only
+        // to explain a trap (a Python or JavaScript component prints an
+        // uncaught exception there; a Rust panic's message reaches the host
         // through `host.log`, see the guest SDK); randomness is fixed so that
         // a rule stays a pure function of its input even if it reaches for
         // it. Clocks, the filesystem and sockets are not even linked (see
@@ -34,6 +40,7 @@ impl InstanceState {
             .secure_random(wasmtime_wasi::Deterministic::new(vec![0]))
             .insecure_random(wasmtime_wasi::Deterministic::new(vec![0]))
             .insecure_random_seed(0)
+            .stderr(stderr.clone())
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
@@ -46,6 +53,36 @@ impl InstanceState {
                 exceeded: false,
             },
             log,
+            stderr,
+        }
+    }
+
+    /// What the guest said before failing: its last error-level `host.log` line, else the last
+    /// line it wrote to stderr. Taken, so the next call starts without it.
+    pub(crate) fn take_guest_said(&mut self) -> Option<GuestSaid> {
+        if let Some(line) = self.log.last_error.take() {
+            return Some(GuestSaid::Logged(line));
+        }
+        self.stderr
+            .last_line()
+            .map(|line| GuestSaid::Stderr(guest_text(&line)))
+    }
+}
+
+/// The guest's own words about a failure, from where they came.
+pub(crate) enum GuestSaid {
+    /// Its last error-level `host.log` line.
+    Logged(String),
+    /// The last line it wrote to stderr.
+    Stderr(String),
+}
+
+impl GuestSaid {
+    /// `; the module logged: ...` or `; the module wrote to stderr: ...`, to follow a trap.
+    pub(crate) fn suffix(&self) -> String {
+        match self {
+            GuestSaid::Logged(line) => format!("; the module logged: {line}"),
+            GuestSaid::Stderr(line) => format!("; the module wrote to stderr: {line}"),
         }
     }
 }

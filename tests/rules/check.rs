@@ -8,10 +8,28 @@ use sha2::{Digest, Sha256};
 
 use crate::wasm;
 
-/// Runs `sluice check`, returning (stdout, stderr, success).
+/// Runs `sluice check` without the compiled-module cache, returning (stdout, stderr without
+/// the `code compiled in … ms` line, success).
 fn check(module: &Path, config: Option<&Path>) -> (String, String, bool) {
+    let (out, err, ok) = check_cached(module, config, "off");
+    let err = err
+        .lines()
+        .filter(|line| !line.starts_with("code compiled"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    (out, err, ok)
+}
+
+/// Runs `sluice check --cache-dir cache_dir`, returning (stdout, stderr, success).
+fn check_cached(module: &Path, config: Option<&Path>, cache_dir: &str) -> (String, String, bool) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
-    command.arg("check").arg("--module").arg(module);
+    command
+        .arg("check")
+        .arg("--module")
+        .arg(module)
+        .arg("--cache-dir")
+        .arg(cache_dir)
+        .env_remove("SLUICE_LOG");
     if let Some(config) = config {
         command.arg("--rules-config").arg(config);
     }
@@ -155,13 +173,30 @@ fn rejects_a_wrong_signature() {
 /// The one line `sluice check` (and `sluice run`) print for a module importing `import`, for
 /// what sluice says `import`'s family is, and the other refused imports it lists.
 fn unsupported_import(module: &Path, import: &str, what: &str, others: &[&str]) -> String {
+    unsupported_import_fixed_by(
+        module,
+        import,
+        what,
+        others,
+        "remove the code or dependency that uses it",
+    )
+}
+
+/// [`unsupported_import`] with what the message says removes the import.
+fn unsupported_import_fixed_by(
+    module: &Path,
+    import: &str,
+    what: &str,
+    others: &[&str],
+    fix: &str,
+) -> String {
     let others = if others.is_empty() {
         String::new()
     } else {
         format!(" (and `{}`)", others.join("`, `"))
     };
     format!(
-        "error: module {} imports `{import}`{others}, which sluice does not provide: {what}. Rules run without network, filesystem or clock access; remove the code or dependency that uses it (a rule may import only sluice:rules/*, wasi:io/*, wasi:cli/* and wasi:random/*)\n",
+        "error: module {} imports `{import}`{others}, which sluice does not provide: {what}. Rules run without network, filesystem or clock access; {fix} (a rule may import only sluice:rules/*, wasi:io/*, wasi:cli/* and wasi:random/*)\n",
         module.display()
     )
 }
@@ -365,4 +400,207 @@ fn guest_output_and_huge_init_errors_are_harmless() {
         "{}",
         &err[err.len() - 200..]
     );
+}
+
+/// A custom section named `producers` with one field of one value (the tool's name).
+fn producers_section(field: &str, name: &str) -> Vec<u8> {
+    fn string(out: &mut Vec<u8>, s: &str) {
+        out.push(u8::try_from(s.len()).unwrap());
+        out.extend_from_slice(s.as_bytes());
+    }
+    let mut body = Vec::new();
+    string(&mut body, "producers");
+    body.push(1); // one field
+    string(&mut body, field);
+    body.push(1); // one value
+    string(&mut body, name);
+    string(&mut body, "0.25.0");
+    let mut section = vec![0, u8::try_from(body.len()).unwrap()];
+    section.extend(body);
+    section
+}
+
+/// A component that imports sockets and whose one core module does not validate: refused for
+/// its import, which is read before compiling (the compiler would say the module is invalid).
+#[test]
+fn imports_are_checked_before_compiling() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = wat_file(
+        &dir,
+        "invalid.wasm",
+        r#"(component
+            (import "wasi:sockets/tcp@0.2.0" (instance (export "f" (func))))
+            (core module (func (result i32) (i64.const 1))))"#,
+    );
+    assert_eq!(
+        rejected(&path),
+        unsupported_import(&path, "wasi:sockets/tcp@0.2.0", SOCKETS, &[])
+    );
+}
+
+/// A Python or JavaScript component (by its producers section) is told the build flag that
+/// removes the WASI imports its toolchain adds, and std::net is not blamed.
+#[test]
+fn a_python_or_javascript_module_is_told_its_build_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let python = "componentize-py adds these imports unless told not to: build with `componentize-py ... componentize --stub-wasi ...`, and remove any code that needs them";
+    let js = "ComponentizeJS adds these imports unless told not to: build with `jco componentize ... -d stdio random clocks http fetch-event` (componentize-js: `disableFeatures: [\"stdio\", \"random\", \"clocks\", \"http\", \"fetch-event\"]`), and remove any code that needs them";
+    for (tool, fix) in [
+        ("componentize-py", python),
+        ("ComponentizeJS", js),
+        ("jco", js),
+    ] {
+        let path = dir.path().join(format!("{tool}.wasm"));
+        let mut bytes = wat::parse_str(
+            r#"(component
+                (import "wasi:sockets/tcp@0.2.0" (instance (export "f" (func))))
+                (import "wasi:clocks/wall-clock@0.2.0" (instance (export "f" (func)))))"#,
+        )
+        .unwrap();
+        bytes.extend(producers_section("processed-by", tool));
+        std::fs::write(&path, bytes).unwrap();
+        assert_eq!(
+            rejected(&path),
+            unsupported_import_fixed_by(
+                &path,
+                "wasi:sockets/tcp@0.2.0",
+                "network access",
+                &["wasi:clocks/wall-clock@0.2.0"],
+                fix
+            ),
+            "{tool}"
+        );
+    }
+}
+
+/// The instance pool gives each component room for 100 core instances (a Python component
+/// has 38); a component with more is refused before compiling, naming the limit.
+#[test]
+fn core_instances_are_counted_against_the_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let component = |n: usize| {
+        format!(
+            "(component (core module $m) {})",
+            "(core instance (instantiate $m))".repeat(n)
+        )
+    };
+    let many = wat_file(&dir, "many.wasm", &component(101));
+    assert_eq!(
+        rejected(&many),
+        format!(
+            "error: module {} holds 101 core instances, more than the 100 sluice's instance pool has room for in one component\n",
+            many.display()
+        )
+    );
+    // 64 fit: the module gets as far as the world check.
+    let fits = wat_file(&dir, "fits.wasm", &component(64));
+    assert!(
+        rejected(&fits).contains("does not export `init` and `evaluate`"),
+        "{}",
+        rejected(&fits)
+    );
+}
+
+/// `host.log` lines reach stderr in `check` (and `eval`).
+#[test]
+fn host_log_lines_are_shown() {
+    let (out, err, ok) = check(&wasm::module("v0-1-by-owner"), None);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("ok "), "{out}");
+    assert!(err.contains("v0-1-by-owner ready"), "{err}");
+}
+
+/// The second `check` of a module loads its compiled code from the cache; a corrupted or
+/// swapped artifact is detected, removed and compiled again; an unsafe directory is bypassed.
+#[test]
+fn compiled_modules_are_cached_and_tampering_is_detected() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let cache_arg = cache.to_str().unwrap();
+    let module = wasm::module("by-owner");
+    let code_line = |err: &str| -> String {
+        err.lines()
+            .find(|l| l.starts_with("code "))
+            .unwrap_or_default()
+            .split(" in ")
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let run = || {
+        let (out, err, ok) = check_cached(&module, None, cache_arg);
+        assert!(ok, "{err}");
+        assert!(out.starts_with("ok "), "{out}");
+        err
+    };
+    assert_eq!(code_line(&run()), "code compiled");
+    let err = run();
+    assert_eq!(code_line(&err), "code cached", "{err}");
+    assert!(err.ends_with(&format!("({})\n", cache.canonicalize().unwrap().display())));
+    let artifacts: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(artifacts.len(), 1, "{artifacts:?}");
+    let artifact = &artifacts[0];
+    let mode = std::fs::metadata(artifact).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+
+    // One flipped byte in the machine code.
+    let mut bytes = std::fs::read(artifact).unwrap();
+    let last = bytes.len() - 100;
+    bytes[last] ^= 0xff;
+    std::fs::write(artifact, &bytes).unwrap();
+    let err = run();
+    assert_eq!(code_line(&err), "code compiled", "{err}");
+    assert!(
+        err.contains("its content does not match the sha256 recorded in its header"),
+        "{err}"
+    );
+    assert_eq!(code_line(&run()), "code cached");
+
+    // Another module's artifact put in its place.
+    let other = wasm::module("multi-tenant");
+    check_cached(&other, None, cache_arg);
+    let other_artifact = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p != artifact)
+        .unwrap();
+    std::fs::copy(&other_artifact, artifact).unwrap();
+    let err = run();
+    assert_eq!(code_line(&err), "code compiled", "{err}");
+    assert!(
+        err.contains("it was written for another module or engine"),
+        "{err}"
+    );
+
+    // An artifact others may read or write is not trusted.
+    std::fs::set_permissions(artifact, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let err = run();
+    assert_eq!(code_line(&err), "code compiled", "{err}");
+    assert!(
+        err.contains("group or others have permissions on it (mode 666)"),
+        "{err}"
+    );
+
+    // A directory others may write is not used at all.
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let err = run();
+    assert_eq!(code_line(&err), "code compiled", "{err}");
+    assert!(err.ends_with(" ms (not cached)\n"), "{err}");
+    assert!(
+        err.contains("is unsafe: group or others may write it (mode 777)"),
+        "{err}"
+    );
+
+    // Off is off.
+    let (_, err, _) = check_cached(&module, None, "off");
+    assert!(err.starts_with("code compiled in "), "{err}");
+    assert!(err.ends_with(" ms (not cached)\n"), "{err}");
 }

@@ -256,3 +256,77 @@ fn guest_output_is_discarded() {
     );
     assert_eq!(err, "");
 }
+
+/// Each `$kind` reaches the module as that kind: misbehaving-guest keeps a row in
+/// `id:<the id value, debug-printed>`.
+#[test]
+fn every_value_kind_reaches_the_module() {
+    let kinds = [
+        (r#"{"$kind":"unchanged"}"#, "Value::Unchanged"),
+        (
+            r#"{"$kind":"numeric","value":"1.50"}"#,
+            r#"Value::Numeric(\"1.50\")"#,
+        ),
+        (
+            r#"{"$kind":"bytes","value":"\\x0aff"}"#,
+            "Value::Bytes([10, 255])",
+        ),
+        (
+            r#"{"$kind":"date","value":"2024-02-29"}"#,
+            r#"Value::Date(\"2024-02-29\")"#,
+        ),
+        (
+            r#"{"$kind":"time","value":"12:34:56"}"#,
+            r#"Value::Time(\"12:34:56\")"#,
+        ),
+        (
+            r#"{"$kind":"timestamp","value":"2024-02-29T12:34:56"}"#,
+            r#"Value::Timestamp(\"2024-02-29T12:34:56\")"#,
+        ),
+        (
+            r#"{"$kind":"timestamptz","value":"2024-02-29T12:34:56+00:00"}"#,
+            r#"Value::Timestamptz(\"2024-02-29T12:34:56+00:00\")"#,
+        ),
+        (r#"{"$kind":"text","value":"7"}"#, r#"Value::Text(\"7\")"#),
+        (
+            r#"{"$kind":"json","value":{"a":1}}"#,
+            r#"Value::Json(\"{\\\"a\\\":1}\")"#,
+        ),
+    ];
+    let input: String = kinds
+        .iter()
+        .map(|(value, _)| {
+            format!(r#"{{"table":"items","op":"update","new":{{"id":{value},"title":"ok"}}}}"#)
+                + "\n"
+        })
+        .collect();
+    let (out, err, ok) = eval(
+        &[
+            "--module",
+            &module("misbehaving-guest"),
+            "--input",
+            "-",
+            "--cache-dir",
+            "off",
+        ],
+        Some(&input),
+    );
+    assert!(ok, "{err}");
+    let expected: String = kinds
+        .iter()
+        .map(|(_, debug)| format!(r#"{{"outcome":"keep","buckets":["id:{debug}"]}}"#) + "\n")
+        .collect();
+    assert_eq!(out, expected);
+}
+
+/// `host.log` lines of the module appear on eval's stderr, outcomes alone on stdout.
+#[test]
+fn host_log_lines_go_to_stderr() {
+    let (out, err, ok) = eval(
+        &["--module", &module("v0-1-by-owner"), "--input", "-"],
+        Some("{\"table\":\"items\",\"op\":\"insert\",\"new\":{\"id\":1,\"user_id\":\"u1\"}}\n"),
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out, "{\"outcome\":\"keep\",\"buckets\":[\"user:u1\"]}\n");
+    assert!(err.contains("v0-1-by-owner ready"), "{err}");
+}

@@ -222,3 +222,31 @@ fn deep_recursion_is_reported_as_a_stack_overflow() {
     );
     assert_still_serves(&mut instance);
 }
+
+/// An uncaught exception in a Python or JavaScript component is printed on stderr before the
+/// trap: the reason carries its last line, for the change and for init alike.
+#[test]
+fn a_trap_is_explained_by_the_guests_last_stderr_line() {
+    let mut instance = instance("misbehaving-guest");
+    let (bad, _) = run_with_bad_change(&mut instance, "stderrtrap");
+    assert_eq!(
+        bad,
+        Outcome::Error(format!(
+            "rule trapped: wasm trap: wasm `unreachable` instruction executed; the module wrote to stderr: KeyError: 'owner' (id id:Value::Int({BAD}))"
+        ))
+    );
+    // Only the failing call's stderr explains it: the neighbours wrote nothing.
+    assert_still_serves(&mut instance);
+
+    let engine = RulesEngine::new(limits()).unwrap();
+    let err = engine
+        .load_file(&wasm::module("misbehaving-guest"), "stderr-trap-in-init")
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string().ends_with(
+            "init trapped: wasm trap: wasm `unreachable` instruction executed; the module wrote to stderr: TypeError: config is not an object"
+        ),
+        "{err}"
+    );
+}

@@ -378,6 +378,25 @@ async fn a_version_that_fails_every_change_is_rolled_back() {
     assert!(count(&client, "SELECT count(*) FROM sync_rule_failures").await >= 20);
     let last = changelog(&client).await.pop().unwrap();
     assert_eq!(last, ("user:u7".into(), "items".into(), "1000".into(), 1));
+    // Exactly the running version is at 1; the one rolled back from went to 0 at the swap.
+    let mut info = version_info(&s.admin);
+    info.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut expected = vec![(sha(&bad), 0.0), (sha(&by_owner), 1.0)];
+    expected.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(info, expected);
+}
+
+/// The `sluice_rules_version_info` series on /metrics: (version, value).
+fn version_info(addr: &str) -> Vec<(String, f64)> {
+    let mut resp = ureq::get(&format!("http://{addr}/metrics")).call().unwrap();
+    let text = resp.body_mut().read_to_string().unwrap();
+    text.lines()
+        .filter_map(|line| line.strip_prefix("sluice_rules_version_info{version=\""))
+        .map(|rest| {
+            let (version, value) = rest.split_once("\"} ").unwrap();
+            (version.to_owned(), value.trim().parse().unwrap())
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
