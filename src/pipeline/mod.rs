@@ -21,6 +21,7 @@ pub mod reload;
 pub mod snapshot;
 pub mod stream;
 pub mod transform;
+pub mod vanished;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -79,14 +79,25 @@ impl EdgeState {
             record.buckets.iter().cloned().collect()
         };
         if emit {
-            let existing: BTreeSet<&str> = match self.current.get(&key) {
-                Some((buckets, _)) => buckets.iter().map(String::as_str).collect(),
-                None => self
-                    .initial
-                    .get(&key)
-                    .map(|b| b.keys().map(String::as_str).collect())
-                    .unwrap_or_default(),
-            };
+            let (existing, stored_checksum): (BTreeSet<&str>, Option<i32>) =
+                match self.current.get(&key) {
+                    Some((buckets, checksum)) => {
+                        (buckets.iter().map(String::as_str).collect(), *checksum)
+                    }
+                    None => self
+                        .initial
+                        .get(&key)
+                        .map(|b| {
+                            (
+                                b.keys().map(String::as_str).collect(),
+                                b.values().next().copied().flatten(),
+                            )
+                        })
+                        .unwrap_or_default(),
+                };
+            // A membership-only record (rebucket, re-snapshot, cascade) still owes clients an
+            // update where the row's content changed since its edges were written.
+            let unchanged = stored_checksum == record.checksum;
             let entry = |bucket: &str, operation| ChangelogEntry {
                 bucket_id: bucket.to_owned(),
                 table_name: record.table_name.clone(),
@@ -104,7 +115,7 @@ impl EdgeState {
                     continue;
                 }
                 let stored = existing.contains(bucket.as_str());
-                if record.membership_only && stored {
+                if record.membership_only && stored && unchanged {
                     continue;
                 }
                 let op = if stored {

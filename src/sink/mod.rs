@@ -10,6 +10,7 @@ pub mod record;
 pub mod record_id;
 pub mod relation_graph;
 pub mod schema;
+pub mod vanished;
 pub mod writer;
 
 pub use record::{RelatedRow, RuleFailure, SinkItem, SinkRecord};

@@ -23,3 +23,4 @@ mod reload;
 mod semantics;
 mod snapshot;
 mod synchro_schema;
+mod vanished;
