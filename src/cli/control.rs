@@ -47,7 +47,7 @@ pub struct ForgetTableArgs {
     pub table: String,
 }
 
-fn post(
+pub(super) fn post(
     addr: &str,
     path: &str,
     body: serde_json::Value,

@@ -4,6 +4,7 @@ pub mod cascade;
 pub mod checksum;
 pub mod copy_binary;
 pub mod edge_diff;
+pub mod failures;
 pub mod forget;
 pub mod progress;
 pub mod record;

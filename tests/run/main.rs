@@ -14,6 +14,7 @@ mod checksum;
 mod conformance;
 mod crash;
 mod errors;
+mod failures;
 mod identity;
 mod join;
 mod readme;
