@@ -23,13 +23,14 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Client;
 use tracing::{info, warn};
 
-use crate::model::{Lsn, Operation};
+use crate::model::Lsn;
 use crate::pipeline::PipelineError;
 use crate::pipeline::batcher::evaluate_all;
 use crate::pipeline::transform::Transform;
 use crate::rules::RulesWorker;
 use crate::sink::failures::Unresolved;
-use crate::sink::{RelatedRow, Sink, SinkItem, SinkRecord};
+use crate::pipeline::vanished::gone_row;
+use crate::sink::{Sink, SinkItem};
 use crate::source::catalog::PublishedTable;
 use crate::source::rows_by_key::{key_texts, read_rows};
 
@@ -62,8 +63,8 @@ pub enum ReplayOutcome {
         keys: u64,
         /// Of those, rows that no longer exist.
         gone: u64,
-        /// Failure rows left unresolved: the active rules still fail on the row, its key is
-        /// unknown, or its table is not published.
+        /// Failure rows left unresolved: the active rules still fail on the row, or its table
+        /// is not published. (Failures whose key is unknown are not replayed at all.)
         unresolved: u64,
         changelog_rows: u64,
     },
@@ -215,7 +216,11 @@ impl Replayer<'_, '_> {
                 .collect();
             for id in &wanted {
                 if !found.contains(*id) {
-                    items.push(SinkItem::Record(gone_row(name, id, self.transform)));
+                    items.push(SinkItem::Record(gone_row(
+                        name,
+                        (*id).to_owned(),
+                        &self.transform.relations,
+                    )));
                     settled.gone += 1;
                 }
             }
@@ -240,22 +245,4 @@ struct Settled {
     keys: u64,
     gone: u64,
     changelog_rows: u64,
-}
-
-/// A delete for a failed key whose row no longer exists.
-fn gone_row(table: &str, record_id: &str, t: &Transform<'_>) -> SinkRecord {
-    SinkRecord {
-        table_name: table.to_owned(),
-        record_id: record_id.to_owned(),
-        op: Operation::Delete,
-        buckets: Vec::new(),
-        checksum: None,
-        membership_only: false,
-        related: t.relations.involves(table).then(|| {
-            Box::new(RelatedRow {
-                kept: false,
-                links: Vec::new(),
-            })
-        }),
-    }
 }

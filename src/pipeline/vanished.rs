@@ -51,7 +51,7 @@ pub async fn settle_vanished(
         rows += ids.len() as u64;
         let items: Vec<SinkItem> = ids
             .into_iter()
-            .map(|record_id| SinkItem::Record(delete(table, record_id, relations)))
+            .map(|record_id| SinkItem::Record(gone_row(table, record_id, relations)))
             .collect();
         stats += sink.write(&items, true).await?;
         sink.commit_without_lsn().await?;
@@ -69,7 +69,9 @@ pub async fn settle_vanished(
     Ok(stats)
 }
 
-fn delete(table: &str, record_id: String, relations: &RelationGraph) -> SinkRecord {
+/// A delete for a row that no longer exists: its edges go with a changelog delete each, and for
+/// a table in the rules' relations its related-row state and links go and its dependants settle.
+pub fn gone_row(table: &str, record_id: String, relations: &RelationGraph) -> SinkRecord {
     SinkRecord {
         table_name: table.to_owned(),
         record_id,
