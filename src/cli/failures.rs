@@ -11,7 +11,9 @@ use crate::pg::PgConfig;
 use crate::sink::failures::{FailureReport, report};
 
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Example:\n  sluice failures --sink-url postgres://sluice@db/app --limit 20")]
+#[command(
+    after_help = "Example:\n  sluice failures --sink-url postgres://sluice@db/app --limit 20"
+)]
 pub struct FailuresArgs {
     /// Database holding the sidecar tables. Env: SLUICE_SINK_URL, else SLUICE_DATABASE_URL.
     #[arg(long, env = "SLUICE_SINK_URL")]
@@ -45,7 +47,9 @@ pub struct ReplayFailuresArgs {
 
 pub fn failures(args: FailuresArgs) -> anyhow::Result<ExitCode> {
     let Some(url) = args.sink_url.as_deref().or(args.database_url.as_deref()) else {
-        bail!("no sink database: give --sink-url (or --database-url when the sidecar tables are in the source database)");
+        bail!(
+            "no sink database: give --sink-url (or --database-url when the sidecar tables are in the source database)"
+        );
     };
     let cfg = PgConfig::parse(url).context("--sink-url")?;
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -17,8 +17,8 @@ use crate::pipeline::Handles;
 use crate::pipeline::Health;
 use crate::pipeline::forget::ForgetOutcome;
 use crate::pipeline::rebucket::RebucketOutcome;
-use crate::pipeline::replay::{ReplayFilter, ReplayOutcome};
 use crate::pipeline::reload::{ReloadOutcome, Trigger};
+use crate::pipeline::replay::{ReplayFilter, ReplayOutcome};
 
 /// Why the admin listener could not start.
 #[derive(Debug, thiserror::Error)]

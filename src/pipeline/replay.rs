@@ -27,9 +27,9 @@ use crate::model::Lsn;
 use crate::pipeline::PipelineError;
 use crate::pipeline::batcher::evaluate_all;
 use crate::pipeline::transform::Transform;
+use crate::pipeline::vanished::gone_row;
 use crate::rules::RulesWorker;
 use crate::sink::failures::Unresolved;
-use crate::pipeline::vanished::gone_row;
 use crate::sink::{Sink, SinkItem};
 use crate::source::catalog::PublishedTable;
 use crate::source::rows_by_key::{key_texts, read_rows};
@@ -176,7 +176,10 @@ impl Replayer<'_, '_> {
     async fn settle(&mut self, page: &[Unresolved]) -> Result<Settled, PipelineError> {
         let mut by_table: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
         for f in page {
-            by_table.entry(&f.table_name).or_default().insert(&f.record_id);
+            by_table
+                .entry(&f.table_name)
+                .or_default()
+                .insert(&f.record_id);
         }
         let mut settled = Settled::default();
         let mut replayed: BTreeSet<(String, String)> = BTreeSet::new();
@@ -193,8 +196,10 @@ impl Replayer<'_, '_> {
                 .into_iter()
                 .filter(|id| key_texts(id, arity).is_some())
                 .collect();
-            let key_list: Vec<Vec<String>> =
-                wanted.iter().filter_map(|id| key_texts(id, arity)).collect();
+            let key_list: Vec<Vec<String>> = wanted
+                .iter()
+                .filter_map(|id| key_texts(id, arity))
+                .collect();
             let rows = read_rows(self.source, table, &key_list, self.at).await?;
             let mut items =
                 evaluate_all(rows, self.rules, self.transform, self.rules_batch).await?;

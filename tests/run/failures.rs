@@ -4,7 +4,9 @@
 use std::process::Command;
 
 use crate::pg;
-use crate::support::{RunOpts, Sluice, changelog, count, edges, wait_persisted, wait_snapshot, write};
+use crate::support::{
+    RunOpts, Sluice, changelog, count, edges, wait_persisted, wait_snapshot, write,
+};
 use crate::wasm;
 
 fn free_addr() -> String {
@@ -33,7 +35,11 @@ fn failures_cli(db: &pg::TestDb) -> String {
         .env_remove("SLUICE_SINK_URL")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -104,10 +110,18 @@ async fn a_replay_after_fixing_the_rules_writes_what_clients_missed_once() {
     .await;
     wait_persisted(&client, floor, &mut sluice).await;
     assert_eq!(
-        count(&client, "SELECT count(*) FROM sync_rule_failures WHERE resolved_at IS NULL").await,
+        count(
+            &client,
+            "SELECT count(*) FROM sync_rule_failures WHERE resolved_at IS NULL"
+        )
+        .await,
         4
     );
-    assert_eq!(changelog(&client).await.len(), 10, "the failed changes wrote nothing");
+    assert_eq!(
+        changelog(&client).await.len(),
+        10,
+        "the failed changes wrote nothing"
+    );
     // Without colour codes (log files get them until the logging change lands).
     let log = strip_ansi(&sluice.log_text());
     let warned: Vec<&str> = log
@@ -125,7 +139,10 @@ async fn a_replay_after_fixing_the_rules_writes_what_clients_missed_once() {
         assert!(warned.iter().any(|l| l.contains(key)), "{key}: {warned:#?}");
     }
     let listed = failures_cli(&db);
-    assert!(listed.starts_with("4 unresolved rule failures (0 resolved)\n"), "{listed}");
+    assert!(
+        listed.starts_with("4 unresolved rule failures (0 resolved)\n"),
+        "{listed}"
+    );
     assert!(
         listed.contains("  items  4 failures, 4 rows, LSN "),
         "{listed}"
@@ -133,7 +150,11 @@ async fn a_replay_after_fixing_the_rules_writes_what_clients_missed_once() {
     assert_eq!(listed.matches("\n  #").count(), 2, "--limit 2: {listed}");
 
     // The fix, then the replay.
-    let (status, body) = post(&admin, "/rules/reload", serde_json::json!({ "rules_config": good }));
+    let (status, body) = post(
+        &admin,
+        "/rules/reload",
+        serde_json::json!({ "rules_config": good }),
+    );
     assert_eq!(status, 200, "{body}");
     let (status, body) = post(&admin, "/failures/replay", serde_json::json!({}));
     assert_eq!(status, 200, "{body}");
@@ -157,7 +178,11 @@ async fn a_replay_after_fixing_the_rules_writes_what_clients_missed_once() {
     assert!(!stored.iter().any(|e| e.1 == "4"), "{stored:?}");
     assert!(stored.contains(&("items".into(), "2".into(), "org:o2".into())));
     assert_eq!(
-        count(&client, "SELECT count(*) FROM sync_rule_failures WHERE resolved_at IS NOT NULL").await,
+        count(
+            &client,
+            "SELECT count(*) FROM sync_rule_failures WHERE resolved_at IS NOT NULL"
+        )
+        .await,
         4
     );
     let listed = failures_cli(&db);

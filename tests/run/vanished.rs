@@ -163,14 +163,19 @@ async fn rebucket_removes_a_vanished_rows_edges_and_keeps_a_row_the_stream_inser
         )
     });
     // Once the walk is past the first keys, the stream inserts a row there.
-    wait_for("the walk's first chunks", Duration::from_secs(60), &mut sluice, || async {
-        count(
-            &client,
-            "SELECT coalesce(max(rows_done), 0) FROM sluice_rebucket_progress WHERE NOT done",
-        )
-        .await
-            >= 200
-    })
+    wait_for(
+        "the walk's first chunks",
+        Duration::from_secs(60),
+        &mut sluice,
+        || async {
+            count(
+                &client,
+                "SELECT coalesce(max(rows_done), 0) FROM sluice_rebucket_progress WHERE NOT done",
+            )
+            .await
+                >= 200
+        },
+    )
     .await;
     let floor = write(&client, "INSERT INTO items VALUES (0, 'late')").await;
     wait_persisted(&client, floor, &mut sluice).await;
@@ -186,7 +191,10 @@ async fn rebucket_removes_a_vanished_rows_edges_and_keeps_a_row_the_stream_inser
     let (status, body) = pass.await.unwrap();
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "done", "{body}");
-    assert_eq!(body["changelog_rows"], 1, "only the vanished row's delete: {body}");
+    assert_eq!(
+        body["changelog_rows"], 1,
+        "only the vanished row's delete: {body}"
+    );
 
     let mut after = changelog(&client).await[before..].to_vec();
     after.sort();
