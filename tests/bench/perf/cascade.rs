@@ -42,8 +42,8 @@ pub fn run(report: &mut Report) {
         let started = Instant::now();
         cluster.psql(&db.name, sql);
         // Just below the insert position after the commit: reached once the commit is confirmed.
-        let lsn = query(&cluster, &db.name, "SELECT pg_current_wal_insert_lsn()");
-        let lsn = lsn_number(&cluster, &db.name, &lsn) - 1;
+        let lsn = query(cluster, &db.name, "SELECT pg_current_wal_insert_lsn()");
+        let lsn = lsn_number(cluster, &db.name, &lsn) - 1;
         s.wait_confirmed(lsn, Duration::from_secs(60));
         started.elapsed().as_secs_f64()
     };
@@ -63,7 +63,7 @@ pub fn run(report: &mut Report) {
         ));
     }
     let moved: i64 = query(
-        &cluster,
+        cluster,
         &db.name,
         "SELECT count(*) FROM sync_changelog WHERE table_name = 'order_details'",
     )
