@@ -281,6 +281,30 @@ mod tests {
     }
 
     #[test]
+    fn a_membership_only_record_of_changed_content_updates_the_buckets_it_stays_in() {
+        let mut stored = RecordMap::default();
+        stored.insert(
+            ("items".to_string(), "1".to_string()),
+            stored_edges(&[("user:a", Some(6)), ("global", Some(6))]),
+        );
+        let mut state = EdgeState::new(stored);
+        let mut out = Vec::new();
+        let record = SinkRecord {
+            membership_only: true,
+            ..rec(Operation::Insert, "1", &["global", "org:1"])
+        };
+        state.apply(&record, true, &mut out);
+        assert_eq!(
+            ops(&out),
+            vec![
+                ("user:a".into(), 3),
+                ("global".into(), 2),
+                ("org:1".into(), 1)
+            ]
+        );
+    }
+
+    #[test]
     fn silent_application_updates_edges_without_changelog() {
         let mut state = EdgeState::new(RecordMap::default());
         let mut out = Vec::new();
