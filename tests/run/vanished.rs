@@ -208,3 +208,83 @@ async fn rebucket_removes_a_vanished_rows_edges_and_keeps_a_row_the_stream_inser
     assert_eq!(edges(&client).await, current_edges(&client, "items").await);
     assert!(sluice.stop().success());
 }
+
+/// A vanished row of a table in the rules' relations also loses its related-row state and links,
+/// and the rows that had memberships through it lose them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resnapshot_settles_the_dependants_of_a_vanished_related_row() {
+    let db = pg::cluster().create_db("vanish_related").await;
+    let client = db.client().await;
+    client
+        .batch_execute(crate::related::SHARED_LISTS)
+        .await
+        .unwrap();
+    client
+        .batch_execute(
+            "INSERT INTO lists VALUES (1, 'ann', 'groceries'); INSERT INTO items VALUES (10, 1, 'milk'); \
+             INSERT INTO list_members VALUES (1, 'bob');",
+        )
+        .await
+        .unwrap();
+    let module = wasm::module("shared-lists");
+    let mut sluice = Sluice::start(&db, &module, RunOpts::default());
+    wait_snapshot(&client, &mut sluice).await;
+    assert!(sluice.stop().success());
+    let before = changelog(&client).await.len();
+    let members = r#"["1","bob"]"#;
+    assert_eq!(
+        count(
+            &client,
+            &format!("SELECT count(*) FROM sluice_row_links WHERE child_id = '{members}'")
+        )
+        .await,
+        2,
+        "the member row links to its list through both of the module's relations"
+    );
+
+    let slot = slot_for(&db);
+    client
+        .batch_execute(&format!(
+            "SELECT pg_drop_replication_slot('{slot}'); \
+             DELETE FROM list_members WHERE list_id = 1 AND user_id = 'bob'; \
+             DELETE FROM sync_wal_position WHERE slot_name = '{slot}'; \
+             DELETE FROM sluice_snapshot_progress WHERE slot_name = '{slot}';"
+        ))
+        .await
+        .unwrap();
+    let mut sluice = Sluice::start(&db, &module, RunOpts::default());
+    wait_snapshot(&client, &mut sluice).await;
+    let mut after = changelog(&client).await[before..].to_vec();
+    after.sort();
+    assert_eq!(
+        after,
+        vec![
+            entry("user:ann", "list_members", members, 3),
+            entry("user:bob", "items", "10", 3),
+            entry("user:bob", "list_members", members, 3),
+            entry("user:bob", "lists", "1", 3),
+        ]
+    );
+    let mut oracle: Vec<(String, String, String)> = client
+        .query(crate::related::SHARED_LISTS_ORACLE, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    oracle.sort();
+    assert_eq!(edges(&client).await, oracle);
+    assert_eq!(
+        count(
+            &client,
+            &format!(
+                "SELECT (SELECT count(*) FROM sluice_row_state WHERE record_id = '{members}') \
+                      + (SELECT count(*) FROM sluice_row_links WHERE child_id = '{members}')"
+            )
+        )
+        .await,
+        0,
+        "the vanished member row's state and link are gone"
+    );
+    assert!(sluice.stop().success());
+}
