@@ -76,7 +76,7 @@ pub struct ForgetTableArgs {
 
 /// POSTs `body` to an admin action, with the bearer token when there is one. A 401 is reported
 /// here with the listener's own reason, so each command only handles its outcomes.
-fn post(
+pub(super) fn post(
     addr: &str,
     token: &TokenArgs,
     path: &str,

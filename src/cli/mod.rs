@@ -11,6 +11,7 @@ mod check;
 mod control;
 pub mod demo;
 mod eval;
+mod failures;
 pub mod run;
 mod tail;
 
@@ -43,6 +44,10 @@ pub enum Command {
     Rebucket(control::RebucketArgs),
     /// Ask a running `sluice run` to remove the memberships of a table that left the publication.
     ForgetTable(control::ForgetTableArgs),
+    /// Summarise and list the changes the rules failed on (reads the sink; no running process needed).
+    Failures(failures::FailuresArgs),
+    /// Ask a running `sluice run` to re-evaluate the rows of unresolved rule failures with the active rules.
+    ReplayFailures(failures::ReplayFailuresArgs),
     /// Print decoded changes from a live database as JSON lines.
     Tail(tail::TailArgs),
 }
@@ -57,6 +62,8 @@ pub fn main() -> ExitCode {
         Command::Reload(args) => control::reload(args),
         Command::Rebucket(args) => control::rebucket(args),
         Command::ForgetTable(args) => control::forget_table(args),
+        Command::Failures(args) => failures::failures(args),
+        Command::ReplayFailures(args) => failures::replay(args),
         Command::Tail(args) => tail::run(args),
     };
     match result {

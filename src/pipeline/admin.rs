@@ -25,6 +25,7 @@ use crate::pipeline::admin_auth::{AdminToken, AuthError};
 use crate::pipeline::forget::ForgetOutcome;
 use crate::pipeline::rebucket::RebucketOutcome;
 use crate::pipeline::reload::{ReloadOutcome, Trigger};
+use crate::pipeline::replay::{ReplayFilter, ReplayOutcome};
 
 /// Why the admin listener could not start.
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +119,7 @@ pub fn serve(
         .route("/rules/reload", post(reload_rules))
         .route("/rebucket", post(rebucket))
         .route("/tables/forget", post(forget_table))
+        .route("/failures/replay", post(replay_failures))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -144,7 +146,7 @@ pub fn serve(
     } else {
         "open to local processes (no admin token configured; loopback only)"
     };
-    info!(addr = %local, "admin listener ready: /healthz /readyz /metrics; POST /rules/reload, POST /rebucket, POST /tables/forget {actions}");
+    info!(addr = %local, "admin listener ready: /healthz /readyz /metrics; POST /rules/reload, POST /rebucket, POST /tables/forget, POST /failures/replay {actions}");
     Ok(local)
 }
 
@@ -248,6 +250,50 @@ async fn forget_table(
     let outcome = state.handles.forget.forget(body.table).await;
     let status = match outcome {
         ForgetOutcome::Rejected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        _ => StatusCode::OK,
+    };
+    (status, Json(outcome))
+}
+
+/// Body of `POST /failures/replay`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayBody {
+    /// Only failures at or after this LSN (`16/B374D848`).
+    pub since: Option<String>,
+    /// Only this table (schema-qualified unless public).
+    pub table: Option<String>,
+}
+
+/// Re-evaluates the current rows of unresolved dead letters with the active rules and marks
+/// them resolved; answers when done (200), or why nothing ran (422).
+async fn replay_failures(
+    State(state): State<AdminState>,
+    body: Option<Json<ReplayBody>>,
+) -> (StatusCode, Json<ReplayOutcome>) {
+    let body = body.map(|Json(b)| b).unwrap_or_default();
+    let since = match body.since.as_deref().map(str::parse::<crate::model::Lsn>) {
+        None => None,
+        Some(Ok(lsn)) => Some(lsn),
+        Some(Err(e)) => {
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(ReplayOutcome::Rejected {
+                    reason: format!("since: {e}"),
+                }),
+            );
+        }
+    };
+    let outcome = state
+        .handles
+        .replay
+        .replay(ReplayFilter {
+            since,
+            table: body.table,
+        })
+        .await;
+    let status = match outcome {
+        ReplayOutcome::Rejected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         _ => StatusCode::OK,
     };
     (status, Json(outcome))

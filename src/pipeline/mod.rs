@@ -11,6 +11,7 @@ pub mod batcher;
 pub mod checksums;
 pub mod committer;
 pub mod config;
+pub mod failure_log;
 pub mod forget;
 pub mod join;
 pub mod metrics;
@@ -19,9 +20,11 @@ pub mod progress;
 pub mod rebucket;
 pub mod relations;
 pub mod reload;
+pub mod replay;
 pub mod snapshot;
 pub mod stream;
 pub mod transform;
+pub mod vanished;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -184,6 +187,8 @@ pub struct Context {
     pub rebuckets: tokio::sync::Mutex<mpsc::Receiver<rebucket::RebucketRequest>>,
     /// Requests to forget a table that left the publication.
     pub forgets: tokio::sync::Mutex<mpsc::Receiver<forget::ForgetRequest>>,
+    /// Requests to replay dead letters.
+    pub replays: tokio::sync::Mutex<mpsc::Receiver<replay::ReplayRequest>>,
 }
 
 /// What operators and triggers use to steer a running pipeline.
@@ -192,6 +197,7 @@ pub struct Handles {
     pub reload: reload::ReloadHandle,
     pub rebucket: rebucket::RebucketHandle,
     pub forget: forget::ForgetHandle,
+    pub replay: replay::ReplayHandle,
 }
 
 /// The pipeline's ends of the control channels.
@@ -199,6 +205,7 @@ pub struct Receivers {
     reload: mpsc::Receiver<reload::ReloadRequest>,
     rebucket: mpsc::Receiver<rebucket::RebucketRequest>,
     forget: mpsc::Receiver<forget::ForgetRequest>,
+    replay: mpsc::Receiver<replay::ReplayRequest>,
 }
 
 /// Creates the control channels: handles for the admin listener and signals, receivers for
@@ -207,16 +214,19 @@ pub fn controls() -> (Handles, Receivers) {
     let (reload, reload_rx) = reload::channel();
     let (rebucket, rebucket_rx) = rebucket::channel();
     let (forget, forget_rx) = forget::channel();
+    let (replay, replay_rx) = replay::channel();
     (
         Handles {
             reload,
             rebucket,
             forget,
+            replay,
         },
         Receivers {
             reload: reload_rx,
             rebucket: rebucket_rx,
             forget: forget_rx,
+            replay: replay_rx,
         },
     )
 }
@@ -317,6 +327,7 @@ pub async fn run(
         swap_tx,
         rebuckets: tokio::sync::Mutex::new(receivers.rebucket),
         forgets: tokio::sync::Mutex::new(receivers.forget),
+        replays: tokio::sync::Mutex::new(receivers.replay),
     };
 
     let mut backoff = Duration::from_millis(250);

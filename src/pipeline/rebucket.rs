@@ -7,7 +7,12 @@
 //! which may be ahead of the stream: the stream later applies the older changes it still holds,
 //! and then the newer ones, so the edges end at the evaluation of the latest row — never a
 //! change lost or applied twice, at worst a membership that moves and moves back in the changelog.
-//! Progress is persisted per chunk, so an interrupted pass resumes after restart.
+//! Progress is persisted per chunk, so an interrupted pass resumes after restart. A table's end
+//! removes the memberships of rows the walk did not read (`pipeline::vanished`): a row the
+//! stream inserted after the walk read its key range has edges written after the walk started,
+//! and is kept; a row deleted before its range was read loses its edges now, and the stream's
+//! later delete finds none (an older update the stream still holds re-adds them, and its delete
+//! removes them again: the changelog moves and moves back, the edges converge).
 //!
 //! The same walk snapshots a table that joins the publication while sluice streams (see
 //! `pipeline::join`): it then records its progress as the table's snapshot progress, whose `done`
@@ -25,6 +30,7 @@ use crate::pipeline::PipelineError;
 use crate::pipeline::batcher::evaluate_all;
 use crate::pipeline::join::open_transactions;
 use crate::pipeline::transform::Transform;
+use crate::pipeline::vanished::{seen_ids, settle_vanished};
 use crate::rules::RulesWorker;
 use crate::sink::progress::{TableProgress, Walk};
 use crate::sink::{Sink, SinkItem};
@@ -158,6 +164,7 @@ impl RebucketJob {
                 rows_done: 0,
                 done: false,
                 consistent_lsn: at,
+                tracks_vanished: true,
             };
             sink.save_progress(Walk::Rebucket, &p).await?;
             progress.push(p);
@@ -238,7 +245,9 @@ impl RebucketJob {
                         rows_done: 0,
                         done: false,
                         consistent_lsn: at,
+                        tracks_vanished: true,
                     };
+                    sink.clear_seen(Walk::Snapshot, &p.table_name).await?;
                     sink.save_progress(Walk::Snapshot, &p).await?;
                     saved = true;
                     p
@@ -313,6 +322,12 @@ impl RebucketJob {
         };
         match read {
             None => {
+                if progress.tracks_vanished {
+                    let stats =
+                        settle_vanished(sink, self.walk, &progress.table_name, &t.relations)
+                            .await?;
+                    self.changelog_rows += stats.changelog_rows;
+                }
                 progress.done = true;
                 sink.save_progress(self.walk, progress).await?;
                 sink.commit_without_lsn().await?;
@@ -338,6 +353,10 @@ impl RebucketJob {
                 }
                 sink.set_relations(std::sync::Arc::clone(&t.relations));
                 let stats = sink.write(&out, true).await?;
+                if progress.tracks_vanished {
+                    sink.record_seen(self.walk, &progress.table_name, &seen_ids(&out))
+                        .await?;
+                }
                 progress.rows_done += n as i64;
                 progress.last_key = Some(chunk.last_key);
                 sink.save_progress(self.walk, progress).await?;

@@ -18,9 +18,10 @@ use crate::pipeline::batcher::evaluate_all;
 use crate::pipeline::config::SnapshotSection;
 use crate::pipeline::progress::SnapshotProgressView;
 use crate::pipeline::transform::Transform;
+use crate::pipeline::vanished::{seen_ids, settle_vanished};
 use crate::rules::RulesWorker;
 use crate::sink::Sink;
-use crate::sink::progress::TableProgress;
+use crate::sink::progress::{TableProgress, Walk};
 use crate::source::catalog::PublishedTable;
 use crate::source::snapshot::{self, TableReader};
 
@@ -87,6 +88,23 @@ pub async fn run_snapshot(
         // A table with no stored edges at all, read from its start, cannot meet a stored edge:
         // its chunks skip the edge read (one index probe per row otherwise).
         let fresh = after.is_none() && sink.has_no_edges(&name).await?;
+        // A re-snapshot (stored edges, e.g. after a lost slot) records what it reads, so that
+        // its end removes the memberships of rows that no longer exist (`pipeline::vanished`).
+        let tracks_vanished =
+            !fresh && (after.is_none() || previous.is_some_and(|p| p.tracks_vanished));
+        if tracks_vanished && after.is_none() {
+            sink.clear_seen(Walk::Snapshot, &name).await?;
+            sink.save_snapshot_progress(&TableProgress {
+                table_name: name.clone(),
+                last_key: None,
+                rows_done: 0,
+                done: false,
+                consistent_lsn,
+                tracks_vanished,
+            })
+            .await?;
+            sink.commit_without_lsn().await?;
+        }
         let mut reader = TableReader::new(table.clone(), after, chunk_rows, consistent_lsn);
         view.table_started(&name);
         let mut last_key = None;
@@ -95,14 +113,24 @@ pub async fn run_snapshot(
             Some(chunk) => Some(evaluated(chunk, rules, t, rules_batch).await?),
             None => None,
         };
-        while let Some((chunk_key, n, out)) = next.take() {
+        while let Some((chunk_key, n, mut out)) = next.take() {
             rows_done += n as i64;
+            if !fresh {
+                // Rows already stored get an entry only where something differs, as in a
+                // rebucket: a changed checksum or a changed membership.
+                for item in &mut out {
+                    if let crate::sink::SinkItem::Record(r) = item {
+                        r.membership_only = true;
+                    }
+                }
+            }
             let progress = TableProgress {
                 table_name: name.clone(),
                 last_key: Some(chunk_key.clone()),
                 rows_done,
                 done: false,
                 consistent_lsn,
+                tracks_vanished,
             };
             // The sink writes this chunk while the next one is read and evaluated.
             let write = async {
@@ -110,6 +138,10 @@ pub async fn run_snapshot(
                     sink.write_new_records(&out, emit_changelog).await?;
                 } else {
                     sink.write(&out, emit_changelog).await?;
+                }
+                if tracks_vanished {
+                    sink.record_seen(Walk::Snapshot, &name, &seen_ids(&out))
+                        .await?;
                 }
                 sink.save_snapshot_progress(&progress).await?;
                 sink.commit_without_lsn().await?;
@@ -131,12 +163,16 @@ pub async fn run_snapshot(
             total += n as u64;
             last_key = Some(chunk_key);
         }
+        if tracks_vanished {
+            settle_vanished(sink, Walk::Snapshot, &name, &t.relations).await?;
+        }
         sink.save_snapshot_progress(&TableProgress {
             table_name: name.clone(),
             last_key: last_key.or_else(|| previous.and_then(|p| p.last_key.clone())),
             rows_done,
             done: true,
             consistent_lsn,
+            tracks_vanished,
         })
         .await?;
         sink.commit_without_lsn().await?;

@@ -27,6 +27,7 @@ use crate::pipeline::join::JoinWatch;
 use crate::pipeline::rebucket::{RebucketJob, RebucketRequest, Step};
 use crate::pipeline::relations::relation_graph;
 use crate::pipeline::reload::{ROLLBACKS, Swap, Trigger};
+use crate::pipeline::replay::{ReplayRequest, Replayer};
 use crate::pipeline::snapshot::run_snapshot;
 use crate::pipeline::transform::Transform;
 use crate::pipeline::{Context, PipelineError, metrics, open_sink, preflight};
@@ -227,6 +228,7 @@ enum Wake {
     Swap(Option<Swap>),
     Rebucket(Option<RebucketRequest>),
     Forget(Option<ForgetRequest>),
+    Replay(Option<ReplayRequest>),
     /// Time for the next step of the background walk.
     Step,
     /// Time to look at the publication for tables that joined or left.
@@ -274,6 +276,7 @@ struct Streaming<'a> {
     swaps: MutexGuard<'a, mpsc::Receiver<Swap>>,
     rebuckets: MutexGuard<'a, mpsc::Receiver<RebucketRequest>>,
     forgets: MutexGuard<'a, mpsc::Receiver<ForgetRequest>>,
+    replays: MutexGuard<'a, mpsc::Receiver<ReplayRequest>>,
 }
 
 impl<'a> Streaming<'a> {
@@ -328,6 +331,7 @@ impl<'a> Streaming<'a> {
             swaps: ctx.swaps.lock().await,
             rebuckets: ctx.rebuckets.lock().await,
             forgets: ctx.forgets.lock().await,
+            replays: ctx.replays.lock().await,
         })
     }
 
@@ -352,6 +356,7 @@ impl<'a> Streaming<'a> {
                 Wake::Swap(swap) => self.on_swap(swap).await?,
                 Wake::Rebucket(request) => self.on_rebucket(request).await?,
                 Wake::Forget(request) => self.on_forget(request).await?,
+                Wake::Replay(request) => self.on_replay(request).await?,
                 Wake::Step => self.on_step().await?,
                 Wake::CheckPublication => self.on_check_publication().await?,
                 // What arrived while the sink worked goes next, so batches grow exactly as much
@@ -394,6 +399,7 @@ impl<'a> Streaming<'a> {
             swap = self.swaps.recv(), if self.pending_swap.is_none() => Wake::Swap(swap),
             request = self.rebuckets.recv(), if free => Wake::Rebucket(request),
             request = self.forgets.recv(), if free => Wake::Forget(request),
+            request = self.replays.recv(), if free => Wake::Replay(request),
             _ = tokio::time::sleep_until(self.next_step), if walking && idle => Wake::Step,
             done = self.committer.wait(), if busy => {
                 done?;
@@ -476,6 +482,25 @@ impl<'a> Streaming<'a> {
             self.quiet_sink().await?;
             let sink = self.committer.sink().await?;
             forget::run(request, &self.ctx.config.publication, &self.source, sink).await?;
+        }
+        Ok(())
+    }
+
+    async fn on_replay(&mut self, request: Option<ReplayRequest>) -> Result<(), PipelineError> {
+        if let Some(request) = request {
+            let at = self.last_end;
+            self.quiet_sink().await?;
+            Replayer {
+                source: &self.source,
+                sink: self.committer.sink().await?,
+                rules: &mut self.rules,
+                transform: &self.transform,
+                tables: &self.tables,
+                rules_batch: self.ctx.config.rules.batch_size,
+                at,
+            }
+            .run(request)
+            .await?;
         }
         Ok(())
     }

@@ -148,7 +148,7 @@ impl Transform<'_> {
                 message,
             }),
             FailurePolicy::DeadLetter => {
-                out.push(SinkItem::Failure(RuleFailure {
+                let failure = RuleFailure {
                     table_name,
                     record_id,
                     op: change.op,
@@ -156,7 +156,9 @@ impl Transform<'_> {
                     payload: change_json(change),
                     lsn: change.lsn,
                     rules_version: self.rules_version.clone(),
-                }));
+                };
+                crate::pipeline::failure_log::log(&failure);
+                out.push(SinkItem::Failure(failure));
                 Ok(())
             }
         }

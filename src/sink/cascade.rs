@@ -39,12 +39,13 @@ struct RowState {
     checksum: Option<i32>,
 }
 
-/// (table, record, own buckets or `None` when excluded, checksum)
+/// A related row's state to store: (table, record, own buckets or `None`, checksum).
 type StateUpsert = (String, String, Option<Vec<String>>, Option<i32>);
 
 /// What settling a chunk leaves to write besides edges and changelog.
 #[derive(Debug, Default)]
 pub struct StateWrites {
+    /// (table, record, own buckets or `None` when excluded, checksum)
     upserts: Vec<StateUpsert>,
     /// Rows that no longer exist.
     deletes: Vec<(String, String)>,

@@ -79,14 +79,25 @@ impl EdgeState {
             record.buckets.iter().cloned().collect()
         };
         if emit {
-            let existing: BTreeSet<&str> = match self.current.get(&key) {
-                Some((buckets, _)) => buckets.iter().map(String::as_str).collect(),
-                None => self
-                    .initial
-                    .get(&key)
-                    .map(|b| b.keys().map(String::as_str).collect())
-                    .unwrap_or_default(),
-            };
+            let (existing, stored_checksum): (BTreeSet<&str>, Option<i32>) =
+                match self.current.get(&key) {
+                    Some((buckets, checksum)) => {
+                        (buckets.iter().map(String::as_str).collect(), *checksum)
+                    }
+                    None => self
+                        .initial
+                        .get(&key)
+                        .map(|b| {
+                            (
+                                b.keys().map(String::as_str).collect(),
+                                b.values().next().copied().flatten(),
+                            )
+                        })
+                        .unwrap_or_default(),
+                };
+            // A membership-only record (rebucket, re-snapshot, cascade) still owes clients an
+            // update where the row's content changed since its edges were written.
+            let unchanged = stored_checksum == record.checksum;
             let entry = |bucket: &str, operation| ChangelogEntry {
                 bucket_id: bucket.to_owned(),
                 table_name: record.table_name.clone(),
@@ -104,7 +115,7 @@ impl EdgeState {
                     continue;
                 }
                 let stored = existing.contains(bucket.as_str());
-                if record.membership_only && stored {
+                if record.membership_only && stored && unchanged {
                     continue;
                 }
                 let op = if stored {
@@ -267,6 +278,30 @@ mod tests {
         };
         state.apply(&record, true, &mut out);
         assert_eq!(ops(&out), vec![("user:a".into(), 3), ("org:1".into(), 1)]);
+    }
+
+    #[test]
+    fn a_membership_only_record_of_changed_content_updates_the_buckets_it_stays_in() {
+        let mut stored = RecordMap::default();
+        stored.insert(
+            ("items".to_string(), "1".to_string()),
+            stored_edges(&[("user:a", Some(6)), ("global", Some(6))]),
+        );
+        let mut state = EdgeState::new(stored);
+        let mut out = Vec::new();
+        let record = SinkRecord {
+            membership_only: true,
+            ..rec(Operation::Insert, "1", &["global", "org:1"])
+        };
+        state.apply(&record, true, &mut out);
+        assert_eq!(
+            ops(&out),
+            vec![
+                ("user:a".into(), 3),
+                ("global".into(), 2),
+                ("org:1".into(), 1)
+            ]
+        );
     }
 
     #[test]

@@ -66,8 +66,9 @@ impl Sink {
         self.begin().await?;
         self.client()
             .execute(
-                "WITH s AS (DELETE FROM sluice_snapshot_progress WHERE slot_name = $1 AND table_name = $2) \
-                 DELETE FROM sluice_rebucket_progress WHERE slot_name = $1 AND table_name = $2",
+                "WITH s AS (DELETE FROM sluice_snapshot_progress WHERE slot_name = $1 AND table_name = $2), \
+                      r AS (DELETE FROM sluice_rebucket_progress WHERE slot_name = $1 AND table_name = $2) \
+                 DELETE FROM sluice_walk_seen WHERE slot_name = $1 AND table_name = $2",
                 &[&self.slot(), &table],
             )
             .await

@@ -4,6 +4,7 @@ pub mod cascade;
 pub mod checksum;
 pub mod copy_binary;
 pub mod edge_diff;
+pub mod failures;
 pub mod forget;
 pub mod progress;
 pub mod record;
@@ -11,6 +12,7 @@ pub mod record_id;
 pub mod relation_graph;
 pub mod relations;
 pub mod schema;
+pub mod vanished;
 pub mod writer;
 
 pub use record::{RelatedRow, RuleFailure, SinkItem, SinkRecord};

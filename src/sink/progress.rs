@@ -13,7 +13,15 @@ pub enum Walk {
 }
 
 impl Walk {
-    fn table(self) -> &'static str {
+    /// The walk's name in `sluice_walk_seen`.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Walk::Snapshot => "snapshot",
+            Walk::Rebucket => "rebucket",
+        }
+    }
+
+    pub(crate) fn progress_table(self) -> &'static str {
         match self {
             Walk::Snapshot => "sluice_snapshot_progress",
             Walk::Rebucket => "sluice_rebucket_progress",
@@ -31,6 +39,11 @@ pub struct TableProgress {
     pub done: bool,
     /// The slot's consistent point, recorded when the snapshot began.
     pub consistent_lsn: Lsn,
+    /// The walk records the ids it reads, so that its end removes the memberships of rows that
+    /// no longer exist (see [`crate::sink::vanished`]). Set when the table's walk starts, never
+    /// changed by a resume: a walk that began without it (a first snapshot into a table with no
+    /// edges, or an older sluice) has no complete record of what it read.
+    pub tracks_vanished: bool,
 }
 
 impl Sink {
@@ -45,9 +58,9 @@ impl Sink {
             .client()
             .query(
                 &format!(
-                    "SELECT table_name, last_key, rows_done, done, consistent_lsn FROM {} \
+                    "SELECT table_name, last_key, rows_done, done, consistent_lsn, started_at IS NOT NULL FROM {} \
                      WHERE slot_name = $1 ORDER BY table_name",
-                    walk.table()
+                    walk.progress_table()
                 ),
                 &[&self.slot()],
             )
@@ -61,6 +74,7 @@ impl Sink {
                 rows_done: r.get(2),
                 done: r.get(3),
                 consistent_lsn: Lsn(r.get::<_, i64>(4) as u64),
+                tracks_vanished: r.get(5),
             })
             .collect())
     }
@@ -71,19 +85,21 @@ impl Sink {
         self.save_progress(Walk::Snapshot, p).await
     }
 
-    /// Records progress of a walk inside the open sink transaction.
+    /// Records progress of a walk inside the open sink transaction. The first save of a table's
+    /// walk stamps `started_at` (when it tracks vanished rows): memberships written after it are
+    /// the stream's, never a vanished row's.
     pub async fn save_progress(&mut self, walk: Walk, p: &TableProgress) -> Result<(), SinkError> {
         self.begin().await?;
         self.client()
             .execute(
                 &format!(
-                    "INSERT INTO {} (slot_name, table_name, last_key, rows_done, done, consistent_lsn, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, now()) \
+                    "INSERT INTO {} (slot_name, table_name, last_key, rows_done, done, consistent_lsn, updated_at, started_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, now(), CASE WHEN $7 THEN now() END) \
                      ON CONFLICT (slot_name, table_name) DO UPDATE SET last_key = EXCLUDED.last_key, \
                      rows_done = EXCLUDED.rows_done, done = EXCLUDED.done, consistent_lsn = EXCLUDED.consistent_lsn, updated_at = now()",
-                    walk.table()
+                    walk.progress_table()
                 ),
-                &[&self.slot(), &p.table_name, &p.last_key, &p.rows_done, &p.done, &(p.consistent_lsn.0 as i64)],
+                &[&self.slot(), &p.table_name, &p.last_key, &p.rows_done, &p.done, &(p.consistent_lsn.0 as i64), &p.tracks_vanished],
             )
             .await
             .map_err(|e| SinkError::sql(format!("saving snapshot progress of {}", p.table_name), e))?;
@@ -94,8 +110,12 @@ impl Sink {
     pub async fn clear_progress(&self, walk: Walk) -> Result<(), SinkError> {
         self.client()
             .execute(
-                &format!("DELETE FROM {} WHERE slot_name = $1", walk.table()),
-                &[&self.slot()],
+                &format!(
+                    "WITH s AS (DELETE FROM sluice_walk_seen WHERE slot_name = $1 AND walk = $2) \
+                     DELETE FROM {} WHERE slot_name = $1",
+                    walk.progress_table()
+                ),
+                &[&self.slot(), &walk.name()],
             )
             .await
             .map_err(|e| SinkError::sql("clearing re-bucketing progress", e))?;

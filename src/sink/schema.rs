@@ -109,7 +109,8 @@ pub const TABLES: &[TableSpec] = &[
     payload       JSONB,
     created_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
     lsn           BIGINT,
-    rules_version TEXT
+    rules_version TEXT,
+    resolved_at   TIMESTAMPTZ
 )",
         required: &[
             "table_name",
@@ -118,7 +119,11 @@ pub const TABLES: &[TableSpec] = &[
             "error_text",
             "payload",
         ],
-        extra: &[("lsn", "BIGINT"), ("rules_version", "TEXT")],
+        extra: &[
+            ("lsn", "BIGINT"),
+            ("rules_version", "TEXT"),
+            ("resolved_at", "TIMESTAMPTZ"),
+        ],
         indexes: &[],
     },
     TableSpec {
@@ -142,6 +147,7 @@ pub const TABLES: &[TableSpec] = &[
     done        BOOLEAN NOT NULL DEFAULT false,
     consistent_lsn BIGINT NOT NULL,
     updated_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    started_at  TIMESTAMPTZ,
     PRIMARY KEY (slot_name, table_name)
 )",
         required: &[
@@ -153,7 +159,7 @@ pub const TABLES: &[TableSpec] = &[
             "consistent_lsn",
             "updated_at",
         ],
-        extra: &[],
+        extra: &[("started_at", "TIMESTAMPTZ")],
         indexes: &[],
     },
     TableSpec {
@@ -166,6 +172,7 @@ pub const TABLES: &[TableSpec] = &[
     done        BOOLEAN NOT NULL DEFAULT false,
     consistent_lsn BIGINT NOT NULL,
     updated_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    started_at  TIMESTAMPTZ,
     PRIMARY KEY (slot_name, table_name)
 )",
         required: &[
@@ -177,7 +184,7 @@ pub const TABLES: &[TableSpec] = &[
             "consistent_lsn",
             "updated_at",
         ],
-        extra: &[],
+        extra: &[("started_at", "TIMESTAMPTZ")],
         indexes: &[],
     },
     TableSpec {
@@ -243,6 +250,22 @@ pub const TABLES: &[TableSpec] = &[
         extra: &[],
         indexes: &[],
     },
+    TableSpec {
+        name: "sluice_walk_seen",
+        // The record ids a keyset walk read, so that its end can tell which stored memberships
+        // belong to rows that no longer exist (see `sink::vanished`). Logged: a walk resumed
+        // after a crash must find every id its persisted chunks read.
+        create: "CREATE TABLE sluice_walk_seen (
+    slot_name  TEXT NOT NULL,
+    walk       TEXT NOT NULL,
+    table_name TEXT NOT NULL,
+    record_id  TEXT NOT NULL,
+    PRIMARY KEY (slot_name, walk, table_name, record_id)
+)",
+        required: &["slot_name", "walk", "table_name", "record_id"],
+        extra: &[],
+        indexes: &[],
+    },
 ];
 
 /// Names of the tables sluice writes. Changes to them are never fed back into the rules, even
@@ -258,6 +281,7 @@ pub const SIDECAR_TABLES: &[&str] = &[
     "sluice_row_state",
     "sluice_row_links",
     "sluice_relations",
+    "sluice_walk_seen",
 ];
 
 /// The DDL of every sidecar table and index as a fresh database gets it (`IF NOT EXISTS`

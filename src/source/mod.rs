@@ -10,6 +10,7 @@ mod keys;
 pub mod pgoutput;
 mod replication;
 pub mod row_json;
+pub mod rows_by_key;
 mod slot;
 pub mod snapshot;
 mod stream;

@@ -28,6 +28,8 @@ const SUBCOMMANDS: &[&str] = &[
     "reload",
     "rebucket",
     "forget-table",
+    "failures",
+    "replay-failures",
     "tail",
 ];
 

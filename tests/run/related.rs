@@ -17,7 +17,7 @@ type Edge = (String, String, String);
 
 /// The issue's shared-lists tables. The foreign keys are deferrable so that a transaction can
 /// insert a child before its parent, as the issue asks.
-const SHARED_LISTS: &str = "\
+pub(crate) const SHARED_LISTS: &str = "\
 CREATE TABLE lists (id bigint PRIMARY KEY, owner_id text NOT NULL, title text NOT NULL);
 CREATE TABLE list_members (list_id bigint NOT NULL REFERENCES lists(id) DEFERRABLE INITIALLY DEFERRED,
   user_id text NOT NULL, PRIMARY KEY (list_id, user_id));
@@ -26,7 +26,7 @@ CREATE TABLE items (id bigint PRIMARY KEY,
 CREATE PUBLICATION sluice_pub FOR TABLE lists, list_members, items;";
 
 /// Memberships as the issue's table defines them, from the rows as they are.
-const SHARED_LISTS_ORACLE: &str = "\
+pub(crate) const SHARED_LISTS_ORACLE: &str = "\
 WITH lb AS (SELECT id AS list_id, 'user:' || owner_id AS b FROM lists
             UNION SELECT list_id, 'user:' || user_id FROM list_members)
 SELECT 'lists', list_id::text, b FROM lb

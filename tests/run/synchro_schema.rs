@@ -290,6 +290,7 @@ async fn a_database_migrated_by_synchro_is_adopted_and_dead_letters_keep_streami
             col("created_at", "timestamp with time zone", true),
             col("lsn", "bigint", false),
             col("rules_version", "text", false),
+            col("resolved_at", "timestamp with time zone", false),
         ]
     );
     // No second copy of synchro's indexes, and synchro's other tables untouched.
@@ -301,7 +302,7 @@ async fn a_database_migrated_by_synchro_is_adopted_and_dead_letters_keep_streami
     // What the first start changed: the failures table's two columns and sluice's own tables.
     let log = sluice.log_text();
     assert!(
-        log.contains("ALTER TABLE public.sync_rule_failures ADD COLUMN IF NOT EXISTS lsn BIGINT, ADD COLUMN IF NOT EXISTS rules_version TEXT"),
+        log.contains("ALTER TABLE public.sync_rule_failures ADD COLUMN IF NOT EXISTS lsn BIGINT, ADD COLUMN IF NOT EXISTS rules_version TEXT, ADD COLUMN IF NOT EXISTS resolved_at TIMESTAMPTZ"),
         "{log}"
     );
     // The only index created is on sluice's own link table: none duplicates synchro's.
@@ -410,6 +411,7 @@ async fn a_fresh_database_gets_synchros_index_names_only() {
             col("created_at", "timestamp with time zone", true),
             col("lsn", "bigint", false),
             col("rules_version", "text", false),
+            col("resolved_at", "timestamp with time zone", false),
         ]
     );
     assert!(sluice.stop().success(), "{}", sluice.log_text());
@@ -471,7 +473,8 @@ async fn sluices_old_duplicates_of_synchros_indexes_are_dropped() {
             "DROP INDEX public.sync_bucket_edges_bucket",
         ]
     );
-    // The rest creates sluice's own tables, which neither had.
+    // The rest adds the failures table's resolved_at (the older sluice had lsn and
+    // rules_version) and creates sluice's own tables, which neither had.
     let created: Vec<&str> = changes.statements[3..]
         .iter()
         .map(|s| s.split(" (").next().unwrap())
@@ -479,6 +482,7 @@ async fn sluices_old_duplicates_of_synchros_indexes_are_dropped() {
     assert_eq!(
         created,
         [
+            "ALTER TABLE public.sync_rule_failures ADD COLUMN IF NOT EXISTS resolved_at TIMESTAMPTZ",
             "CREATE TABLE sluice_snapshot_progress",
             "CREATE TABLE sluice_rebucket_progress",
             "CREATE TABLE sluice_rule_versions",
@@ -486,6 +490,7 @@ async fn sluices_old_duplicates_of_synchros_indexes_are_dropped() {
             "CREATE TABLE sluice_row_links",
             "CREATE INDEX sluice_row_links_parent ON public.sluice_row_links",
             "CREATE TABLE sluice_relations",
+            "CREATE TABLE sluice_walk_seen",
         ]
     );
     assert_synchros_indexes(&client).await;
@@ -583,7 +588,7 @@ async fn a_role_that_does_not_own_synchros_tables_is_told_what_to_run() {
     };
 
     let err = as_role().await.ensure_schema().await.unwrap_err();
-    let alter = "ALTER TABLE public.sync_rule_failures ADD COLUMN IF NOT EXISTS lsn BIGINT, ADD COLUMN IF NOT EXISTS rules_version TEXT;";
+    let alter = "ALTER TABLE public.sync_rule_failures ADD COLUMN IF NOT EXISTS lsn BIGINT, ADD COLUMN IF NOT EXISTS rules_version TEXT, ADD COLUMN IF NOT EXISTS resolved_at TIMESTAMPTZ;";
     assert!(
         matches!(&err, SinkError::Schema(SchemaError::NotOwner { table, .. }) if table == "public.sync_rule_failures"),
         "{err:?}"
@@ -637,6 +642,7 @@ async fn a_role_that_does_not_own_synchros_tables_is_told_what_to_run() {
             t("sluice", "sluice_row_state"),
             t("sluice", "sluice_rule_versions"),
             t("sluice", "sluice_snapshot_progress"),
+            t("sluice", "sluice_walk_seen"),
         ]
     );
     let mut sink = as_role().await;
