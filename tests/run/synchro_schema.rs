@@ -613,7 +613,7 @@ async fn a_role_that_does_not_own_synchros_tables_is_told_what_to_run() {
     // are used where they are, sluice's own are created in its schema.
     client.batch_execute(alter).await.unwrap();
     let changes = as_role().await.ensure_schema().await.unwrap();
-    assert_eq!(changes.statements.len(), 7, "{changes:?}");
+    assert_eq!(changes.statements.len(), 8, "{changes:?}");
     let tables: Vec<(String, String)> = client
         .query(
             "SELECT schemaname::text, tablename::text FROM pg_tables \
