@@ -120,19 +120,7 @@ pub async fn settle(
     }
     settle.index_chunk_children();
 
-    let direct_set: FxHashSet<&RecordKey> = direct.iter().collect();
-    let mut stats = CascadeStats::default();
-    while let Some((&rank, _)) = affected.iter().next() {
-        let Some(rows) = affected.remove(&rank) else {
-            break;
-        };
-        // Each row settles once; only a cycle (refused at load) could bring one back.
-        let rows: Vec<RecordKey> = rows
-            .into_iter()
-            .filter(|row| !settle.total.contains_key(row))
-            .collect();
-        stats.unknown += settle.settle_rank(&rows, &mut affected).await?;
-    }
+    let unknown = settle.settle_all(affected).await?;
 
     let mut out = Vec::with_capacity(records.len());
     settle.load_intermediate_parents(&positions).await?;
@@ -143,33 +131,15 @@ pub async fn settle(
         }
         out.push(record);
     }
-    for (key, total) in settle.settled_in_order() {
-        if direct_set.contains(key) {
-            continue;
-        }
-        let (stored, edge_checksum) = settle.stored_total.get(key).cloned().unwrap_or_default();
-        if *total == stored {
-            continue;
-        }
-        stats.cascaded += 1;
-        let checksum = settle
-            .state_of(key)
-            .and_then(|s| s.checksum)
-            .or(edge_checksum);
-        out.push(SinkRecord {
-            table_name: key.0.clone(),
-            record_id: key.1.clone(),
-            op: Operation::Update,
-            buckets: total.iter().cloned().collect(),
-            checksum,
-            membership_only: true,
-            related: None,
-        });
-    }
-    let writes = settle.into_writes();
+    let cascaded = settle.cascade_records(&direct.iter().collect());
+    let stats = CascadeStats {
+        cascaded: cascaded.len() as u64,
+        unknown,
+    };
+    out.extend(cascaded);
     Ok(Settled {
         records: out,
-        writes,
+        writes: settle.into_writes(),
         stats,
     })
 }
@@ -200,6 +170,55 @@ impl<'a> Settle<'a> {
             total: RecordMap::default(),
             shared: RecordMap::default(),
         }
+    }
+
+    /// Settles every affected row, rank by rank, and the dependants each rank adds; returns how
+    /// many had unknown own buckets.
+    async fn settle_all(
+        &mut self,
+        mut affected: BTreeMap<usize, BTreeSet<RecordKey>>,
+    ) -> Result<u64, SinkError> {
+        let mut unknown = 0;
+        while let Some((&rank, _)) = affected.iter().next() {
+            let Some(rows) = affected.remove(&rank) else {
+                break;
+            };
+            // Each row settles once; only a cycle (refused at load) could bring one back.
+            let rows: Vec<RecordKey> = rows
+                .into_iter()
+                .filter(|row| !self.total.contains_key(row))
+                .collect();
+            unknown += self.settle_rank(&rows, &mut affected).await?;
+        }
+        Ok(unknown)
+    }
+
+    /// A membership-only record for each settled row outside `direct` whose total changed, in
+    /// [`Settle::settled_in_order`]. Its checksum is the stored one: the row itself did not change.
+    fn cascade_records(&self, direct: &FxHashSet<&RecordKey>) -> Vec<SinkRecord> {
+        let mut records = Vec::new();
+        for (key, total) in self.settled_in_order() {
+            if direct.contains(key) {
+                continue;
+            }
+            let (stored, edge_checksum) = self.stored_total.get(key).cloned().unwrap_or_default();
+            if *total == stored {
+                continue;
+            }
+            records.push(SinkRecord {
+                table_name: key.0.clone(),
+                record_id: key.1.clone(),
+                op: Operation::Update,
+                buckets: total.iter().cloned().collect(),
+                checksum: self
+                    .state_of(key)
+                    .and_then(|s| s.checksum)
+                    .or(edge_checksum),
+                membership_only: true,
+                related: None,
+            });
+        }
+        records
     }
 
     /// Settled rows, parents before the children that inherit from them, then by table and
@@ -806,38 +825,12 @@ pub async fn settle_rows(
     for row in rows {
         mark(&mut affected, graph, row);
     }
-    let mut stats = CascadeStats::default();
-    while let Some((&rank, _)) = affected.iter().next() {
-        let Some(rows) = affected.remove(&rank) else {
-            break;
-        };
-        // Each row settles once; only a cycle (refused at load) could bring one back.
-        let rows: Vec<RecordKey> = rows
-            .into_iter()
-            .filter(|row| !settle.total.contains_key(row))
-            .collect();
-        stats.unknown += settle.settle_rank(&rows, &mut affected).await?;
-    }
-    let mut records = Vec::new();
-    for (key, total) in settle.settled_in_order() {
-        let (stored, edge_checksum) = settle.stored_total.get(key).cloned().unwrap_or_default();
-        if *total == stored {
-            continue;
-        }
-        stats.cascaded += 1;
-        records.push(SinkRecord {
-            table_name: key.0.clone(),
-            record_id: key.1.clone(),
-            op: Operation::Update,
-            buckets: total.iter().cloned().collect(),
-            checksum: settle
-                .state_of(key)
-                .and_then(|s| s.checksum)
-                .or(edge_checksum),
-            membership_only: true,
-            related: None,
-        });
-    }
+    let unknown = settle.settle_all(affected).await?;
+    let records = settle.cascade_records(&FxHashSet::default());
+    let stats = CascadeStats {
+        cascaded: records.len() as u64,
+        unknown,
+    };
     Ok(Settled {
         records,
         writes: StateWrites::default(),
