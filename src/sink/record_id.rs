@@ -15,12 +15,10 @@
 //! `true`/`false`; and the typed forms differ from the output form for floats (shortest digits of
 //! the column's own precision), bytea, timestamp and timestamptz (`2024-01-02 03:04:05.678+00`).
 
-use crate::model::Value;
-use crate::source::values::oid;
+use serde_json::value::RawValue;
 
-/// `inet`: its `::text` (network_show) always carries the prefix length; its output form omits a
-/// full-length one.
-const INET: u32 = 869;
+use crate::model::Value;
+use crate::source::values::{INET, array_element, oid};
 
 /// Canonical text of one key value of type `type_oid`; `None` for NULL or an unchanged TOAST
 /// value, which a key cannot legitimately be.
@@ -51,8 +49,92 @@ pub fn value_text(value: &Value, type_oid: u32) -> Option<String> {
             (Some(_), Some(utc)) => format!("{}+00", utc.replacen('T', " ", 1)),
             _ => s.clone(),
         },
-        Value::Numeric(s) | Value::Json(s) | Value::Date(s) | Value::Time(s) => s.clone(),
+        // An array's `::text` is its output form, which the decoder turned into JSON.
+        Value::Json(s) => match array_element(type_oid) {
+            Some(elem) => array_text(elem, s)?,
+            None => s.clone(),
+        },
+        Value::Numeric(s) | Value::Date(s) | Value::Time(s) => s.clone(),
     })
+}
+
+/// The output form of an array (`{1,NULL,"a b"}`, `{{1,2},{3,4}}`) from the JSON the decoder made
+/// of it (`source::values`), element by element as `array_out` writes it: each element in its
+/// type's output form (`t`/`f`, `ab  ` for `char(4)`, `10.0.0.1` without its /32), quoted where
+/// `array_out` quotes. `None` for JSON the decoder cannot have made. The decoder drops a bounds
+/// prefix (`[0:1]=`), so an array key with a lower bound other than 1 gets an id without it.
+fn array_text(elem: u32, json: &str) -> Option<String> {
+    let mut out = String::with_capacity(json.len());
+    let raw: &RawValue = serde_json::from_str(json).ok()?;
+    array_body(elem, raw, &mut out)?;
+    Some(out)
+}
+
+fn array_body(elem: u32, raw: &RawValue, out: &mut String) -> Option<()> {
+    let items: Vec<&RawValue> = serde_json::from_str(raw.get()).ok()?;
+    out.push('{');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let text = item.get();
+        // A JSON array is a nested dimension, except as the value of a json[] element.
+        if text.starts_with('[') && !matches!(elem, oid::JSON | oid::JSONB) {
+            array_body(elem, item, out)?;
+            continue;
+        }
+        let element = match text {
+            "null" => {
+                out.push_str("NULL");
+                continue;
+            }
+            "true" => "t".to_owned(),
+            "false" => "f".to_owned(),
+            _ if text.starts_with('"') && !matches!(elem, oid::JSON | oid::JSONB) => {
+                let s: String = serde_json::from_str(text).ok()?;
+                match elem {
+                    oid::TIMESTAMP | oid::TIMESTAMPTZ => {
+                        let value = if elem == oid::TIMESTAMP {
+                            Value::Timestamp(s)
+                        } else {
+                            Value::Timestamptz(s)
+                        };
+                        value_text(&value, elem)?
+                    }
+                    _ => s,
+                }
+            }
+            _ => text.to_owned(),
+        };
+        quote_element(&element, out);
+    }
+    out.push('}');
+    Some(())
+}
+
+/// `array_out`'s quoting: an element is quoted when it is empty, reads `NULL`, or holds a brace,
+/// a quote, a backslash, the delimiter or white space; inside quotes, `"` and `\` are escaped.
+fn quote_element(element: &str, out: &mut String) {
+    let needs_quotes = element.is_empty()
+        || element.eq_ignore_ascii_case("NULL")
+        || element.bytes().any(|b| {
+            matches!(
+                b,
+                b'{' | b'}' | b',' | b'"' | b'\\' | b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c
+            )
+        });
+    if !needs_quotes {
+        out.push_str(element);
+        return;
+    }
+    out.push('"');
+    for c in element.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
 }
 
 /// `float8::text` as PostgreSQL (12+, `extra_float_digits` > 0) prints it: `NaN`, `Infinity`,
@@ -204,6 +286,35 @@ mod tests {
         for (sent, text) in cases {
             let value = crate::source::values::decode_text(oid::FLOAT4, sent);
             assert_eq!(one(value, oid::FLOAT4).as_deref(), Some(text), "{sent}");
+        }
+    }
+
+    /// Arrays come back to `array_out`'s form from the decoder's JSON, through the decoder
+    /// itself: what PostgreSQL sent is what the record id says.
+    #[test]
+    fn array_keys_are_their_output_form() {
+        let cases = [
+            (1007, "{1,2,3}"),
+            (1007, "{}"),
+            (1007, "{NULL,-1}"),
+            (1007, "{{1,2},{3,4}}"),
+            (
+                1009,
+                r#"{a,"b c","q\"t","",NULL,"NULL","null","x\\y","{}"}"#,
+            ),
+            (1014, r#"{"a  ","bc "}"#),
+            (1000, "{t,f,NULL}"),
+            (1022, "{0.1,1e-05,NaN,-Infinity}"),
+            (1001, r#"{"\\x00ff","\\x"}"#),
+            (1115, r#"{"2024-01-02 03:04:05.678",infinity}"#),
+            (1185, r#"{"2024-01-02 03:04:05+00"}"#),
+            (1231, "{1.50,NaN}"),
+            (3807, r#"{"{\"a\": [1, 2]}","\"s\"",NULL}"#),
+        ];
+        for (type_oid, text) in cases {
+            let value = crate::source::values::decode_text(type_oid, text);
+            assert!(matches!(value, Value::Json(_)), "{text}: {value:?}");
+            assert_eq!(one(value, type_oid).as_deref(), Some(text), "{type_oid}");
         }
     }
 

@@ -9,6 +9,7 @@ use tokio_postgres::Client;
 use tracing::warn;
 
 use crate::model::{Column, KeyGap, ReplicaIdentity, TableSchema};
+use crate::source::values::presented_type;
 
 /// A published table as the catalog describes it.
 #[derive(Clone, Debug, PartialEq)]
@@ -23,6 +24,11 @@ pub struct PublishedTable {
     /// Columns the stream does not carry, in column order (a column list leaves them out, or
     /// they are generated and not streamed).
     pub unstreamed: Vec<String>,
+    /// The SQL names of the primary key columns' types with their modifiers, in key order
+    /// (`format_type`, qualified where not visible): a resumed snapshot casts its last key to
+    /// them, because an untyped literal cannot take a composite (row) type. The modifier
+    /// matters: `CAST('101' AS bit)` is `bit(1)` and truncates.
+    pub key_types: Vec<String>,
 }
 
 /// Why the catalog cannot be used.
@@ -191,7 +197,16 @@ pub async fn published_tables(
                         EXISTS (SELECT 1 FROM pg_index i \
                                 WHERE i.indrelid = a.attrelid AND i.indisreplident \
                                   AND a.attnum = ANY (i.indkey)) AS in_identity_index, \
-                        a.attgenerated::text AS generated \
+                        a.attgenerated::text AS generated, \
+                        format_type(a.atttypid, a.atttypmod) AS type_name, \
+                        (WITH RECURSIVE d(oid, base) AS ( \
+                             SELECT t.oid, t.typbasetype FROM pg_type t WHERE t.oid = a.atttypid \
+                             UNION ALL \
+                             SELECT t.oid, t.typbasetype FROM pg_type t, d WHERE t.oid = d.base) \
+                         SELECT ARRAY[bn.nspname::text, b.typname::text] \
+                         FROM d JOIN pg_type b ON b.oid = d.oid \
+                         JOIN pg_namespace bn ON bn.oid = b.typnamespace \
+                         WHERE d.base = 0) AS base_type \
                  FROM pg_attribute a \
                  WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped \
                  ORDER BY a.attnum",
@@ -225,20 +240,28 @@ pub async fn published_tables(
             // Indexes into the streamed columns, which is what the shape holds.
             let i = shape.columns.len();
             if key_pos > 0 {
-                key_positions.push((key_pos, i));
+                key_positions.push((key_pos, i, c.get::<_, String>(6)));
             }
             if c.get::<_, bool>(4) {
                 identity_index.push(i);
             }
+            // A domain is presented as its base type, as the stream presents it (its Type
+            // message names the base type).
+            let base: Vec<String> = c.get(7);
+            let type_oid = match base.as_slice() {
+                [namespace, name] => presented_type(c.get(1), namespace, name),
+                _ => c.get(1),
+            };
             shape.columns.push(Column {
                 name,
-                type_oid: c.get(1),
+                type_oid,
                 type_modifier: c.get(2),
                 key: key_pos > 0,
             });
         }
         key_positions.sort();
-        shape.primary_key = key_positions.into_iter().map(|(_, i)| i).collect();
+        let key_types = key_positions.iter().map(|(_, _, t)| t.clone()).collect();
+        shape.primary_key = key_positions.into_iter().map(|(_, i, _)| i).collect();
         shape.identity = match shape.replica_identity {
             ReplicaIdentity::Default => {
                 let mut key = shape.primary_key.clone();
@@ -343,6 +366,7 @@ pub async fn published_tables(
             schema: Arc::new(shape),
             row_filter,
             unstreamed,
+            key_types,
         });
     }
     if tables.is_empty() {
@@ -479,5 +503,19 @@ impl PublishedTable {
             quote_ident(&self.schema.schema),
             quote_ident(&self.schema.name)
         )
+    }
+
+    /// A key, given as its columns' texts in key order, as a SQL row of literals cast to the key
+    /// columns' types: `(CAST('42' AS integer), CAST('(1,"a b")' AS pair))`. Compared with the
+    /// key's columns, it uses the primary key's btree order and index. The casts matter: an
+    /// untyped literal cannot take a row type ("input of anonymous composite types is not
+    /// implemented").
+    pub fn key_literal(&self, texts: &[String]) -> String {
+        let lits: Vec<String> = texts
+            .iter()
+            .zip(&self.key_types)
+            .map(|(v, t)| format!("CAST({} AS {t})", quote_literal(v)))
+            .collect();
+        format!("({})", lits.join(", "))
     }
 }

@@ -7,7 +7,7 @@ use crate::model::{Change, Column, Lsn, Operation, TableSchema, Value};
 
 use super::error::SourceError;
 use super::pgoutput::{self, OldTuple, PgOutputMessage, TupleData, TupleValue};
-use super::values::decode_text;
+use super::values::{decode_text, presented_type};
 
 /// Microseconds from the Unix epoch to PostgreSQL's epoch (2000-01-01 UTC).
 const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
@@ -55,6 +55,9 @@ pub enum SourceEvent {
 #[derive(Default)]
 pub struct EventDecoder {
     relations: rustc_hash::FxHashMap<u32, Arc<TableSchema>>,
+    /// What each non-built-in type a Type message described is presented as (see
+    /// [`presented_type`]): pgoutput sends one before the Relation message that uses it.
+    types: rustc_hash::FxHashMap<u32, u32>,
     /// `final_lsn` of the open transaction.
     xact_lsn: Lsn,
     in_stream: bool,
@@ -119,7 +122,7 @@ impl EventDecoder {
                         .iter()
                         .map(|c| Column {
                             name: c.name.to_owned(),
-                            type_oid: c.type_oid,
+                            type_oid: self.types.get(&c.type_oid).copied().unwrap_or(c.type_oid),
                             type_modifier: c.type_modifier,
                             key: false,
                         })
@@ -210,12 +213,28 @@ impl EventDecoder {
                 self.in_stream = false;
                 return Ok(None);
             }
+            // A domain's Type message carries its base type's name: the Relation messages that
+            // follow present its columns as that type. pgoutput writes `pg_catalog` as an empty
+            // namespace.
+            PgOutputMessage::Type {
+                oid,
+                namespace,
+                name,
+                ..
+            } => {
+                let namespace = if namespace.is_empty() {
+                    "pg_catalog"
+                } else {
+                    namespace
+                };
+                self.types.insert(oid, presented_type(oid, namespace, name));
+                return Ok(None);
+            }
             // Streaming of in-progress transactions is never requested (proto_version 1), so
-            // these only parse; the types Origin and Type carry nothing the pipeline uses.
+            // these only parse; Origin carries nothing the pipeline uses.
             PgOutputMessage::StreamCommit { .. }
             | PgOutputMessage::StreamAbort { .. }
-            | PgOutputMessage::Origin { .. }
-            | PgOutputMessage::Type { .. } => return Ok(None),
+            | PgOutputMessage::Origin { .. } => return Ok(None),
         }))
     }
 

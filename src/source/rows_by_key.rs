@@ -2,16 +2,15 @@
 //! re-evaluates.
 //!
 //! A record id is the key's canonical text (a JSON array of texts for a composite key, see
-//! `sink::record_id`), which is also valid input for the key columns' types; compared as untyped
-//! literals, as the snapshot's keyset does, the texts take the columns' types and the primary key
-//! index answers. Values are read in their output forms, as the snapshot reads them.
+//! `sink::record_id`), which is also valid input for the key columns' types; cast to them, as the
+//! snapshot's keyset does, the primary key index answers. Values are read in their output forms, as the snapshot reads them.
 
 use std::sync::Arc;
 
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::model::{Change, Lsn, Operation, Value};
-use crate::source::catalog::{PublishedTable, quote_ident, quote_literal};
+use crate::source::catalog::{PublishedTable, quote_ident};
 use crate::source::snapshot::SnapshotError;
 use crate::source::values::decode_text;
 
@@ -54,10 +53,7 @@ pub async fn read_rows(
         .join(", ");
     let wanted = keys
         .iter()
-        .map(|k| {
-            let lits: Vec<String> = k.iter().map(|v| quote_literal(v)).collect();
-            format!("({})", lits.join(", "))
-        })
+        .map(|k| table.key_literal(k))
         .collect::<Vec<_>>()
         .join(", ");
     let sql = format!(

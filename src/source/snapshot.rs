@@ -159,10 +159,11 @@ impl TableReader {
             conditions.push(format!("({filter})"));
         }
         if let Some(last) = &self.last_key {
-            // Untyped literals take the key columns' types, so the comparison uses the same btree
-            // order as ORDER BY.
-            let lits: Vec<String> = last.iter().map(|v| quote_literal(v)).collect();
-            conditions.push(format!("{} > ({})", self.key_tuple, lits.join(", ")));
+            conditions.push(format!(
+                "{} > {}",
+                self.key_tuple,
+                self.table.key_literal(last)
+            ));
         }
         if !conditions.is_empty() {
             sql.push_str(" WHERE ");

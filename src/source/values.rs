@@ -237,8 +237,77 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
+/// `inet`, whose `::text` differs from its output form (see `sink::record_id`).
+pub const INET: u32 = 869;
+
+/// The built-in types that [`decode_text`] or the record id treat apart from text, by their
+/// `pg_catalog` name: what a domain over one of them is presented as. pgoutput describes a domain
+/// column by the domain's OID and, in a Type message, its base type's name; the snapshot reads
+/// the base type from the catalog. Both map it through [`presented_type`], so a domain over
+/// `int4` reads as an integer and a domain over `char(4)` gets `char(4)`'s record id, from the
+/// snapshot and the stream alike.
+fn builtin_by_name(name: &str) -> Option<u32> {
+    Some(match name {
+        "bool" => oid::BOOL,
+        "bytea" => oid::BYTEA,
+        "char" => oid::CHAR,
+        "name" => oid::NAME,
+        "int8" => oid::INT8,
+        "int2" => oid::INT2,
+        "int4" => oid::INT4,
+        "text" => oid::TEXT,
+        "oid" => oid::OID,
+        "json" => oid::JSON,
+        "float4" => oid::FLOAT4,
+        "float8" => oid::FLOAT8,
+        "bpchar" => oid::BPCHAR,
+        "varchar" => oid::VARCHAR,
+        "date" => oid::DATE,
+        "time" => oid::TIME,
+        "timestamp" => oid::TIMESTAMP,
+        "timestamptz" => oid::TIMESTAMPTZ,
+        "numeric" => oid::NUMERIC,
+        "uuid" => oid::UUID,
+        "jsonb" => oid::JSONB,
+        "inet" => INET,
+        "_bool" => 1000,
+        "_bytea" => 1001,
+        "_char" => 1002,
+        "_name" => 1003,
+        "_int2" => 1005,
+        "_int4" => 1007,
+        "_text" => 1009,
+        "_bpchar" => 1014,
+        "_varchar" => 1015,
+        "_int8" => 1016,
+        "_float4" => 1021,
+        "_float8" => 1022,
+        "_oid" => 1028,
+        "_timestamp" => 1115,
+        "_date" => 1182,
+        "_time" => 1183,
+        "_timestamptz" => 1185,
+        "_numeric" => 1231,
+        "_json" => 199,
+        "_uuid" => 2951,
+        "_jsonb" => 3807,
+        _ => return None,
+    })
+}
+
+/// The type a column of type `type_oid` is presented as: its base type, when it is a domain
+/// whose base type (`base_namespace.base_name`) is one of the built-in types sluice types;
+/// otherwise `type_oid` itself (a domain over `money`, an enum or a composite reads as text, as
+/// those types themselves do).
+pub fn presented_type(type_oid: u32, base_namespace: &str, base_name: &str) -> u32 {
+    if base_namespace != "pg_catalog" {
+        return type_oid;
+    }
+    builtin_by_name(base_name).unwrap_or(type_oid)
+}
+
 /// Element type of the built-in array types whose elements we know how to render.
-fn array_element(array_oid: u32) -> Option<u32> {
+pub fn array_element(array_oid: u32) -> Option<u32> {
     Some(match array_oid {
         1000 => oid::BOOL,
         1001 => oid::BYTEA,
@@ -522,6 +591,56 @@ mod tests {
             decode_text(1184, "294276-12-31 23:59:59+15:59:59"),
             Value::Timestamptz("294276-12-31T08:00:00Z".into())
         );
+    }
+
+    /// Every array type the decoder renders, and every base type, is presented as itself when a
+    /// domain is over it.
+    #[test]
+    fn domains_over_typed_builtins_are_presented_as_their_base() {
+        let arrays = (0..4000).filter(|&o| array_element(o).is_some());
+        let named: Vec<u32> = arrays
+            .map(|o| {
+                let name = format!("_{}", builtin_name(array_element(o).unwrap()));
+                presented_type(90_000, "pg_catalog", &name)
+            })
+            .collect();
+        assert!(
+            named.iter().all(|&o| array_element(o).is_some()),
+            "{named:?}"
+        );
+        assert_eq!(presented_type(90_000, "pg_catalog", "bpchar"), oid::BPCHAR);
+        assert_eq!(presented_type(90_000, "pg_catalog", "inet"), INET);
+        assert_eq!(presented_type(90_000, "pg_catalog", "money"), 90_000);
+        assert_eq!(presented_type(90_000, "public", "int4"), 90_000);
+    }
+
+    fn builtin_name(type_oid: u32) -> &'static str {
+        [
+            "bool",
+            "bytea",
+            "char",
+            "name",
+            "int8",
+            "int2",
+            "int4",
+            "text",
+            "oid",
+            "json",
+            "float4",
+            "float8",
+            "bpchar",
+            "varchar",
+            "date",
+            "time",
+            "timestamp",
+            "timestamptz",
+            "numeric",
+            "uuid",
+            "jsonb",
+        ]
+        .into_iter()
+        .find(|n| builtin_by_name(n) == Some(type_oid))
+        .unwrap()
     }
 
     #[test]
