@@ -11,6 +11,7 @@ use crate::model::{Change, Outcome};
 
 use super::buckets;
 use super::guest_text::guest_text;
+use super::limits::RuleLimits;
 use super::module::{EvaluateFunc, RulesModule, ticks};
 use super::state::{GuestSaid, InstanceState};
 use super::wire::{self, BatchTables};
@@ -41,9 +42,19 @@ enum Failure {
     Whole(String),
 }
 
-/// The isolation budget of one batch: started by its first deadline miss.
+/// The isolation budget of one batch, from its first deadline miss on: what is left of its
+/// missed deadlines and of its time in the guest (see [`RuleLimits::isolation_budget`]).
+///
+/// [`RuleLimits::isolation_budget`]: super::RuleLimits::isolation_budget
 struct Isolation {
-    ends: Option<Instant>,
+    left: Option<(u32, Duration)>,
+}
+
+impl Isolation {
+    fn spent(&self) -> bool {
+        self.left
+            .is_some_and(|(misses, time)| misses == 0 || time.is_zero())
+    }
 }
 
 impl RulesInstance {
@@ -67,12 +78,13 @@ impl RulesInstance {
     /// the rule cannot handle (error, invalid buckets, trap, deadline) gets
     /// an `Outcome::Error` and its neighbours get their real outcomes.
     ///
-    /// Isolation costs at most [`RuleLimits::isolation_budget`](super::RuleLimits) beyond
-    /// the batch's own deadline; changes still unevaluated when it runs out fail with a
-    /// reason that says so.
+    /// Isolation costs at most [`RuleLimits::ISOLATION_MISSES`](super::RuleLimits) more missed
+    /// deadlines, and [`RuleLimits::isolation_budget`](super::RuleLimits) in the guest, beyond
+    /// the batch's own deadline; changes still unevaluated when it runs out fail with a reason
+    /// that says so.
     pub fn evaluate(&mut self, changes: &[Change]) -> Vec<Outcome> {
         let mut outcomes = Vec::with_capacity(changes.len());
-        let mut isolation = Isolation { ends: None };
+        let mut isolation = Isolation { left: None };
         self.evaluate_into(changes, &mut isolation, &mut outcomes);
         self.module.flush_log();
         outcomes
@@ -89,17 +101,23 @@ impl RulesInstance {
         }
         let limits = &self.module.engine.limits;
         let mut deadline = limits.batch_deadline;
-        if let Some(ends) = isolation.ends {
-            let left = ends.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                let message = self.budget_spent();
-                outcomes.extend(changes.iter().map(|_| Outcome::Error(message.clone())));
-                return;
-            }
-            deadline = deadline.min(left);
+        if isolation.spent() {
+            let message = self.budget_spent();
+            outcomes.extend(changes.iter().map(|_| Outcome::Error(message.clone())));
+            return;
+        }
+        if let Some((_, time)) = isolation.left {
+            deadline = deadline.min(time);
         }
         let cut_short = deadline < limits.batch_deadline;
-        match self.call(changes, deadline) {
+        let (result, in_guest) = self.call(changes, deadline);
+        if let Some((misses, time)) = &mut isolation.left {
+            *time = time.saturating_sub(in_guest);
+            if matches!(result, Err(Failure::Deadline(_))) {
+                *misses = misses.saturating_sub(1);
+            }
+        }
+        match result {
             Ok(batch) => outcomes.extend(batch),
             Err(Failure::Whole(message)) => {
                 outcomes.extend(changes.iter().map(|_| Outcome::Error(message.clone())));
@@ -116,10 +134,10 @@ impl RulesInstance {
             Err(Failure::Deadline(message)) => {
                 tracing::debug!(module = %self.module.version(), changes = changes.len(), %message,
                     "rules batch missed its deadline; evaluating its changes one at a time");
-                let budget = self.module.engine.limits.isolation_budget();
+                let limits = &self.module.engine.limits;
                 isolation
-                    .ends
-                    .get_or_insert_with(|| Instant::now() + budget);
+                    .left
+                    .get_or_insert((RuleLimits::ISOLATION_MISSES, limits.isolation_budget()));
                 for change in changes.chunks(1) {
                     self.evaluate_into(change, isolation, outcomes);
                 }
@@ -138,26 +156,44 @@ impl RulesInstance {
         let limits = &self.module.engine.limits;
         format!(
             "rule not evaluated for this change: its batch missed the deadline of {:?} and \
-             isolating the changes that caused it used up the budget of {:?} \
-             (RuleLimits::isolation_budget, twice the batch deadline)",
+             isolating the changes that caused it used up the budget of {} more missed \
+             deadlines or {:?} in the rule (RuleLimits::isolation_budget)",
             limits.batch_deadline,
+            RuleLimits::ISOLATION_MISSES,
             limits.isolation_budget()
         )
     }
 
-    fn call(&mut self, changes: &[Change], deadline: Duration) -> Result<Vec<Outcome>, Failure> {
-        let limits = &self.module.engine.limits;
-        let live = match &mut self.live {
-            Some(live) => live,
-            None => {
-                let (store, evaluate) = self
-                    .module
-                    .new_store()
-                    .map_err(|err| Failure::Whole(format!("cannot re-instantiate: {err}")))?;
-                self.live.insert(Live { store, evaluate })
+    /// Runs one batch under `deadline`, re-instantiating first if a trap discarded the instance.
+    /// Also returns the time the batch took, without the re-instantiation.
+    fn call(
+        &mut self,
+        changes: &[Change],
+        deadline: Duration,
+    ) -> (Result<Vec<Outcome>, Failure>, Duration) {
+        if self.live.is_none() {
+            match self.module.new_store() {
+                Ok((store, evaluate)) => self.live = Some(Live { store, evaluate }),
+                Err(err) => {
+                    let message = format!("cannot re-instantiate: {err}");
+                    return (Err(Failure::Whole(message)), Duration::ZERO);
+                }
             }
-        };
+        }
+        let started = Instant::now();
+        let result = self.call_live(changes, deadline);
+        (result, started.elapsed())
+    }
 
+    fn call_live(
+        &mut self,
+        changes: &[Change],
+        deadline: Duration,
+    ) -> Result<Vec<Outcome>, Failure> {
+        let limits = &self.module.engine.limits;
+        let Some(live) = &mut self.live else {
+            return Err(Failure::Whole("no instance to call".to_owned()));
+        };
         let tables = BatchTables::new(changes);
         let wire_tables = tables.wire_tables();
         let values = wire::wire_values(changes);

@@ -7,7 +7,7 @@ use std::time::Duration;
 pub struct RuleLimits {
     /// Wall-clock budget for one `evaluate` call. A batch that runs longer is
     /// interrupted (epoch deadline); its changes are then evaluated one at a
-    /// time, each under this deadline, within [`RuleLimits::isolation_budget`].
+    /// time, each under this deadline, within [`RuleLimits::ISOLATION_MISSES`] more misses.
     pub batch_deadline: Duration,
     /// Wall-clock budget for `init`.
     pub init_deadline: Duration,
@@ -29,12 +29,19 @@ pub struct RuleLimits {
 }
 
 impl RuleLimits {
-    /// Wall-clock time one batch may spend isolating changes after it missed its deadline:
-    /// twice the batch deadline. Past it, the changes not yet evaluated fail with a reason
-    /// that says so, so that a rule that loops on every change costs three deadlines a batch,
-    /// not one per change.
+    /// Missed deadlines one batch may spend isolating the changes that made it miss its own:
+    /// evaluated one at a time, a rule that loops on every change costs three deadlines a
+    /// batch, not one per change. Past them, the changes not yet evaluated fail with a reason
+    /// that says so. Counted in misses, not in wall-clock time, so that a loaded host (slow
+    /// re-instantiation after a trap, slow scheduling) does not fail good changes beside a bad
+    /// one.
+    pub const ISOLATION_MISSES: u32 = 2;
+
+    /// Time one batch may spend in the guest isolating changes after it missed its deadline:
+    /// ten batch deadlines, a backstop for a rule that is slow on every change without ever
+    /// missing the deadline. Re-instantiating after a trap is not charged.
     pub fn isolation_budget(&self) -> Duration {
-        self.batch_deadline.saturating_mul(2)
+        self.batch_deadline.saturating_mul(10)
     }
 }
 

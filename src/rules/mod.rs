@@ -50,10 +50,13 @@
 //! - after a missed deadline, bisecting would spend a deadline per step
 //!   (`2n − 1` for a rule that loops on every change: 17 minutes for one
 //!   batch at the defaults). The changes are evaluated one at a time instead,
-//!   each under the batch deadline, within an isolation budget of two
-//!   deadlines per batch ([`RuleLimits::isolation_budget`]); the changes
-//!   still unevaluated when it runs out fail with a reason that says so. A
-//!   batch therefore costs at most three deadlines, whatever the rule does.
+//!   each under the batch deadline, within an isolation budget of two more
+//!   missed deadlines per batch ([`RuleLimits::ISOLATION_MISSES`]) and ten
+//!   deadlines of time in the guest ([`RuleLimits::isolation_budget`]); the
+//!   changes still unevaluated when it runs out fail with a reason that says
+//!   so. A rule that loops on every change therefore costs three deadlines a
+//!   batch. Misses are counted rather than wall-clock time so that a loaded
+//!   host does not fail good changes beside a bad one.
 //!
 //! A single change that still fails yields `Outcome::Error` with the reason
 //! (and the guest's last error log line, which carries a panic's message).

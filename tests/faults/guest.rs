@@ -357,28 +357,36 @@ async fn a_wrong_outcome_count_fails_only_its_change() {
     report("wrong outcome count", 1, 2, 0, 0);
 }
 
-/// Milliseconds each admin endpoint took to answer, probed every 50 ms until `stop`.
-fn probe_admin(admin: String, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Vec<u128> {
+/// Milliseconds each admin endpoint took to answer, probed every 50 ms until `stop`, and the
+/// answers that were not 200 (path and status), for the caller to assert on with the log.
+fn probe_admin(
+    admin: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (Vec<u128>, Vec<(&'static str, Option<u16>)>) {
     let agent = agent();
     let mut took = Vec::new();
+    let mut bad = Vec::new();
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         for path in ["/healthz", "/readyz", "/metrics"] {
             let started = Instant::now();
             let status = agent
                 .get(&format!("http://{admin}{path}"))
                 .call()
-                .map(|r| r.status().as_u16());
-            assert_eq!(status.ok(), Some(200), "{path}");
+                .map(|r| r.status().as_u16())
+                .ok();
+            if status != Some(200) {
+                bad.push((path, status));
+            }
             took.push(started.elapsed().as_millis());
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    took
+    (took, bad)
 }
 
 /// A swap to a module that loops on every change, at the default limits (512-change calls,
 /// 1 s deadline, rollback window 100 at 50 %): the batch costs its deadline plus the isolation
-/// budget (two deadlines), not a deadline per change; the version is rolled back right after
+/// budget (two more missed deadlines), not a deadline per change; the version is rolled back right after
 /// that batch; health, readiness and metrics answer throughout.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_looping_swap_is_rolled_back_after_one_batch_and_admin_keeps_answering() {
@@ -413,7 +421,12 @@ async fn a_looping_swap_is_rolled_back_after_one_batch_and_admin_keeps_answering
     let rollback = swapped.elapsed();
     insert(&mut r, 100, 100, &[]).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let took = prober.join().unwrap();
+    let (took, bad) = prober.join().unwrap();
+    assert!(
+        bad.is_empty(),
+        "admin answers other than 200: {bad:?}; log:\n{}",
+        r.sluice.log_text()
+    );
     let slowest = took.iter().copied().max().unwrap_or(0);
     eprintln!(
         "GUEST-REPORT | looping swap at the defaults | swap to rollback {rollback:?} | admin probes {} | slowest {slowest} ms",
@@ -423,12 +436,13 @@ async fn a_looping_swap_is_rolled_back_after_one_batch_and_admin_keeps_answering
     assert_eq!(failed.len(), 64, "{failed:?}");
     let deadline =
         "rule did not finish within the batch deadline of 1s (RuleLimits::batch_deadline)";
-    let spent = "rule not evaluated for this change: its batch missed the deadline of 1s and isolating the changes that caused it used up the budget of 2s (RuleLimits::isolation_budget, twice the batch deadline)";
+    let spent = "rule not evaluated for this change: its batch missed the deadline of 1s and isolating the changes that caused it used up the budget of 2 more missed deadlines or 10s in the rule (RuleLimits::isolation_budget)";
     assert!(
         failed.iter().all(|(_, e)| e == deadline || e == spent),
         "{failed:?}"
     );
-    assert_eq!(failed.iter().filter(|(_, e)| e == deadline).count(), 1);
+    // The batch's miss, then the first two changes' (the isolation budget).
+    assert_eq!(failed.iter().filter(|(_, e)| e == deadline).count(), 2);
     assert_eq!(
         changelog(&r.client).await,
         vec![("user:u1".into(), "items".into(), "100".into(), 1)],
