@@ -9,9 +9,7 @@ use anyhow::Context;
 
 use crate::pg::PgConfig;
 use crate::pipeline::config::Config;
-use crate::pipeline::preview::{
-    DEFAULT_EXAMPLES, DEFAULT_FAILURES, PreviewOptions, Previewer,
-};
+use crate::pipeline::preview::{DEFAULT_EXAMPLES, DEFAULT_FAILURES, PreviewOptions, Previewer};
 use crate::pipeline::preview_tally::{Example, PreviewReport};
 
 #[derive(Debug, clap::Args)]

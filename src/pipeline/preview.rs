@@ -60,7 +60,7 @@ pub enum PreviewError {
     NotAModule { path: String },
     #[error("the pipeline has not loaded its rules yet: try again in a moment")]
     NotReady,
-    #[error("preview: {0}")]
+    #[error(transparent)]
     Pipeline(#[from] PipelineError),
 }
 
@@ -129,7 +129,11 @@ impl Previewer {
         module: Arc<RulesModule>,
         options: &PreviewOptions,
     ) -> Result<PreviewReport, PreviewError> {
-        let source = self.source.connect_sql().await.map_err(PipelineError::from)?;
+        let source = self
+            .source
+            .connect_sql()
+            .await
+            .map_err(PipelineError::from)?;
         snapshot::pin_settings(&source)
             .await
             .map_err(PipelineError::from)?;

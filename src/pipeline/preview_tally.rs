@@ -191,8 +191,7 @@ impl Tally {
 
     fn count(&mut self, bucket: &str, table: &str, record_id: &str, enter: bool) {
         if !self.buckets.contains_key(bucket) && self.buckets.len() >= MAX_BUCKETS {
-            if self.other_names.len() < MAX_BUCKETS && self.other_names.insert(bucket.to_owned())
-            {
+            if self.other_names.len() < MAX_BUCKETS && self.other_names.insert(bucket.to_owned()) {
                 self.other.buckets += 1;
             }
             if enter {
@@ -265,7 +264,12 @@ mod tests {
         let mut t = Tally::new("v", Some(9), LIMITS);
         t.begin_table("items", vec![]);
         t.row("items", "1", &s(&["org:a"]), &s(&["user:a"]));
-        t.row("items", "2", &s(&["org:a", "global"]), &s(&["user:a", "global"]));
+        t.row(
+            "items",
+            "2",
+            &s(&["org:a", "global"]),
+            &s(&["user:a", "global"]),
+        );
         t.row("items", "3", &s(&["global"]), &s(&["global"]));
         t.row("items", "4", &[], &s(&["global"]));
         t.failure("items", "5", "boom");

@@ -39,9 +39,7 @@ impl Sink {
                 &[&table],
             )
             .await
-            .map_err(|e| {
-                SinkError::sql(format!("reading the related-row state of {table}"), e)
-            })?;
+            .map_err(|e| SinkError::sql(format!("reading the related-row state of {table}"), e))?;
         Ok(row.get(0))
     }
 }
