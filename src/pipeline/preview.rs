@@ -108,7 +108,7 @@ impl Previewer {
         let engine = self.engine.clone();
         let path = path.to_owned();
         let config = rules_config.to_owned();
-        let loaded = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             let bytes = match engine.read_module(&path) {
                 Ok(bytes) if bytes.starts_with(b"\0asm") => bytes,
                 Ok(_) => return Err(not_a_module(&path, "no `\\0asm` header")),
@@ -119,8 +119,7 @@ impl Previewer {
                 .map_err(|e| PreviewError::Pipeline(e.into()))
         })
         .await
-        .map_err(|e| PipelineError::Join(e.to_string()))?;
-        loaded
+        .map_err(|e| PipelineError::Join(e.to_string()))?
     }
 
     /// Evaluates `module` over the current rows and compares with the stored memberships.

@@ -472,7 +472,11 @@ async fn the_preview_says_which_tables_it_compares_without_cascades() {
             .await
             .contains(&("customers".into(), "10".into(), "user:ann".into()))
     );
-    let report = diff_json(&db, None, &["--module", chain.to_str().unwrap(), "--table", "customers"]);
+    let report = diff_json(
+        &db,
+        None,
+        &["--module", chain.to_str().unwrap(), "--table", "customers"],
+    );
     assert_eq!(
         report["tables"][0]["notes"],
         json!([
@@ -486,9 +490,19 @@ async fn the_preview_says_which_tables_it_compares_without_cascades() {
     // it inherits — which the notes above warn of.
     assert_eq!(
         report["buckets"],
-        json!([bucket("user:ann", 0, 1, vec![], vec![ex("customers", "10")])])
+        json!([bucket(
+            "user:ann",
+            0,
+            1,
+            vec![],
+            vec![ex("customers", "10")]
+        )])
     );
-    let (ok, out, err) = diff(&db, None, &["--module", chain.to_str().unwrap(), "--table", "regions"]);
+    let (ok, out, err) = diff(
+        &db,
+        None,
+        &["--module", chain.to_str().unwrap(), "--table", "regions"],
+    );
     assert!(ok, "{err}");
     assert!(
         out.contains("\n    not modelled: the candidate's relations involve this table"),
