@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::pg;
 use crate::support::{
-    RunOpts, Sluice, changelog, count, edges, free_admin_addr, wait_for, wait_persisted,
+    RunOpts, Sluice, changelog, count, edges, free_admin_addr, slot_for, wait_for, wait_persisted,
     wait_snapshot, write,
 };
 use crate::wasm;
@@ -49,6 +49,20 @@ async fn started(name: &str, toml: &str) -> (pg::TestDb, Sluice, String) {
     );
     wait_snapshot(&client, &mut sluice).await;
     (db, sluice, admin)
+}
+
+/// Stops sluice and drops its slot: the test cluster's slots are few and shared by every test
+/// of the process, and a preview needs only what the snapshot stored.
+async fn stop(db: &pg::TestDb, sluice: &mut Sluice) {
+    assert!(sluice.stop().success(), "{}", sluice.log_text());
+    db.client()
+        .await
+        .batch_execute(&format!(
+            "SELECT pg_drop_replication_slot('{}')",
+            slot_for(db)
+        ))
+        .await
+        .unwrap();
 }
 
 /// Runs `sluice diff` with `args`; returns (success, stdout, stderr).
@@ -119,6 +133,7 @@ fn table(
 #[tokio::test(flavor = "multi_thread")]
 async fn diff_counts_every_move_per_bucket_with_examples_and_writes_nothing() {
     let (db, mut sluice, _) = started("preview_moves", "").await;
+    stop(&db, &mut sluice).await;
     let client = db.client().await;
     let (changelog_before, edges_before) = (changelog(&client).await, edges(&client).await);
     let multi = wasm::module("multi-tenant");
@@ -169,13 +184,12 @@ async fn diff_counts_every_move_per_bucket_with_examples_and_writes_nothing() {
             table("notes", 2, false, 2, 0, 0, 0)
         ])
     );
-    sluice.stop();
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn diff_table_and_limit_restrict_the_rows_and_say_so() {
     let (db, mut sluice, _) = started("preview_limit", "").await;
-    sluice.stop();
+    stop(&db, &mut sluice).await;
     let multi = wasm::module("multi-tenant");
     let module = multi.to_str().unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -226,7 +240,7 @@ async fn diff_table_and_limit_restrict_the_rows_and_say_so() {
 #[tokio::test(flavor = "multi_thread")]
 async fn diff_lists_the_rows_the_candidate_fails_on_and_keeps_their_memberships() {
     let (db, mut sluice, _) = started("preview_failures", "").await;
-    sluice.stop();
+    stop(&db, &mut sluice).await;
     let panics = wasm::module("panic-on-value");
     let report = diff_json(
         &db,
@@ -348,7 +362,7 @@ async fn the_preview_endpoint_needs_the_token_answers_as_diff_and_leaves_the_str
             .contains(&("notes".into(), "3".into(), "user:u3".into()))
     );
     assert!(sluice.is_running());
-    sluice.stop();
+    stop(&db, &mut sluice).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -443,7 +457,7 @@ async fn a_reload_that_fails_on_too_many_current_rows_is_refused_before_it_goes_
             .log_text()
             .contains("above reload.preview_max_error_rate = 0.1")
     );
-    sluice.stop();
+    stop(&db, &mut sluice).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -466,7 +480,7 @@ async fn the_preview_says_which_tables_it_compares_without_cascades() {
     let chain = wasm::module("related-chain");
     let mut sluice = Sluice::start(&db, &chain, RunOpts::default());
     wait_snapshot(&client, &mut sluice).await;
-    sluice.stop();
+    stop(&db, &mut sluice).await;
     assert!(
         edges(&client)
             .await
