@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 mod check;
 mod control;
 pub mod demo;
+mod diff;
 mod eval;
 mod failures;
 pub mod run;
@@ -34,6 +35,8 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Evaluate a rules module on changes given as JSON lines.
     Eval(eval::EvalArgs),
+    /// Preview a rules change: which rows would enter and leave each bucket, and which the candidate fails on (read-only).
+    Diff(diff::DiffArgs),
     /// A one-command tour on a throwaway PostgreSQL.
     Demo(demo::DemoArgs),
     /// Run the pipeline: snapshot, then stream changes through the rules into the changelog.
@@ -57,6 +60,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check(args) => check::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Diff(args) => diff::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Run(args) => run::run(args),
         Command::Reload(args) => control::reload(args),

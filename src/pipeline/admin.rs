@@ -1,5 +1,5 @@
 //! The admin HTTP listener: `/healthz`, `/readyz`, `/metrics`, and the admin actions
-//! (`/rules/reload`, `/rebucket`, `/tables/forget`).
+//! (`/rules/reload`, `/rules/preview`, `/rebucket`, `/tables/forget`).
 //!
 //! The admin actions change what every client receives, so when a token is configured they need
 //! it as a bearer token ([`crate::pipeline::admin_auth`]); health, readiness and metrics stay
@@ -23,6 +23,7 @@ use crate::pipeline::Handles;
 use crate::pipeline::Health;
 use crate::pipeline::admin_auth::{AdminToken, AuthError};
 use crate::pipeline::forget::ForgetOutcome;
+use crate::pipeline::preview::{PreviewOptions, PreviewOutcome};
 use crate::pipeline::rebucket::RebucketOutcome;
 use crate::pipeline::reload::{ReloadOutcome, Trigger};
 use crate::pipeline::replay::{ReplayFilter, ReplayOutcome};
@@ -117,6 +118,8 @@ pub fn serve(
     // answers 404 rather than 401.
     let actions = Router::new()
         .route("/rules/reload", post(reload_rules))
+        // Guarded although it changes nothing: it loads a module file from the host.
+        .route("/rules/preview", post(preview_rules))
         .route("/rebucket", post(rebucket))
         .route("/tables/forget", post(forget_table))
         .route("/failures/replay", post(replay_failures))
@@ -146,7 +149,7 @@ pub fn serve(
     } else {
         "open to local processes (no admin token configured; loopback only)"
     };
-    info!(addr = %local, "admin listener ready: /healthz /readyz /metrics; POST /rules/reload, POST /rebucket, POST /tables/forget, POST /failures/replay {actions}");
+    info!(addr = %local, "admin listener ready: /healthz /readyz /metrics; POST /rules/reload, POST /rules/preview, POST /rebucket, POST /tables/forget, POST /failures/replay {actions}");
     Ok(local)
 }
 
@@ -207,6 +210,54 @@ async fn reload_rules(
     let status = match outcome {
         ReloadOutcome::Rejected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         _ => StatusCode::OK,
+    };
+    (status, Json(outcome))
+}
+
+/// Body of `POST /rules/preview`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreviewBody {
+    /// The candidate module's path on the host.
+    pub module: std::path::PathBuf,
+    /// Rules configuration text for its init (default: the one sluice was started with).
+    pub rules_config: Option<String>,
+    /// Only this table (schema-qualified unless public).
+    pub table: Option<String>,
+    /// At most this many rows per table.
+    pub limit: Option<u64>,
+    /// Example record ids per bucket and direction.
+    pub examples: Option<usize>,
+    /// Failures listed.
+    pub failures: Option<usize>,
+}
+
+impl PreviewBody {
+    fn options(&self) -> PreviewOptions {
+        let default = PreviewOptions::default();
+        PreviewOptions {
+            table: self.table.clone(),
+            limit: self.limit,
+            examples: self.examples.unwrap_or(default.examples),
+            failures: self.failures.unwrap_or(default.failures),
+        }
+    }
+}
+
+/// Evaluates a candidate over the current rows, read-only, and answers with the report (200) or
+/// why there is none (422). Runs on this listener's connections, never on the stream's.
+async fn preview_rules(
+    State(state): State<AdminState>,
+    Json(body): Json<PreviewBody>,
+) -> (StatusCode, Json<PreviewOutcome>) {
+    let outcome = state
+        .handles
+        .preview
+        .preview(&body.module, body.rules_config.clone(), &body.options())
+        .await;
+    let status = match outcome {
+        PreviewOutcome::Rejected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        PreviewOutcome::Done(_) => StatusCode::OK,
     };
     (status, Json(outcome))
 }

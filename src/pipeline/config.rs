@@ -106,6 +106,9 @@ pub struct ReloadSection {
     pub rollback_window: u64,
     /// Error rate over the window above which the new version is rolled back (0.0 to 1.0).
     pub rollback_error_rate: f64,
+    /// When set, a candidate is first previewed over the current rows of the published tables,
+    /// and refused when it fails on a larger share of them than this (0.0 to 1.0).
+    pub preview_max_error_rate: Option<f64>,
 }
 
 impl Default for ReloadSection {
@@ -116,6 +119,7 @@ impl Default for ReloadSection {
             rollback: true,
             rollback_window: 100,
             rollback_error_rate: 0.5,
+            preview_max_error_rate: None,
         }
     }
 }
@@ -372,18 +376,17 @@ impl Config {
             RELOAD_ROLLBACK_WINDOW,
             " changes",
         )?;
-        let rate = reload.rollback_error_rate;
-        if !(0.0..=1.0).contains(&rate) {
-            let what = if rate.is_nan() {
-                "is not a number"
-            } else {
-                "is out of range"
-            };
-            return Err(ConfigError::Invalid(format!(
-                "reload.rollback_error_rate = {} {what}: it must be between 0.0 and 1.0 \
-                 (the share of failed changes that rolls a new version back)",
-                toml_float(rate)
-            )));
+        share(
+            "reload.rollback_error_rate",
+            reload.rollback_error_rate,
+            "the share of failed changes that rolls a new version back",
+        )?;
+        if let Some(rate) = reload.preview_max_error_rate {
+            share(
+                "reload.preview_max_error_rate",
+                rate,
+                "the share of current rows a candidate may fail on in its preview",
+            )?;
         }
         in_range(
             "status_interval_ms",
@@ -463,6 +466,22 @@ fn in_range(
             "{key} = {value} is out of range: it must be between {min} and {max}{note}"
         ))),
     }
+}
+
+/// Refuses a share (`value`) outside 0.0 to 1.0, naming the key and saying what it is (`what`).
+fn share(key: &str, value: f64, what: &str) -> Result<(), ConfigError> {
+    if (0.0..=1.0).contains(&value) {
+        return Ok(());
+    }
+    let problem = if value.is_nan() {
+        "is not a number"
+    } else {
+        "is out of range"
+    };
+    Err(ConfigError::Invalid(format!(
+        "{key} = {} {problem}: it must be between 0.0 and 1.0 ({what})",
+        toml_float(value)
+    )))
 }
 
 /// A float as TOML writes it (`nan`, `inf`, `7.0`).
@@ -635,6 +654,16 @@ mod tests {
                 "[reload]\nrollback_error_rate = -inf\n",
                 "reload.rollback_error_rate = -inf is out of range: it must be between 0.0 and 1.0 \
                  (the share of failed changes that rolls a new version back)",
+            ),
+            (
+                "[reload]\npreview_max_error_rate = 1.5\n",
+                "reload.preview_max_error_rate = 1.5 is out of range: it must be between 0.0 and \
+                 1.0 (the share of current rows a candidate may fail on in its preview)",
+            ),
+            (
+                "[reload]\npreview_max_error_rate = nan\n",
+                "reload.preview_max_error_rate = nan is not a number: it must be between 0.0 and \
+                 1.0 (the share of current rows a candidate may fail on in its preview)",
             ),
             (
                 "status_interval_ms = 0\n",

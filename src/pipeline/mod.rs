@@ -16,6 +16,8 @@ pub mod forget;
 pub mod join;
 pub mod metrics;
 pub mod payload;
+pub mod preview;
+pub mod preview_tally;
 pub mod progress;
 pub mod rebucket;
 pub mod relations;
@@ -198,6 +200,8 @@ pub struct Handles {
     pub rebucket: rebucket::RebucketHandle,
     pub forget: forget::ForgetHandle,
     pub replay: replay::ReplayHandle,
+    /// Previews of a candidate rules version (usable once [`run`] has loaded the rules).
+    pub preview: preview::PreviewHandle,
 }
 
 /// The pipeline's ends of the control channels.
@@ -221,6 +225,7 @@ pub fn controls() -> (Handles, Receivers) {
             rebucket,
             forget,
             replay,
+            preview: preview::PreviewHandle::default(),
         },
         Receivers {
             reload: reload_rx,
@@ -289,11 +294,26 @@ pub async fn run(
     let reload_rx = receivers.reload;
     let (swap_tx, swap_rx) = mpsc::channel(4);
     let rules_config = config.rules_config_text()?;
+    let previewer = Arc::new(preview::Previewer {
+        engine: engine.clone(),
+        config: config.clone(),
+        source: source.clone(),
+        sink: sink.clone(),
+    });
+    handles.preview.set(Arc::clone(&previewer));
+    let gate = config
+        .reload
+        .preview_max_error_rate
+        .map(|max_error_rate| preview::PreviewGate {
+            previewer,
+            max_error_rate,
+        });
     tokio::spawn(reload::validator(
         engine,
         module_file.clone(),
         rules_config.clone(),
         (module.version().to_owned(), rules_config),
+        gate,
         reload_rx,
         swap_tx.clone(),
     ));

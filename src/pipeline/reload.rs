@@ -6,7 +6,8 @@
 //! 1. read the file and hash it; a file watch whose content hash did not change is ignored;
 //! 2. compile, type-check against the world and run `init` on a blocking thread — a failure at
 //!    any step rejects the version and the old one keeps running;
-//! 3. optionally replay a fixtures file (eval JSONL with expected outcomes);
+//! 3. with `reload.preview_max_error_rate`, preview it over the current rows and refuse it when
+//!    it fails on too large a share of them (`pipeline::preview`);
 //! 4. hand the validated module to the stream loop, which finishes the batch in flight with the
 //!    old version, swaps at the next transaction boundary, records the version with its first
 //!    LSN, and answers the requester.
@@ -181,6 +182,7 @@ pub async fn validator(
     mut path: PathBuf,
     mut config: String,
     mut active: (String, String),
+    gate: Option<crate::pipeline::preview::PreviewGate>,
     mut requests: mpsc::Receiver<ReloadRequest>,
     swaps: mpsc::Sender<Swap>,
 ) {
@@ -241,6 +243,12 @@ pub async fn validator(
                 continue;
             }
         };
+        if let Some(gate) = &gate
+            && let Err(reason) = gate.check(&module).await
+        {
+            reject(req, reason, &active.0);
+            continue;
+        }
         path = candidate_path;
         config = candidate_config.clone();
         active = (module.version().to_owned(), candidate_config);

@@ -6,6 +6,7 @@ pub mod copy_binary;
 pub mod edge_diff;
 pub mod failures;
 pub mod forget;
+pub mod memberships;
 pub mod progress;
 pub mod record;
 pub mod record_id;

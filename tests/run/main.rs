@@ -19,6 +19,7 @@ mod failures;
 mod identity;
 mod join;
 mod names;
+mod preview;
 mod publication;
 mod readme;
 mod record_ids;

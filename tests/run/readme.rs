@@ -23,6 +23,7 @@ fn sluice(args: &[&str]) -> (bool, String, String) {
 const SUBCOMMANDS: &[&str] = &[
     "check",
     "eval",
+    "diff",
     "run",
     "demo",
     "reload",
