@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod payload;
 pub mod progress;
 pub mod rebucket;
+pub mod reconnect;
 pub mod relations;
 pub mod reload;
 pub mod replay;
@@ -330,7 +331,9 @@ pub async fn run(
         replays: tokio::sync::Mutex::new(receivers.replay),
     };
 
-    let mut backoff = Duration::from_millis(250);
+    let mut backoff = reconnect::Backoff::new(Duration::from_millis(
+        ctx.config.reconnect.max_backoff_ms,
+    ));
     loop {
         match stream::session(&ctx).await {
             Ok(()) => return Ok(()),
@@ -339,15 +342,18 @@ pub async fn run(
                     && ctx.health.has_streamed.load(Ordering::Relaxed)
                     && !*ctx.shutdown.borrow() =>
             {
-                ctx.health.streaming.store(false, Ordering::Relaxed);
+                // A session that got as far as streaming ends one outage: the next starts short.
+                if ctx.health.streaming.swap(false, Ordering::Relaxed) {
+                    backoff.reset();
+                }
                 ::metrics::counter!(metrics::RECONNECTS).increment(1);
-                warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "connection lost; reconnecting and resuming from the stored LSN");
+                let wait = backoff.next_wait();
+                warn!(error = %reconnect::with_causes(&e), retry_in_ms = wait.as_millis() as u64, "connection lost; reconnecting and resuming from the stored LSN");
                 let mut shutdown = ctx.shutdown.clone();
                 tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(wait) => {}
                     _ = shutdown.changed() => return Ok(()),
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
             }
             Err(e) => return Err(e),
         }
