@@ -11,6 +11,7 @@ pub mod batcher;
 pub mod checksums;
 pub mod committer;
 pub mod config;
+pub mod failover;
 pub mod failure_log;
 pub mod forget;
 pub mod join;
@@ -83,6 +84,27 @@ pub enum PipelineError {
         "replication slot {slot:?} has been invalidated by the server (wal_status = lost, usually max_slot_wal_keep_size): the WAL it needed is gone. Drop it with `SELECT pg_drop_replication_slot('{slot}');`, then re-snapshot: `DELETE FROM sync_wal_position WHERE slot_name = '{slot}'; DELETE FROM sluice_snapshot_progress WHERE slot_name = '{slot}';` in the sink database, and restart sluice"
     )]
     SlotInvalidated { slot: String },
+    #[error(
+        "replication slot {slot:?} does not exist on {server}, which is a standby in recovery, but sync_wal_position says changes up to {lsn} were consumed through it: sluice streams from the primary. Point --database-url at the primary; after a failover, promote this standby first (its copy of the slot exists only if it was a failover slot synchronized to it: PostgreSQL 17+ with sync_replication_slots = on; see the README's \"Failover slots\")"
+    )]
+    SlotMissingOnStandby {
+        slot: String,
+        server: String,
+        lsn: Lsn,
+    },
+    #[error(
+        "replication slot {slot:?} does not exist on {server}, a promoted standby (timeline {timeline}), but sync_wal_position says changes up to {lsn} were consumed through it on the old primary: the slot was not synchronized to this server before its promotion (that needs PostgreSQL 17+, sync_replication_slots = on on the standby, and the slot synced and not temporary when promoted; see the README's \"Failover slots\"). If the old primary still runs, point --database-url back at it; otherwise re-snapshot: run `DELETE FROM sync_wal_position WHERE slot_name = '{slot}'; DELETE FROM sluice_snapshot_progress WHERE slot_name = '{slot}';` in the sink database and restart sluice"
+    )]
+    SlotMissingAfterPromotion {
+        slot: String,
+        server: String,
+        timeline: u32,
+        lsn: Lsn,
+    },
+    #[error(
+        "replication slot {slot:?} on {server} is a failover copy that this standby keeps in sync with its primary, usable only after promotion: point --database-url at the primary, or promote this standby (`SELECT pg_promote();`) and start sluice again"
+    )]
+    SlotSyncedOnStandby { slot: String, server: String },
     #[error(
         "replication slot {slot:?} is in use by another connection (pid {pid}): is another sluice running with the same slot? Stop it, or use a different --slot"
     )]
