@@ -44,6 +44,44 @@ async fn wait_replayed(primary: &Cluster, standby: &Cluster) {
     wait_value(standby, "postgres", &sql, "t", "the standby to replay").await;
 }
 
+/// `synced temporary validity confirmed_flush_lsn` of the slot, as text.
+fn slot_state(slot: &str) -> String {
+    format!(
+        "SELECT concat_ws(' ', synced, temporary, coalesce(invalidation_reason, 'valid'), \
+                          confirmed_flush_lsn) \
+         FROM pg_replication_slots WHERE slot_name = '{slot}'"
+    )
+}
+
+/// Waits until the standby's copy of `slot` is ready for failover: synced and no longer
+/// temporary. The sync worker keeps a new copy temporary until the primary's slot has moved past
+/// what the standby holds, so the primary's slot must keep moving meanwhile: small transactions
+/// for sluice to confirm, and checkpoints for the running-transactions records that let the
+/// slot's restart point advance.
+async fn wait_failover_ready(
+    primary: &Cluster,
+    standby: &Cluster,
+    client: &tokio_postgres::Client,
+    slot: &str,
+) {
+    let start = std::time::Instant::now();
+    let mut marker = 1000;
+    loop {
+        let last = standby.psql("postgres", &slot_state(slot));
+        if last.starts_with("t f valid ") {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the standby's copy of {slot} never became ready for failover: {last:?}"
+        );
+        workload::marker(client, marker).await;
+        marker += 1;
+        primary.psql("postgres", "CHECKPOINT");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_promoted_standby_resumes_from_the_synchronized_failover_slot_exactly() {
     let primary = Cluster::start(ClusterOptions {
@@ -82,6 +120,7 @@ async fn a_promoted_standby_resumes_from_the_synchronized_failover_slot_exactly(
     workload::run(&client, 1..=200).await;
     let floor = workload::marker(&client, 1).await;
     wait_persisted(&client, floor, &mut sluice).await;
+    wait_failover_ready(&primary, &standby, &client, &slot).await;
     // Killed while working: what it was doing is redone from the slot after the failover.
     workload::run(&client, 201..=300).await;
     sluice.kill9();
@@ -93,17 +132,12 @@ async fn a_promoted_standby_resumes_from_the_synchronized_failover_slot_exactly(
         "postgres",
         &format!("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '{slot}'"),
     );
-    let synced = format!(
-        "SELECT synced AND NOT temporary AND invalidation_reason IS NULL \
-                AND confirmed_flush_lsn = '{}'::pg_lsn \
-         FROM pg_replication_slots WHERE slot_name = '{slot}'",
-        confirmed.trim()
-    );
+    // Still ready, and at the primary's final position.
     wait_value(
         &standby,
         "postgres",
-        &synced,
-        "t",
+        &slot_state(&slot),
+        &format!("t f valid {}", confirmed.trim()),
         "the slot to be synchronized to the standby",
     )
     .await;

@@ -79,6 +79,7 @@ async fn an_outage_is_retried_with_the_cause_and_a_capped_backoff() {
     // while down, or still shutting down or starting up.
     let causes = [
         "Connection refused",
+        "unexpected end of file",
         "terminating connection due to administrator command",
         "the database system is shutting down",
         "the database system is starting up",
