@@ -59,8 +59,8 @@ fn server() -> &'static Server {
     static SERVER: OnceLock<Server> = OnceLock::new();
     SERVER.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        let ca = ca("libpq test CA");
         let (other, _) = ca("another CA");
+        let ca = ca("libpq test CA");
         let (cert, key) = signed(&[SERVER_NAME], SERVER_NAME, &ca);
         let server_cert = write(dir.path(), "server.crt", cert.pem());
         let server_key = write(dir.path(), "server.key", key.serialize_pem());
