@@ -247,7 +247,9 @@ mod tests {
         assert_eq!(cap(&none, &|_| None), 5000);
         let too_small = args(&["--reconnect-max-backoff-ms", "10"], &toml);
         assert_eq!(
-            resolve_config(&too_small, |_| None).unwrap_err().to_string(),
+            resolve_config(&too_small, |_| None)
+                .unwrap_err()
+                .to_string(),
             "reconnect.max_backoff_ms = 10 is out of range: it must be between 100 and 600000 milliseconds"
         );
         let bad_env = |k: &str| (k == "SLUICE_RECONNECT_MAX_BACKOFF_MS").then(|| "5s".to_string());

@@ -614,10 +614,7 @@ mod tests {
         let pw = |s: &str, env: &dyn Fn(&str) -> Option<String>| {
             PgConfig::parse_with_env(s, env).unwrap().password
         };
-        assert_eq!(
-            pw(url, &env_with(None)).as_deref(),
-            Some("from-file")
-        );
+        assert_eq!(pw(url, &env_with(None)).as_deref(), Some("from-file"));
         assert_eq!(pw(url, &env_with(Some("env"))).as_deref(), Some("env"));
         assert_eq!(
             pw("postgres://alice:url@db/app", &env_with(Some("env"))).as_deref(),

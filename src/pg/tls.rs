@@ -6,8 +6,8 @@ use std::sync::Arc;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls_pki_types::pem::PemObject;
 use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls_pki_types::pem::PemObject;
 
 use super::{Host, PgConfig, SslMode};
 
@@ -64,9 +64,10 @@ pub fn client_config(cfg: &PgConfig) -> Result<rustls::ClientConfig, TlsError> {
         if cfg.sslmode == SslMode::VerifyFull {
             builder.with_root_certificates(roots)
         } else {
-            let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider)
-                .build()
-                .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
+            let inner =
+                rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider)
+                    .build()
+                    .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
             builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(ChainOnly(inner)))
@@ -113,40 +114,41 @@ fn client_identity(
         return Err(bad("certificate", cert_path, "no CERTIFICATE block".into()));
     }
     let pem = read("key", key_path)?;
-    let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| bad("key", key_path, e.to_string()))?;
+    let key =
+        PrivateKeyDer::from_pem_slice(&pem).map_err(|e| bad("key", key_path, e.to_string()))?;
     Ok(Some((certs, key)))
 }
 
 /// The CA certificates a verifying `sslmode` trusts: `sslrootcert`, else the Mozilla roots.
 fn root_store(cfg: &PgConfig) -> Result<rustls::RootCertStore, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
-        match &cfg.sslrootcert {
-            Some(path) if path.as_os_str() != "system" => {
-                let pem = std::fs::read(path).map_err(|source| TlsError::ReadRoot {
+    match &cfg.sslrootcert {
+        Some(path) if path.as_os_str() != "system" => {
+            let pem = std::fs::read(path).map_err(|source| TlsError::ReadRoot {
+                path: path.clone(),
+                source,
+            })?;
+            let mut added = 0;
+            for cert in CertificateDer::pem_slice_iter(&pem) {
+                let cert: CertificateDer<'static> = cert.map_err(|e| TlsError::BadRoot {
                     path: path.clone(),
-                    source,
+                    reason: e.to_string(),
                 })?;
-                let mut added = 0;
-                for cert in CertificateDer::pem_slice_iter(&pem) {
-                    let cert: CertificateDer<'static> = cert.map_err(|e| TlsError::BadRoot {
-                        path: path.clone(),
-                        reason: e.to_string(),
-                    })?;
-                    roots.add(cert).map_err(|e| TlsError::BadRoot {
-                        path: path.clone(),
-                        reason: e.to_string(),
-                    })?;
-                    added += 1;
-                }
-                if added == 0 {
-                    return Err(TlsError::BadRoot {
-                        path: path.clone(),
-                        reason: "no CERTIFICATE block".to_owned(),
-                    });
-                }
+                roots.add(cert).map_err(|e| TlsError::BadRoot {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+                added += 1;
             }
-            _ => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+            if added == 0 {
+                return Err(TlsError::BadRoot {
+                    path: path.clone(),
+                    reason: "no CERTIFICATE block".to_owned(),
+                });
+            }
         }
+        _ => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
     Ok(roots)
 }
 
@@ -174,13 +176,10 @@ impl ServerCertVerifier for ChainOnly {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.0.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        ) {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
             Err(rustls::Error::InvalidCertificate(
                 rustls::CertificateError::NotValidForName
                 | rustls::CertificateError::NotValidForNameContext { .. },

@@ -353,9 +353,8 @@ pub async fn run(
         replays: tokio::sync::Mutex::new(receivers.replay),
     };
 
-    let mut backoff = reconnect::Backoff::new(Duration::from_millis(
-        ctx.config.reconnect.max_backoff_ms,
-    ));
+    let mut backoff =
+        reconnect::Backoff::new(Duration::from_millis(ctx.config.reconnect.max_backoff_ms));
     loop {
         match stream::session(&ctx).await {
             Ok(()) => return Ok(()),

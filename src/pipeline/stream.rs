@@ -64,7 +64,8 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
         relations: relation_graph(&module, &tables)?,
     };
     let names = follow_renames_at_start(&tables, &mut sink).await?;
-    let mut repl = ReplicationConnection::connect(&ctx.source.for_replication(&ctx.config.slot)).await?;
+    let mut repl =
+        ReplicationConnection::connect(&ctx.source.for_replication(&ctx.config.slot)).await?;
     let start = decide_start(ctx, &source_sql, &mut sink, &mut repl, &module).await?;
     if let Some((exported, consistent)) = start.snapshot {
         run_snapshot(

@@ -107,7 +107,8 @@ impl ReplicationConnection {
         snapshot: SnapshotAction,
     ) -> Result<SlotInfo, SourceError> {
         validate_slot_name(slot)?;
-        let major = super::wire::check_server_version(self.parameter("server_version").unwrap_or(""))?;
+        let major =
+            super::wire::check_server_version(self.parameter("server_version").unwrap_or(""))?;
         let sql = create_slot_sql(slot, snapshot, major);
         let rows = self
             .command(&sql, "creating the replication slot", Some(slot))

@@ -392,7 +392,10 @@ impl Cluster {
             self.port
         );
         if let Some(pw) = &self.password {
-            conninfo.push_str(&format!(" password='{}'", pw.replace('\\', "\\\\").replace('\'', "\\'")));
+            conninfo.push_str(&format!(
+                " password='{}'",
+                pw.replace('\\', "\\\\").replace('\'', "\\'")
+            ));
         }
         let mut settings = vec![
             ("port".to_owned(), port.to_string()),
@@ -634,7 +637,13 @@ fn bindir_major(dir: &Path) -> Option<u32> {
         .output()
         .ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
-    text.rsplit(' ').next()?.split('.').next()?.trim().parse().ok()
+    text.rsplit(' ')
+        .next()?
+        .split('.')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 fn is_root() -> bool {
@@ -783,7 +792,8 @@ fn try_start(bindir: &Path, opts: &ClusterOptions) -> Result<Cluster, String> {
         conf.push_str("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
     }
     if let Some(ca) = &opts.ssl_client_ca {
-        std::fs::copy(ca, data.join("client_ca.crt")).map_err(|e| format!("copy client CA: {e}"))?;
+        std::fs::copy(ca, data.join("client_ca.crt"))
+            .map_err(|e| format!("copy client CA: {e}"))?;
         conf.push_str("ssl_ca_file = 'client_ca.crt'\n");
     }
     for (k, v) in &opts.settings {

@@ -174,7 +174,9 @@ async fn a_standby_without_the_slot_names_the_slot_the_server_and_the_fix() {
     let floor = workload::marker(&client, 1).await;
     wait_persisted(&client, floor, &mut sluice).await;
     assert!(sluice.stop().success(), "{}", sluice.log_text());
-    let stored = crate::support::stored_lsn(&client).await.expect("a stored LSN") as u64;
+    let stored = crate::support::stored_lsn(&client)
+        .await
+        .expect("a stored LSN") as u64;
     let stored = format!("{:X}/{:X}", stored >> 32, stored & 0xFFFF_FFFF);
     wait_replayed(&primary, &standby).await;
     let slot = slot_for(&db);

@@ -16,7 +16,10 @@ fn retry_waits(log: &str) -> Vec<u64> {
         .filter(|l| l.contains(RETRY_LINE))
         .filter_map(|l| {
             let rest = &l[l.find("retry_in_ms=")? + "retry_in_ms=".len()..];
-            rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
         })
         .collect()
 }
@@ -32,10 +35,7 @@ async fn an_outage_is_retried_with_the_cause_and_a_capped_backoff() {
         &db,
         &wasm::module("by-owner"),
         RunOpts {
-            env: vec![(
-                "SLUICE_RECONNECT_MAX_BACKOFF_MS".into(),
-                cap_ms.to_string(),
-            )],
+            env: vec![("SLUICE_RECONNECT_MAX_BACKOFF_MS".into(), cap_ms.to_string())],
             ..Default::default()
         },
     );
@@ -94,7 +94,10 @@ async fn an_outage_is_retried_with_the_cause_and_a_capped_backoff() {
         .iter()
         .filter(|l| l.contains("Connection refused"))
         .count();
-    assert!(refused >= 3, "{refused} retries saw the server down:\n{log}");
+    assert!(
+        refused >= 3,
+        "{refused} retries saw the server down:\n{log}"
+    );
     let waits = retry_waits(&log);
     assert_eq!(waits.len(), retries.len(), "{log}");
     assert_eq!(waits[..3], [250, 500, 1000], "{log}");

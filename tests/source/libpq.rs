@@ -102,7 +102,10 @@ async fn both(cfg: &PgConfig, sql: &str) -> Result<String, String> {
     conn.identify_system().await.map_err(|e| e.to_string())?;
     conn.close().await.map_err(|e| e.to_string())?;
     let client = cfg.connect_sql().await.map_err(|e| e.to_string())?;
-    let row = client.query_one(sql, &[]).await.map_err(|e| e.to_string())?;
+    let row = client
+        .query_one(sql, &[])
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(row.get(0))
 }
 
@@ -196,7 +199,10 @@ async fn client_certificate_authentication() {
     );
 
     // A key without its certificate is a configuration error that names both options.
-    let half = format!("sslmode=verify-ca sslkey={}", s.file("client.key").display());
+    let half = format!(
+        "sslmode=verify-ca sslkey={}",
+        s.file("client.key").display()
+    );
     let cfg = PgConfig::parse_with_env(&cert_string(&half), &|_| None).unwrap();
     let err = ReplicationConnection::connect(&cfg).await.err().unwrap();
     assert_eq!(
@@ -213,11 +219,11 @@ async fn verify_ca_accepts_a_certificate_for_another_name_and_verify_full_does_n
         s.file("client.crt").display(),
         s.file("client.key").display()
     );
-    let ca_only = PgConfig::parse_with_env(
-        &cert_string(&format!("sslmode=verify-ca {cert}")),
-        &|_| None,
-    )
-    .unwrap();
+    let ca_only =
+        PgConfig::parse_with_env(&cert_string(&format!("sslmode=verify-ca {cert}")), &|_| {
+            None
+        })
+        .unwrap();
     assert_eq!(both(&ca_only, "SELECT 'ok'").await.unwrap(), "ok");
 
     let full = PgConfig::parse_with_env(
@@ -227,17 +233,22 @@ async fn verify_ca_accepts_a_certificate_for_another_name_and_verify_full_does_n
     .unwrap();
     let err = ReplicationConnection::connect(&full).await.err().unwrap();
     assert!(matches!(err, SourceError::TlsHandshake { .. }), "{err}");
-    assert!(err.to_string().contains("certificate not valid for name"), "{err}");
+    assert!(
+        err.to_string().contains("certificate not valid for name"),
+        "{err}"
+    );
     assert!(full.connect_sql().await.is_err());
 
     // verify-ca still checks the chain.
     let wrong_ca = PgConfig::parse_with_env(
-        &cert_string(&format!("sslmode=verify-ca {cert}"))
-            .replace("ca.pem", "other.pem"),
+        &cert_string(&format!("sslmode=verify-ca {cert}")).replace("ca.pem", "other.pem"),
         &|_| None,
     )
     .unwrap();
-    let err = ReplicationConnection::connect(&wrong_ca).await.err().unwrap();
+    let err = ReplicationConnection::connect(&wrong_ca)
+        .await
+        .err()
+        .unwrap();
     assert!(matches!(err, SourceError::TlsHandshake { .. }), "{err}");
     assert!(err.to_string().contains("UnknownIssuer"), "{err}");
     assert!(wrong_ca.connect_sql().await.is_err());
