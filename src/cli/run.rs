@@ -50,6 +50,10 @@ pub struct RunArgs {
     /// token itself in SLUICE_ADMIN_TOKEN.
     #[arg(long)]
     pub admin_token_file: Option<PathBuf>,
+    /// Longest wait between reconnect attempts, in milliseconds (default 5000). Env:
+    /// SLUICE_RECONNECT_MAX_BACKOFF_MS.
+    #[arg(long)]
+    pub reconnect_max_backoff_ms: Option<u64>,
     /// Log format.
     #[arg(long, value_enum, default_value = "human")]
     pub log_format: LogFormat,
@@ -97,6 +101,9 @@ pub fn resolve_config(
     }
     if let Some(v) = &args.admin_token_file {
         config.admin_token_file = Some(v.clone());
+    }
+    if let Some(v) = args.reconnect_max_backoff_ms {
+        config.reconnect.max_backoff_ms = v;
     }
     config.validate()?;
     Ok(config)
@@ -218,6 +225,38 @@ mod tests {
         let config = ["--config", toml.to_str().unwrap()];
         let all = base.iter().chain(&config).chain(extra);
         Wrapper::try_parse_from(all).unwrap().run
+    }
+
+    #[test]
+    fn reconnect_max_backoff_is_layered_flag_over_env_over_file_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = dir.path().join("sluice.toml");
+        std::fs::write(&toml, "[reconnect]\nmax_backoff_ms = 3000\n").unwrap();
+        let env = |k: &str| (k == "SLUICE_RECONNECT_MAX_BACKOFF_MS").then(|| "2000".to_string());
+        let cap = |a: &RunArgs, env: &dyn Fn(&str) -> Option<String>| {
+            resolve_config(a, env).unwrap().reconnect.max_backoff_ms
+        };
+        let flag = args(&["--reconnect-max-backoff-ms", "1000"], &toml);
+        let none = args(&[], &toml);
+        assert_eq!(cap(&flag, &env), 1000);
+        assert_eq!(cap(&none, &env), 2000);
+        assert_eq!(cap(&none, &|_| None), 3000);
+        let no_file = args(&[], &dir.path().join("absent.toml"));
+        assert!(resolve_config(&no_file, |_| None).is_err());
+        std::fs::write(&toml, "").unwrap();
+        assert_eq!(cap(&none, &|_| None), 5000);
+        let too_small = args(&["--reconnect-max-backoff-ms", "10"], &toml);
+        assert_eq!(
+            resolve_config(&too_small, |_| None)
+                .unwrap_err()
+                .to_string(),
+            "reconnect.max_backoff_ms = 10 is out of range: it must be between 100 and 600000 milliseconds"
+        );
+        let bad_env = |k: &str| (k == "SLUICE_RECONNECT_MAX_BACKOFF_MS").then(|| "5s".to_string());
+        assert_eq!(
+            resolve_config(&none, bad_env).unwrap_err().to_string(),
+            "environment variable SLUICE_RECONNECT_MAX_BACKOFF_MS=\"5s\" is invalid: invalid digit found in string: expected milliseconds"
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use percent_encoding::percent_decode_str;
 
 use super::PgError;
-use super::tls;
+use super::{pgpass, tls};
 
 /// How to use TLS, with libpq's meaning for each mode we support.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,6 +20,9 @@ pub enum SslMode {
     Prefer,
     /// TLS or fail; the certificate is not verified (as libpq without a root certificate).
     Require,
+    /// TLS, the chain verified against `sslrootcert` (or the Mozilla roots); the host name is not
+    /// checked (for servers reached by an address their certificate does not name).
+    VerifyCa,
     /// TLS, the chain verified against `sslrootcert` (or the Mozilla roots) and the host name
     /// checked against the certificate.
     VerifyFull,
@@ -31,16 +34,24 @@ impl SslMode {
             "disable" => Ok(SslMode::Disable),
             "prefer" => Ok(SslMode::Prefer),
             "require" => Ok(SslMode::Require),
+            "verify-ca" => Ok(SslMode::VerifyCa),
             "verify-full" => Ok(SslMode::VerifyFull),
             other => Err(PgConfigError::SslMode(other.to_owned())),
         }
     }
 
+    /// Whether the server's certificate chain is verified.
+    pub fn verifies(self) -> bool {
+        matches!(self, SslMode::VerifyCa | SslMode::VerifyFull)
+    }
+
+    /// The mode's name as libpq spells it.
     pub fn as_str(self) -> &'static str {
         match self {
             SslMode::Disable => "disable",
             SslMode::Prefer => "prefer",
             SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
             SslMode::VerifyFull => "verify-full",
         }
     }
@@ -75,7 +86,7 @@ pub enum PgConfigError {
     #[error("unknown connection option {0:?}; supported: {SUPPORTED}")]
     UnknownOption(String),
     #[error(
-        "unsupported sslmode {0:?}; use disable, prefer, require or verify-full (verify-full checks the certificate and host name)"
+        "unsupported sslmode {0:?}; use disable, prefer, require, verify-ca or verify-full (verify-ca checks the certificate chain, verify-full also the host name)"
     )]
     SslMode(String),
     #[error("invalid port {0:?}: expected a number from 1 to 65535")]
@@ -86,8 +97,12 @@ pub enum PgConfigError {
     MultipleHosts(String),
 }
 
-const SUPPORTED: &str = "host, hostaddr, port, user, password, dbname, sslmode, sslrootcert, \
-    application_name, connect_timeout, options";
+const SUPPORTED: &str = "host, hostaddr, port, user, password, passfile, dbname, sslmode, \
+    sslrootcert, sslcert, sslkey, application_name, connect_timeout, options";
+
+/// The `application_name` of sluice's connections when the connection string sets none, so that
+/// `pg_stat_activity` shows who is who.
+pub const DEFAULT_APPLICATION_NAME: &str = "sluice";
 
 /// Settings of a connection to PostgreSQL. The password is never printed: `Debug` and
 /// [`PgConfig::redacted`] hide it.
@@ -100,6 +115,12 @@ pub struct PgConfig {
     pub dbname: String,
     pub sslmode: SslMode,
     pub sslrootcert: Option<PathBuf>,
+    /// Client certificate (PEM) presented when the server asks for one (`cert` authentication).
+    pub sslcert: Option<PathBuf>,
+    /// Private key of `sslcert` (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub sslkey: Option<PathBuf>,
+    /// Unset means [`DEFAULT_APPLICATION_NAME`] (see [`PgConfig::for_replication`] for the
+    /// replication connection's).
     pub application_name: Option<String>,
     pub connect_timeout: Option<Duration>,
     /// Server options (`-c name=value ...`), sent at startup.
@@ -113,8 +134,19 @@ impl fmt::Debug for PgConfig {
 }
 
 impl PgConfig {
-    /// Parses a URL (`postgres://` or `postgresql://`) or a `key=value` connection string.
+    /// Parses a URL (`postgres://` or `postgresql://`) or a `key=value` connection string. A
+    /// string without a password takes it from `PGPASSWORD`, else from the password file
+    /// (`passfile`, `PGPASSFILE` or `~/.pgpass`), as libpq does.
     pub fn parse(s: &str) -> Result<Self, PgConfigError> {
+        Self::parse_with_env(s, &|k| std::env::var(k).ok())
+    }
+
+    /// [`PgConfig::parse`] with the environment given (`USER`, `HOME`, `PGPASSWORD`,
+    /// `PGPASSFILE`).
+    pub fn parse_with_env(
+        s: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, PgConfigError> {
         let s = s.trim();
         let mut b = Builder::default();
         if s.starts_with("postgres://") || s.starts_with("postgresql://") {
@@ -122,7 +154,24 @@ impl PgConfig {
         } else {
             parse_key_values(s, &mut b)?;
         }
-        b.finish()
+        b.finish(env)
+    }
+
+    /// The settings of the replication connection for `slot`: `application_name` defaults to
+    /// `sluice-<slot>`, which `pg_stat_replication` and `synchronous_standby_names` see.
+    pub fn for_replication(&self, slot: &str) -> PgConfig {
+        let mut cfg = self.clone();
+        if cfg.application_name.is_none() {
+            cfg.application_name = Some(format!("{DEFAULT_APPLICATION_NAME}-{slot}"));
+        }
+        cfg
+    }
+
+    /// The `application_name` sent at startup.
+    pub fn application_name(&self) -> &str {
+        self.application_name
+            .as_deref()
+            .unwrap_or(DEFAULT_APPLICATION_NAME)
     }
 
     /// The settings as a URL for logs and error messages, with the password replaced by `***`.
@@ -142,6 +191,9 @@ impl PgConfig {
         );
         if let Some(root) = &self.sslrootcert {
             out.push_str(&format!("&sslrootcert={}", root.display()));
+        }
+        if let Some(cert) = &self.sslcert {
+            out.push_str(&format!("&sslcert={}", cert.display()));
         }
         if let Some(app) = &self.application_name {
             out.push_str(&format!("&application_name={app}"));
@@ -169,9 +221,7 @@ impl PgConfig {
         if let Some(pw) = &self.password {
             cfg.password(pw);
         }
-        if let Some(app) = &self.application_name {
-            cfg.application_name(app);
-        }
+        cfg.application_name(self.application_name());
         if let Some(t) = self.connect_timeout {
             cfg.connect_timeout(t);
         }
@@ -203,8 +253,7 @@ impl PgConfig {
 /// Runs an SQL connection until it ends, logging the server's notices ourselves.
 ///
 /// Awaiting the connection would log each notice at info (tokio-postgres's own choice), so
-/// every `... already exists, skipping` of idempotent DDL would land in the operator's log. A
-/// notice is the server thinking aloud: debug. A WARNING is something to look at: warn.
+/// every `... already exists, skipping` of idempotent DDL would land in the operator's log.
 async fn drive<S, T>(mut conn: tokio_postgres::Connection<S, T>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -213,11 +262,8 @@ where
     use tokio_postgres::AsyncMessage;
     loop {
         match std::future::poll_fn(|cx| conn.poll_message(cx)).await {
-            Some(Ok(AsyncMessage::Notice(n))) if n.severity() == "WARNING" => {
-                tracing::warn!(target: "sluice::pg", code = n.code().code(), "server warning: {}", n.message());
-            }
             Some(Ok(AsyncMessage::Notice(n))) => {
-                tracing::debug!(target: "sluice::pg", severity = n.severity(), code = n.code().code(), "server notice: {}", n.message());
+                super::log_notice(n.severity(), n.code().code(), n.message());
             }
             Some(Ok(_)) => {}
             Some(Err(e)) => {
@@ -238,6 +284,9 @@ struct Builder {
     dbname: Option<String>,
     sslmode: Option<String>,
     sslrootcert: Option<String>,
+    sslcert: Option<String>,
+    sslkey: Option<String>,
+    passfile: Option<String>,
     application_name: Option<String>,
     connect_timeout: Option<String>,
     options: Option<String>,
@@ -253,6 +302,9 @@ impl Builder {
             "dbname" => &mut self.dbname,
             "sslmode" => &mut self.sslmode,
             "sslrootcert" => &mut self.sslrootcert,
+            "sslcert" => &mut self.sslcert,
+            "sslkey" => &mut self.sslkey,
+            "passfile" => &mut self.passfile,
             "application_name" => &mut self.application_name,
             "connect_timeout" => &mut self.connect_timeout,
             "options" => &mut self.options,
@@ -272,7 +324,7 @@ impl Builder {
         Ok(())
     }
 
-    fn finish(self) -> Result<PgConfig, PgConfigError> {
+    fn finish(self, env: &dyn Fn(&str) -> Option<String>) -> Result<PgConfig, PgConfigError> {
         let host_text = self.host.filter(|h| !h.is_empty());
         if let Some(h) = &host_text
             && h.contains(',')
@@ -294,7 +346,7 @@ impl Builder {
         let user = self
             .user
             .filter(|u| !u.is_empty())
-            .or_else(|| std::env::var("USER").ok())
+            .or_else(|| env("USER"))
             .unwrap_or_else(|| "postgres".to_owned());
         let dbname = self
             .dbname
@@ -312,14 +364,34 @@ impl Builder {
                 Err(_) => return Err(PgConfigError::Timeout(t)),
             },
         };
+        let password = self.password.or_else(|| env("PGPASSWORD")).or_else(|| {
+            let file = pgpass::path(self.passfile.as_deref(), env)?;
+            let (host_text, unix) = match &host {
+                Host::Tcp(h) => (h.clone(), false),
+                Host::Unix(p) => (p.display().to_string(), true),
+            };
+            pgpass::find(
+                &file,
+                pgpass::Lookup {
+                    host: &host_text,
+                    unix,
+                    port,
+                    dbname: &dbname,
+                    user: &user,
+                },
+            )
+        });
+        let path = |p: Option<String>| p.filter(|p| !p.is_empty()).map(PathBuf::from);
         Ok(PgConfig {
             host,
             port,
             user,
-            password: self.password,
+            password,
             dbname,
             sslmode,
-            sslrootcert: self.sslrootcert.map(PathBuf::from),
+            sslrootcert: path(self.sslrootcert),
+            sslcert: path(self.sslcert),
+            sslkey: path(self.sslkey),
             application_name: self.application_name,
             connect_timeout,
             options: self.options,
@@ -504,10 +576,10 @@ mod tests {
 
     #[test]
     fn rejects_bad_input_with_the_reason() {
-        let e = PgConfig::parse("postgres://u@h/d?sslmode=verify-ca").unwrap_err();
+        let e = PgConfig::parse("postgres://u@h/d?sslmode=allow").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "unsupported sslmode \"verify-ca\"; use disable, prefer, require or verify-full (verify-full checks the certificate and host name)"
+            "unsupported sslmode \"allow\"; use disable, prefer, require, verify-ca or verify-full (verify-ca checks the certificate chain, verify-full also the host name)"
         );
         let e = PgConfig::parse("host=h prot=1").unwrap_err();
         assert!(
@@ -520,5 +592,69 @@ mod tests {
             "invalid port \"99999\": expected a number from 1 to 65535"
         );
         assert!(PgConfig::parse("host=h port").is_err());
+    }
+
+    #[test]
+    fn password_comes_from_the_string_then_pgpassword_then_the_password_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pgpass");
+        std::fs::write(&file, "db:5432:app:alice:from-file\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let file_text = file.display().to_string();
+        let env_with = |pw: Option<&'static str>| {
+            let file_text = file_text.clone();
+            move |k: &str| match k {
+                "PGPASSWORD" => pw.map(str::to_owned),
+                "PGPASSFILE" => Some(file_text.clone()),
+                _ => None,
+            }
+        };
+        let url = "postgres://alice@db/app";
+        let pw = |s: &str, env: &dyn Fn(&str) -> Option<String>| {
+            PgConfig::parse_with_env(s, env).unwrap().password
+        };
+        assert_eq!(pw(url, &env_with(None)).as_deref(), Some("from-file"));
+        assert_eq!(pw(url, &env_with(Some("env"))).as_deref(), Some("env"));
+        assert_eq!(
+            pw("postgres://alice:url@db/app", &env_with(Some("env"))).as_deref(),
+            Some("url")
+        );
+        assert_eq!(pw("postgres://alice@db:5433/app", &env_with(None)), None);
+        // `passfile` in the string beats PGPASSFILE.
+        let other = dir.path().join("other");
+        std::fs::write(&other, "*:*:*:*:from-option\n").unwrap();
+        std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let with_option = format!("host=db dbname=app user=alice passfile={}", other.display());
+        assert_eq!(
+            pw(&with_option, &env_with(None)).as_deref(),
+            Some("from-option")
+        );
+        // A file others can read is ignored, as libpq does.
+        std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(pw(&with_option, &env_with(None)), None);
+    }
+
+    #[test]
+    fn client_certificates_verify_ca_and_application_names() {
+        let c = PgConfig::parse_with_env(
+            "host=db user=u sslmode=verify-ca sslrootcert=/ca.pem sslcert=/u.crt sslkey=/u.key",
+            &|_| None,
+        )
+        .unwrap();
+        assert_eq!(c.sslmode, SslMode::VerifyCa);
+        assert!(c.sslmode.verifies() && SslMode::VerifyFull.verifies());
+        assert!(!SslMode::Require.verifies());
+        assert_eq!(c.sslcert, Some(PathBuf::from("/u.crt")));
+        assert_eq!(c.sslkey, Some(PathBuf::from("/u.key")));
+        assert_eq!(
+            c.redacted(),
+            "postgres://u@db:5432/u?sslmode=verify-ca&sslrootcert=/ca.pem&sslcert=/u.crt"
+        );
+        assert_eq!(c.application_name(), "sluice");
+        assert_eq!(c.for_replication("main").application_name(), "sluice-main");
+        let named =
+            PgConfig::parse_with_env("postgres://u@db/d?application_name=mine", &|_| None).unwrap();
+        assert_eq!(named.for_replication("main").application_name(), "mine");
     }
 }

@@ -54,6 +54,24 @@ pub struct Config {
     pub admin_token_file: Option<PathBuf>,
     /// Status update interval towards PostgreSQL, in milliseconds.
     pub status_interval_ms: u64,
+    pub reconnect: ReconnectSection,
+}
+
+/// How lost connections are retried (issue 18: the cap was an undocumented 30 s).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconnectSection {
+    /// Longest wait between attempts, in milliseconds (`SLUICE_RECONNECT_MAX_BACKOFF_MS`,
+    /// `--reconnect-max-backoff-ms`).
+    pub max_backoff_ms: u64,
+}
+
+impl Default for ReconnectSection {
+    fn default() -> Self {
+        ReconnectSection {
+            max_backoff_ms: 5_000,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -155,6 +173,7 @@ impl Default for Config {
             admin_addr: None,
             admin_token_file: None,
             status_interval_ms: 10_000,
+            reconnect: ReconnectSection::default(),
         }
     }
 }
@@ -270,6 +289,13 @@ impl Config {
         }
         if let Some(v) = env("SLUICE_ADMIN_TOKEN_FILE") {
             self.admin_token_file = Some(PathBuf::from(v));
+        }
+        if let Some(v) = env("SLUICE_RECONNECT_MAX_BACKOFF_MS") {
+            self.reconnect.max_backoff_ms = v.parse().map_err(|e| ConfigError::Env {
+                name: "SLUICE_RECONNECT_MAX_BACKOFF_MS",
+                value: v.clone(),
+                message: format!("{e}: expected milliseconds"),
+            })?;
         }
         if let Some(v) = env("SLUICE_ADMIN_ADDR") {
             self.admin_addr =
@@ -394,6 +420,12 @@ impl Config {
             STATUS_INTERVAL_MS,
             " milliseconds; keep it well below the server's wal_sender_timeout",
         )?;
+        in_range(
+            "reconnect.max_backoff_ms",
+            self.reconnect.max_backoff_ms,
+            RECONNECT_MAX_BACKOFF_MS,
+            MS,
+        )?;
         Ok(())
     }
 
@@ -446,6 +478,8 @@ pub const RELOAD_DEBOUNCE_MS: (u64, u64) = (0, 60_000);
 pub const RELOAD_ROLLBACK_WINDOW: (u64, u64) = (1, 1_000_000);
 /// From 100 ms to an hour; PostgreSQL's `wal_sender_timeout` (60 s by default) is the practical cap.
 pub const STATUS_INTERVAL_MS: (u64, u64) = (100, 3_600_000);
+/// From 100 ms to 10 minutes between reconnect attempts.
+pub const RECONNECT_MAX_BACKOFF_MS: (u64, u64) = (100, 600_000);
 
 const MS: &str = " milliseconds";
 const MEMORY_NOTE: &str = " MiB (a module's 32-bit memory holds at most 4 GiB)";

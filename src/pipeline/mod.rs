@@ -11,6 +11,7 @@ pub mod batcher;
 pub mod checksums;
 pub mod committer;
 pub mod config;
+pub mod failover;
 pub mod failure_log;
 pub mod forget;
 pub mod join;
@@ -20,6 +21,7 @@ pub mod preview;
 pub mod preview_tally;
 pub mod progress;
 pub mod rebucket;
+pub mod reconnect;
 pub mod relations;
 pub mod reload;
 pub mod replay;
@@ -84,6 +86,27 @@ pub enum PipelineError {
         "replication slot {slot:?} has been invalidated by the server (wal_status = lost, usually max_slot_wal_keep_size): the WAL it needed is gone. Drop it with `SELECT pg_drop_replication_slot('{slot}');`, then re-snapshot: `DELETE FROM sync_wal_position WHERE slot_name = '{slot}'; DELETE FROM sluice_snapshot_progress WHERE slot_name = '{slot}';` in the sink database, and restart sluice"
     )]
     SlotInvalidated { slot: String },
+    #[error(
+        "replication slot {slot:?} does not exist on {server}, which is a standby in recovery, but sync_wal_position says changes up to {lsn} were consumed through it: sluice streams from the primary. Point --database-url at the primary; after a failover, promote this standby first (its copy of the slot exists only if it was a failover slot synchronized to it: PostgreSQL 17+ with sync_replication_slots = on; see the README's \"Failover slots\")"
+    )]
+    SlotMissingOnStandby {
+        slot: String,
+        server: String,
+        lsn: Lsn,
+    },
+    #[error(
+        "replication slot {slot:?} does not exist on {server}, a promoted standby (timeline {timeline}), but sync_wal_position says changes up to {lsn} were consumed through it on the old primary: the slot was not synchronized to this server before its promotion (that needs PostgreSQL 17+, sync_replication_slots = on on the standby, and the slot synced and not temporary when promoted; see the README's \"Failover slots\"). If the old primary still runs, point --database-url back at it; otherwise re-snapshot: run `DELETE FROM sync_wal_position WHERE slot_name = '{slot}'; DELETE FROM sluice_snapshot_progress WHERE slot_name = '{slot}';` in the sink database and restart sluice"
+    )]
+    SlotMissingAfterPromotion {
+        slot: String,
+        server: String,
+        timeline: u32,
+        lsn: Lsn,
+    },
+    #[error(
+        "replication slot {slot:?} on {server} is a failover copy that this standby keeps in sync with its primary, usable only after promotion: point --database-url at the primary, or promote this standby (`SELECT pg_promote();`) and start sluice again"
+    )]
+    SlotSyncedOnStandby { slot: String, server: String },
     #[error(
         "replication slot {slot:?} is in use by another connection (pid {pid}): is another sluice running with the same slot? Stop it, or use a different --slot"
     )]
@@ -350,7 +373,8 @@ pub async fn run(
         replays: tokio::sync::Mutex::new(receivers.replay),
     };
 
-    let mut backoff = Duration::from_millis(250);
+    let mut backoff =
+        reconnect::Backoff::new(Duration::from_millis(ctx.config.reconnect.max_backoff_ms));
     loop {
         match stream::session(&ctx).await {
             Ok(()) => return Ok(()),
@@ -359,15 +383,18 @@ pub async fn run(
                     && ctx.health.has_streamed.load(Ordering::Relaxed)
                     && !*ctx.shutdown.borrow() =>
             {
-                ctx.health.streaming.store(false, Ordering::Relaxed);
+                // A session that got as far as streaming ends one outage: the next starts short.
+                if ctx.health.streaming.swap(false, Ordering::Relaxed) {
+                    backoff.reset();
+                }
                 ::metrics::counter!(metrics::RECONNECTS).increment(1);
-                warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "connection lost; reconnecting and resuming from the stored LSN");
+                let wait = backoff.next_wait();
+                warn!(error = %reconnect::with_causes(&e), retry_in_ms = wait.as_millis() as u64, "connection lost; reconnecting and resuming from the stored LSN");
                 let mut shutdown = ctx.shutdown.clone();
                 tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(wait) => {}
                     _ = shutdown.changed() => return Ok(()),
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
             }
             Err(e) => return Err(e),
         }

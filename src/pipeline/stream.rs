@@ -30,7 +30,7 @@ use crate::pipeline::reload::{ROLLBACKS, Swap, Trigger};
 use crate::pipeline::replay::{ReplayRequest, Replayer};
 use crate::pipeline::snapshot::run_snapshot;
 use crate::pipeline::transform::Transform;
-use crate::pipeline::{Context, PipelineError, metrics, open_sink, preflight};
+use crate::pipeline::{Context, PipelineError, failover, metrics, open_sink, preflight};
 use crate::rules::{RulesModule, RulesWorker};
 use crate::sink::Sink;
 use crate::sink::schema::SIDECAR_TABLES;
@@ -64,7 +64,8 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
         relations: relation_graph(&module, &tables)?,
     };
     let names = follow_renames_at_start(&tables, &mut sink).await?;
-    let mut repl = ReplicationConnection::connect(&ctx.source).await?;
+    let mut repl =
+        ReplicationConnection::connect(&ctx.source.for_replication(&ctx.config.slot)).await?;
     let start = decide_start(ctx, &source_sql, &mut sink, &mut repl, &module).await?;
     if let Some((exported, consistent)) = start.snapshot {
         run_snapshot(
@@ -116,10 +117,13 @@ async fn decide_start(
     let stored = sink.stored_lsn().await?;
     let slot_state = lookup_slot(source, slot).await?;
     match (&slot_state, stored) {
-        (None, Some(lsn)) => Err(PipelineError::SlotDropped {
-            slot: slot.to_owned(),
-            lsn,
-        }),
+        (None, Some(lsn)) => Err(failover::slot_missing(ctx, source, repl, lsn).await),
+        (Some(s), _) if s.synced == Some(true) && failover::in_recovery(source).await? => {
+            Err(PipelineError::SlotSyncedOnStandby {
+                slot: slot.to_owned(),
+                server: ctx.source.target(),
+            })
+        }
         (Some(s), _) if s.wal_status.as_deref() == Some("lost") => {
             Err(PipelineError::SlotInvalidated {
                 slot: slot.to_owned(),

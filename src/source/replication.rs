@@ -99,19 +99,17 @@ impl ReplicationConnection {
         })
     }
 
-    /// Creates a logical slot using `pgoutput`.
+    /// Creates a logical slot using `pgoutput`; a failover slot where the server has them
+    /// (PostgreSQL 17+), so that a promoted physical standby of the source still has it.
     pub async fn create_slot(
         &mut self,
         slot: &str,
         snapshot: SnapshotAction,
     ) -> Result<SlotInfo, SourceError> {
         validate_slot_name(slot)?;
-        let action = match snapshot {
-            SnapshotAction::Export => "EXPORT_SNAPSHOT",
-            SnapshotAction::NoExport => "NOEXPORT_SNAPSHOT",
-        };
-        // The pre-15 syntax, which PostgreSQL 14 and later all accept.
-        let sql = format!("CREATE_REPLICATION_SLOT {slot} LOGICAL pgoutput {action}");
+        let major =
+            super::wire::check_server_version(self.parameter("server_version").unwrap_or(""))?;
+        let sql = create_slot_sql(slot, snapshot, major);
         let rows = self
             .command(&sql, "creating the replication slot", Some(slot))
             .await?;
@@ -169,7 +167,8 @@ impl ReplicationConnection {
                     let e = super::wire::parse_error(&frame.body);
                     return Err(classify(e, "starting replication", &opts.slot, &self.wire));
                 }
-                b'N' | b'S' => {}
+                b'N' => super::wire::log_notice(&frame.body),
+                b'S' => {}
                 other => {
                     return Err(SourceError::Protocol {
                         context: "starting replication".to_owned(),
@@ -246,6 +245,25 @@ impl ReplicationConnection {
             context: command.to_owned(),
             what: format!("the reply has no valid {field}"),
         }
+    }
+}
+
+/// The CREATE_REPLICATION_SLOT command for a server of major version `major`.
+fn create_slot_sql(slot: &str, snapshot: SnapshotAction, major: u32) -> String {
+    if major >= 17 {
+        // FAILOVER exists from 17 on, in the option-list syntax that 15 introduced.
+        let action = match snapshot {
+            SnapshotAction::Export => "export",
+            SnapshotAction::NoExport => "nothing",
+        };
+        format!("CREATE_REPLICATION_SLOT {slot} LOGICAL pgoutput (SNAPSHOT '{action}', FAILOVER)")
+    } else {
+        // The pre-15 syntax, which PostgreSQL 14 and later all accept.
+        let action = match snapshot {
+            SnapshotAction::Export => "EXPORT_SNAPSHOT",
+            SnapshotAction::NoExport => "NOEXPORT_SNAPSHOT",
+        };
+        format!("CREATE_REPLICATION_SLOT {slot} LOGICAL pgoutput {action}")
     }
 }
 
@@ -329,6 +347,18 @@ mod tests {
         assert_eq!(quote_ident(r#"we"ird"#), r#""we""ird""#);
         assert_eq!(quote_literal(r#""a","b's""#), r#"'"a","b''s"'"#);
         assert!(validate_slot_name("sluice_1").is_ok());
+        assert_eq!(
+            create_slot_sql("s", SnapshotAction::Export, 17),
+            "CREATE_REPLICATION_SLOT s LOGICAL pgoutput (SNAPSHOT 'export', FAILOVER)"
+        );
+        assert_eq!(
+            create_slot_sql("s", SnapshotAction::NoExport, 18),
+            "CREATE_REPLICATION_SLOT s LOGICAL pgoutput (SNAPSHOT 'nothing', FAILOVER)"
+        );
+        assert_eq!(
+            create_slot_sql("s", SnapshotAction::Export, 16),
+            "CREATE_REPLICATION_SLOT s LOGICAL pgoutput EXPORT_SNAPSHOT"
+        );
         assert_eq!(
             validate_slot_name("Bad-Name").unwrap_err().to_string(),
             "replication slot name \"Bad-Name\" is invalid: use 1 to 63 lowercase letters, digits and underscores"

@@ -15,6 +15,9 @@ pub struct SlotState {
     pub restart_lsn: Option<Lsn>,
     /// `reserved`, `extended`, `unreserved` or `lost` (WAL removed: the slot is unusable).
     pub wal_status: Option<String>,
+    /// PostgreSQL 17+: a standby's copy of a failover slot, kept in sync with the primary's and
+    /// usable only after promotion. `None` before 17.
+    pub synced: Option<bool>,
 }
 
 /// The slot's state, or `None` when no slot has that name.
@@ -25,8 +28,9 @@ pub async fn lookup_slot(
     let row = client
         .query_opt(
             "SELECT plugin::text, database::text, active, active_pid, \
-                    confirmed_flush_lsn::text, restart_lsn::text, wal_status \
-             FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
+                    confirmed_flush_lsn::text, restart_lsn::text, wal_status, \
+                    (to_jsonb(s) ->> 'synced')::bool \
+             FROM pg_catalog.pg_replication_slots s WHERE slot_name = $1",
             &[&slot],
         )
         .await
@@ -50,5 +54,6 @@ pub async fn lookup_slot(
         confirmed_flush_lsn: lsn(4),
         restart_lsn: lsn(5),
         wal_status: row.get(6),
+        synced: row.get(7),
     }))
 }

@@ -329,10 +329,7 @@ async fn read_loop(mut st: ReadState) {
                 st.fail(err).await;
                 return;
             }
-            b'N' => {
-                let n = parse_error(&frame.body);
-                tracing::warn!(target: "sluice::source", "server notice: {}", n.message);
-            }
+            b'N' => super::wire::log_notice(&frame.body),
             _ => {}
         }
     }

@@ -118,6 +118,12 @@ pub(crate) fn parse_error(body: &[u8]) -> ServerError {
     e
 }
 
+/// Logs a NoticeResponse of the replication connection as the SQL connections' are logged.
+pub(crate) fn log_notice(body: &[u8]) {
+    let n = parse_error(body);
+    crate::pg::log_notice(&n.severity, &n.code, &n.message);
+}
+
 /// Result set of one simple-query statement, in text form.
 #[derive(Debug, Default)]
 pub(crate) struct Rows {
@@ -220,9 +226,7 @@ impl Wire {
         if replication {
             params.push(("replication", "database"));
         }
-        if let Some(app) = &cfg.application_name {
-            params.push(("application_name", app));
-        }
+        params.push(("application_name", cfg.application_name()));
         if let Some(o) = &cfg.options {
             params.push(("options", o));
         }
@@ -343,7 +347,8 @@ impl Wire {
                         );
                     }
                 }
-                b'K' | b'N' => {}
+                b'N' => log_notice(&frame.body),
+                b'K' => {}
                 b'Z' => break,
                 other => {
                     return Err(self.protocol(
@@ -438,10 +443,7 @@ impl Wire {
                 b'C' | b'I' => results.push(std::mem::take(&mut current)),
                 b'E' => error = Some(parse_error(&frame.body)),
                 b'Z' => break,
-                b'N' => {
-                    let n = parse_error(&frame.body);
-                    tracing::info!(target: "sluice::source", "server notice: {}", n.message);
-                }
+                b'N' => log_notice(&frame.body),
                 b'S' | b'K' => {}
                 other => {
                     return Err(self.protocol(

@@ -61,6 +61,21 @@ pub struct ClusterOptions {
     /// `(auth method, superuser password)`: initdb with `--auth-host=<method>` and that password.
     /// URLs then carry the password.
     pub init_auth: Option<(String, String)>,
+    /// CA certificate (PEM) that client certificates must chain to (`ssl_ca_file`), for `cert`
+    /// authentication. Needs `ssl`.
+    pub ssl_client_ca: Option<PathBuf>,
+    /// Server binaries to use instead of the default (see [`bindir_at_least`]).
+    pub bindir: Option<PathBuf>,
+}
+
+/// Settings for [`Cluster::standby`].
+#[derive(Clone, Debug, Default)]
+pub struct StandbyOptions {
+    /// Physical slot created on the primary for the standby (`primary_slot_name`), so the primary
+    /// keeps the WAL the standby has not received.
+    pub slot: Option<String>,
+    /// Extra `postgresql.conf` settings of the standby (e.g. `sync_replication_slots`).
+    pub settings: Vec<(String, String)>,
 }
 
 /// A database created for one test.
@@ -104,7 +119,7 @@ struct Managed {
 impl Cluster {
     /// Starts a private cluster. Panics (never skips) when it cannot.
     pub fn start(opts: ClusterOptions) -> Cluster {
-        let bindir = find_bindir();
+        let bindir = opts.bindir.clone().unwrap_or_else(find_bindir);
         remove_leftovers(&bindir);
         let mut last_error = String::new();
         // Another process may grab the free port between probing and binding: retry on a new one.
@@ -327,6 +342,135 @@ impl Cluster {
         }
     }
 
+    /// A streaming physical standby of this managed cluster, on its own port, with
+    /// `hot_standby_feedback = on` and a `primary_conninfo` that names a database (which logical
+    /// slot synchronization needs). The embedded builds of `SLUICE_TEST_PG_BINDIR` ship no
+    /// `pg_basebackup`, and the system's refuses newer servers: the data directory is copied
+    /// while this cluster is briefly stopped (`pg_ctl stop -m fast`), which makes a consistent
+    /// base without a backup label.
+    pub fn standby(&self, opts: StandbyOptions) -> Cluster {
+        let m = self.managed();
+        if let Some(slot) = &opts.slot {
+            self.psql(
+                "postgres",
+                &format!("SELECT pg_create_physical_replication_slot('{slot}', true)"),
+            );
+        }
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let root = std::env::temp_dir().join(format!(
+            "{DIR_PREFIX}{}-standby{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&root);
+        let socket_dir = root.join("sock");
+        std::fs::create_dir_all(&socket_dir).expect("create the standby's directory");
+        let data = root.join("data");
+        self.stop();
+        let copied = Command::new("cp")
+            .arg("-a")
+            .arg(&m.data)
+            .arg(&data)
+            .output()
+            .expect("run cp");
+        self.start_again();
+        assert!(
+            copied.status.success(),
+            "copying {} failed: {}",
+            m.data.display(),
+            String::from_utf8_lossy(&copied.stderr)
+        );
+        // As pg_basebackup does: the primary's slots are not the standby's.
+        if let Ok(slots) = std::fs::read_dir(data.join("pg_replslot")) {
+            for slot in slots.filter_map(|e| e.ok()) {
+                let _ = std::fs::remove_dir_all(slot.path());
+            }
+        }
+        let port = free_port();
+        let mut conninfo = format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres application_name=standby",
+            self.port
+        );
+        if let Some(pw) = &self.password {
+            conninfo.push_str(&format!(
+                " password='{}'",
+                pw.replace('\\', "\\\\").replace('\'', "\\'")
+            ));
+        }
+        let mut settings = vec![
+            ("port".to_owned(), port.to_string()),
+            (
+                "unix_socket_directories".to_owned(),
+                socket_dir.display().to_string(),
+            ),
+            ("primary_conninfo".to_owned(), conninfo),
+            ("hot_standby".to_owned(), "on".to_owned()),
+            ("hot_standby_feedback".to_owned(), "on".to_owned()),
+        ];
+        if let Some(slot) = &opts.slot {
+            settings.push(("primary_slot_name".to_owned(), slot.clone()));
+        }
+        settings.extend(opts.settings);
+        let mut conf = String::from("\n# sluice test harness: standby\n");
+        for (k, v) in &settings {
+            conf.push_str(&format!("{k} = '{}'\n", v.replace('\'', "''")));
+        }
+        append(&data.join("postgresql.conf"), &conf).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(data.join("standby.signal"), "").expect("write standby.signal");
+        let log = root.join("server.log");
+        let standby = Cluster {
+            port,
+            bindir: self.bindir.clone(),
+            version_num: OnceLock::new(),
+            password: self.password.clone(),
+            external: None,
+            managed: Some(Managed {
+                root,
+                data,
+                socket_dir,
+                log,
+                stop_at_exit: false,
+            }),
+        };
+        chown_to_postgres(&standby.managed().root);
+        standby.start_again();
+        standby
+    }
+
+    /// `pg_ctl promote`, waiting until the server accepts writes.
+    pub fn promote(&self) {
+        self.pg_ctl(&["promote", "-w", "-t", "60"]);
+    }
+
+    /// `pg_ctl stop -m fast`. The cluster stays on disk; [`Cluster::start_again`] restarts it.
+    pub fn stop(&self) {
+        self.pg_ctl(&["stop", "-m", "fast", "-w", "-t", "60"]);
+    }
+
+    /// `pg_ctl start` of a stopped managed cluster, waiting until it accepts connections.
+    pub fn start_again(&self) {
+        let log = self.managed().log.display().to_string();
+        self.pg_ctl(&["start", "-w", "-t", "60", "-l", &log]);
+    }
+
+    fn pg_ctl(&self, args: &[&str]) {
+        let m = self.managed();
+        let out = self.run_pg(
+            Command::new(self.bin("pg_ctl"))
+                .arg("-D")
+                .arg(&m.data)
+                .args(args),
+        );
+        if !out.status.success() {
+            panic!(
+                "pg_ctl {args:?} on {} failed: {}\nserver log:\n{}",
+                m.data.display(),
+                String::from_utf8_lossy(&out.stderr),
+                read_tail(&m.log)
+            );
+        }
+    }
+
     fn managed(&self) -> &Managed {
         self.managed.as_ref().unwrap_or_else(|| {
             panic!("this operation needs a harness-managed cluster, not {ENV_URL}")
@@ -445,6 +589,61 @@ fn find_bindir() -> PathBuf {
              /usr/lib/postgresql/*/bin. To fix: {INSTALL_HINT}"
         )
     })
+}
+
+/// A bin directory of PostgreSQL `major` or newer, for tests of features older servers lack:
+/// `SLUICE_TEST_PG_BINDIR` when it is new enough (how CI runs the newer versions), else
+/// `scripts/install-test-postgres`'s build of `major` (installed by running the script when it
+/// is missing). Panics, naming the script, when there is none: such a test never skips.
+pub fn bindir_at_least(major: u32) -> PathBuf {
+    if let Some(dir) = std::env::var_os(ENV_BINDIR).filter(|d| !d.is_empty()) {
+        let dir = PathBuf::from(dir);
+        if bindir_major(&dir).is_some_and(|m| m >= major) {
+            return dir;
+        }
+    }
+    let cache = std::env::var_os("SLUICE_PG_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/sluice/postgres"));
+    let cached = cache.join(major.to_string()).join("bin");
+    if has_server(&cached) {
+        return cached;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/install-test-postgres");
+    let out = Command::new(&script)
+        .arg(major.to_string())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let prefix = format!("{major} ");
+    match text.lines().find_map(|l| l.strip_prefix(&prefix)) {
+        Some(dir) if out.status.success() && has_server(Path::new(dir.trim())) => {
+            PathBuf::from(dir.trim())
+        }
+        _ => panic!(
+            "this test needs PostgreSQL {major} or newer: run `scripts/install-test-postgres {major}` \
+             (it needs npm) and set {ENV_BINDIR} to the bin directory it prints; running it \
+             failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+    }
+}
+
+/// The major version of the server binaries in `dir`, from `postgres --version`.
+fn bindir_major(dir: &Path) -> Option<u32> {
+    let out = Command::new(dir.join("postgres"))
+        .arg("--version")
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.rsplit(' ')
+        .next()?
+        .split('.')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 fn is_root() -> bool {
@@ -591,6 +790,11 @@ fn try_start(bindir: &Path, opts: &ClusterOptions) -> Result<Cluster, String> {
         )
         .map_err(|e| format!("chmod key: {e}"))?;
         conf.push_str("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+    }
+    if let Some(ca) = &opts.ssl_client_ca {
+        std::fs::copy(ca, data.join("client_ca.crt"))
+            .map_err(|e| format!("copy client CA: {e}"))?;
+        conf.push_str("ssl_ca_file = 'client_ca.crt'\n");
     }
     for (k, v) in &opts.settings {
         conf.push_str(&format!("{k} = '{}'\n", v.replace('\'', "''")));

@@ -7,6 +7,7 @@ mod auth;
 mod corpus;
 mod errors;
 mod harness;
+mod libpq;
 mod oracle;
 mod stream;
 mod tail;
