@@ -54,6 +54,9 @@ pub struct Config {
     pub admin_token_file: Option<PathBuf>,
     /// Status update interval towards PostgreSQL, in milliseconds.
     pub status_interval_ms: u64,
+    /// How often the INFO status line (stored LSN, lag, rates, rules version) is logged, in
+    /// milliseconds.
+    pub status_log_interval_ms: u64,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -151,6 +154,7 @@ impl Default for Config {
             admin_addr: None,
             admin_token_file: None,
             status_interval_ms: 10_000,
+            status_log_interval_ms: 60_000,
         }
     }
 }
@@ -391,6 +395,12 @@ impl Config {
             STATUS_INTERVAL_MS,
             " milliseconds; keep it well below the server's wal_sender_timeout",
         )?;
+        in_range(
+            "status_log_interval_ms",
+            self.status_log_interval_ms,
+            STATUS_LOG_INTERVAL_MS,
+            " milliseconds",
+        )?;
         Ok(())
     }
 
@@ -443,6 +453,8 @@ pub const RELOAD_DEBOUNCE_MS: (u64, u64) = (0, 60_000);
 pub const RELOAD_ROLLBACK_WINDOW: (u64, u64) = (1, 1_000_000);
 /// From 100 ms to an hour; PostgreSQL's `wal_sender_timeout` (60 s by default) is the practical cap.
 pub const STATUS_INTERVAL_MS: (u64, u64) = (100, 3_600_000);
+/// Bounds of `status_log_interval_ms`.
+pub const STATUS_LOG_INTERVAL_MS: (u64, u64) = (100, 86_400_000);
 
 const MS: &str = " milliseconds";
 const MEMORY_NOTE: &str = " MiB (a module's 32-bit memory holds at most 4 GiB)";
@@ -588,6 +600,7 @@ mod tests {
             ("[reload]\ndebounce_ms", RELOAD_DEBOUNCE_MS),
             ("[reload]\nrollback_window", RELOAD_ROLLBACK_WINDOW),
             ("status_interval_ms", STATUS_INTERVAL_MS),
+            ("status_log_interval_ms", STATUS_LOG_INTERVAL_MS),
         ];
         for (key, (min, max)) in at_bounds {
             assert_eq!(check(&format!("{key} = {min}\n")), Ok(()), "{key} = {min}");
