@@ -19,6 +19,8 @@ mod failures;
 mod identity;
 mod join;
 mod names;
+mod observability;
+mod operations;
 mod publication;
 mod readme;
 mod record_ids;
