@@ -136,6 +136,18 @@ async fn slot_lines(client: &Client, slot: &str) -> anyhow::Result<String> {
 }
 
 async fn sink_lines(client: &Client, slot: &str) -> anyhow::Result<String> {
+    let created: bool = client
+        .query_one("SELECT to_regclass('sync_wal_position') IS NOT NULL", &[])
+        .await
+        .context("looking for the sidecar tables")?
+        .get(0);
+    if !created {
+        return Ok(
+            "stored_lsn: - (no sidecar tables: sluice has not started against this sink)
+"
+            .to_owned(),
+        );
+    }
     let stored = client
         .query_opt(
             "SELECT confirmed_lsn, updated_at::text, extract(epoch FROM now() - updated_at)::float8 \

@@ -73,6 +73,13 @@ pub fn explain(error: &PipelineError, role: &str) -> String {
     let Some(db) = server_error(error) else {
         return text;
     };
+    // The client library's text of a server error is only "db error": the server's message is
+    // the part that says what went wrong.
+    let text = if text.contains(db.message()) {
+        text
+    } else {
+        format!("{text}: {}", db.message())
+    };
     let table = table_of(error).or_else(|| denied_table(db.message()));
     let fix = match (db.code().code(), table) {
         // insufficient_privilege

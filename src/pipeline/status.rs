@@ -1,5 +1,5 @@
 //! The periodic status line: one INFO line every `status_log_interval_ms` (a minute by default)
-//! with the stored LSN, the lag, the rates since the last line and the active rules version, so
+//! with the confirmed LSN (everything before it is persisted), the lag, the rates since the last line and the active rules version, so
 //! that a log alone shows whether sluice keeps up.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,7 +48,7 @@ pub async fn log_every(
         match lag::probe().read(lag::now_us()) {
             Some(l) => info!(
                 state,
-                stored_lsn = %l.confirmed,
+                confirmed_lsn = %l.confirmed,
                 lag_seconds = (l.seconds * 10.0).round() / 10.0,
                 lag_bytes = l.bytes,
                 changes_per_s,
