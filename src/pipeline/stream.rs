@@ -541,8 +541,8 @@ impl<'a> Streaming<'a> {
     async fn on_forget(&mut self, request: Option<ForgetRequest>) -> Result<(), PipelineError> {
         if let Some(request) = request {
             self.quiet_sink().await?;
+            let role = self.role();
             let sink = self.committer.sink().await?;
-            let role = self.ctx.source.user.as_str();
             forget::run(
                 request,
                 &self.ctx.config.publication,
@@ -557,7 +557,7 @@ impl<'a> Streaming<'a> {
 
     async fn on_replay(&mut self, request: Option<ReplayRequest>) -> Result<(), PipelineError> {
         if let Some(request) = request {
-            let at = self.last_end;
+            let (at, role) = (self.last_end, self.role());
             self.quiet_sink().await?;
             Replayer {
                 source: &self.source,
@@ -567,7 +567,7 @@ impl<'a> Streaming<'a> {
                 tables: &self.tables,
                 rules_batch: self.ctx.config.rules.batch_size,
                 at,
-                role: self.ctx.source.user.as_str(),
+                role,
             }
             .run(request)
             .await?;
