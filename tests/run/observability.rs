@@ -185,7 +185,7 @@ async fn lag_grows_while_a_transaction_waits_to_be_persisted_and_falls_after() {
     let seconds = sample(&page, "sluice_replication_lag_seconds").unwrap();
     let bytes = sample(&page, "sluice_replication_lag_bytes").unwrap();
     assert!(
-        seconds >= 2.0 && seconds < 60.0,
+        (2.0..60.0).contains(&seconds),
         "lag_seconds {seconds}\n{page}"
     );
     assert!(bytes > 0.0, "lag_bytes {bytes}\n{page}");
