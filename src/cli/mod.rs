@@ -14,6 +14,7 @@ mod diff;
 mod eval;
 mod failures;
 pub mod run;
+mod status;
 mod tail;
 
 /// Version string: the crate version and the WIT world it speaks.
@@ -53,6 +54,8 @@ pub enum Command {
     ReplayFailures(failures::ReplayFailuresArgs),
     /// Print decoded changes from a live database as JSON lines.
     Tail(tail::TailArgs),
+    /// Print where the pipeline stands: slot, retained WAL, stored LSN, lag, rules version, snapshot (reads the databases; no running process needed).
+    Status(status::StatusArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -69,6 +72,7 @@ pub fn main() -> ExitCode {
         Command::Failures(args) => failures::failures(args),
         Command::ReplayFailures(args) => failures::replay(args),
         Command::Tail(args) => tail::run(args),
+        Command::Status(args) => status::status(args),
     };
     match result {
         Ok(code) => code,

@@ -192,6 +192,7 @@ async fn readyz(State(state): State<AdminState>) -> (StatusCode, &'static str) {
 }
 
 async fn metrics_page(State(state): State<AdminState>) -> String {
+    crate::pipeline::lag::refresh_gauges();
     state.metrics.render()
 }
 

@@ -111,7 +111,7 @@ impl Committer {
             let result = if discard {
                 Ok(job.commit.inspect(|p| {
                     acker.confirm(p.lsn);
-                    metrics::record_confirmed(p.lsn, job.server_end.max(p.lsn), None);
+                    metrics::record_confirmed(p.lsn);
                 }))
             } else {
                 run(&mut sink, job, &acker).await
@@ -147,6 +147,6 @@ async fn run(sink: &mut Sink, job: Job, acker: &Acker) -> Result<Option<Persiste
     };
     sink.commit(p.lsn).await?;
     acker.confirm(p.lsn);
-    metrics::record_confirmed(p.lsn, job.server_end.max(p.lsn), Some(p.commit_time_us));
+    metrics::record_confirmed(p.lsn);
     Ok(Some(p))
 }

@@ -54,6 +54,9 @@ pub struct Config {
     pub admin_token_file: Option<PathBuf>,
     /// Status update interval towards PostgreSQL, in milliseconds.
     pub status_interval_ms: u64,
+    /// How often the INFO status line (stored LSN, lag, rates, rules version) is logged, in
+    /// milliseconds.
+    pub status_log_interval_ms: u64,
     pub reconnect: ReconnectSection,
 }
 
@@ -174,6 +177,7 @@ impl Default for Config {
             admin_token_file: None,
             status_interval_ms: 10_000,
             reconnect: ReconnectSection::default(),
+            status_log_interval_ms: 60_000,
         }
     }
 }
@@ -426,6 +430,12 @@ impl Config {
             RECONNECT_MAX_BACKOFF_MS,
             MS,
         )?;
+        in_range(
+            "status_log_interval_ms",
+            self.status_log_interval_ms,
+            STATUS_LOG_INTERVAL_MS,
+            " milliseconds",
+        )?;
         Ok(())
     }
 
@@ -480,6 +490,8 @@ pub const RELOAD_ROLLBACK_WINDOW: (u64, u64) = (1, 1_000_000);
 pub const STATUS_INTERVAL_MS: (u64, u64) = (100, 3_600_000);
 /// From 100 ms to 10 minutes between reconnect attempts.
 pub const RECONNECT_MAX_BACKOFF_MS: (u64, u64) = (100, 600_000);
+/// Bounds of `status_log_interval_ms`.
+pub const STATUS_LOG_INTERVAL_MS: (u64, u64) = (100, 86_400_000);
 
 const MS: &str = " milliseconds";
 const MEMORY_NOTE: &str = " MiB (a module's 32-bit memory holds at most 4 GiB)";
@@ -641,6 +653,7 @@ mod tests {
             ("[reload]\ndebounce_ms", RELOAD_DEBOUNCE_MS),
             ("[reload]\nrollback_window", RELOAD_ROLLBACK_WINDOW),
             ("status_interval_ms", STATUS_INTERVAL_MS),
+            ("status_log_interval_ms", STATUS_LOG_INTERVAL_MS),
         ];
         for (key, (min, max)) in at_bounds {
             assert_eq!(check(&format!("{key} = {min}\n")), Ok(()), "{key} = {min}");

@@ -11,9 +11,10 @@
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Client;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::pipeline::PipelineError;
+use crate::pipeline::admin_action::contain;
 use crate::sink::Sink;
 use crate::source::catalog;
 
@@ -77,17 +78,13 @@ pub async fn run(
     publication: &str,
     source: &Client,
     sink: &mut Sink,
+    role: &str,
 ) -> Result<(), PipelineError> {
     let outcome = match forget(&request.table, publication, source, sink).await {
         Ok(outcome) => outcome,
-        Err(e) if e.is_transient() => return Err(e),
-        Err(e) => {
-            sink.rollback().await?;
-            warn!(table = %request.table, error = %e, "forgetting the table failed; nothing was removed, the stream goes on");
-            ForgetOutcome::Rejected {
-                reason: e.to_string(),
-            }
-        }
+        Err(e) => ForgetOutcome::Rejected {
+            reason: contain("forget-table", e, sink, role).await?,
+        },
     };
     if let Some(reply) = request.reply {
         let _ = reply.send(outcome);
@@ -120,6 +117,7 @@ async fn forget(
         });
     }
     sink.commit_without_lsn().await?;
+    crate::pipeline::metrics::count_changelog_rows(gone.changelog_rows);
     info!(
         table,
         records = gone.records,

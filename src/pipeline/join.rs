@@ -32,6 +32,7 @@ use tokio_postgres::Client;
 use tracing::{info, warn};
 
 use crate::pipeline::PipelineError;
+use crate::pipeline::refused::RefusedTables;
 use crate::sink::Sink;
 use crate::sink::progress::Walk;
 use crate::sink::schema::SIDECAR_TABLES;
@@ -56,6 +57,7 @@ impl JoinWatch {
     pub async fn at_start(
         publication: &str,
         tables: &[PublishedTable],
+        refused: &[String],
         sink: &mut Sink,
         interval: Duration,
         exclude: Vec<String>,
@@ -81,11 +83,20 @@ impl JoinWatch {
             exclude,
         };
         let published: Vec<String> = tables.iter().map(|t| t.schema.qualified_name()).collect();
-        let left: Vec<String> = progress
+        let (refused, left): (Vec<String>, Vec<String>) = progress
             .into_iter()
             .map(|p| p.table_name)
             .filter(|name| !published.contains(name))
-            .collect();
+            .partition(|name| refused.contains(name));
+        // A refused table is still published: once fixed it joins, and its walk must read it
+        // again (its changes were skipped meanwhile), so its progress goes, without the warning
+        // for tables that left.
+        for name in &refused {
+            sink.forget_progress(name).await?;
+        }
+        if !refused.is_empty() && left.is_empty() {
+            sink.commit_without_lsn().await?;
+        }
         watch.forget_left(&left, sink).await?;
         Ok(watch)
     }
@@ -125,6 +136,7 @@ impl JoinWatch {
         &mut self,
         source: &Client,
         tables: &mut Vec<PublishedTable>,
+        refused: &mut RefusedTables,
         sink: &mut Sink,
     ) -> Result<(), PipelineError> {
         self.next_check = Instant::now() + self.interval;
@@ -148,6 +160,7 @@ impl JoinWatch {
             tables.retain(published);
             self.forget_left(&left, sink).await?;
         }
+        refused.retain_published(&now.iter().map(|(oid, _)| *oid).collect::<Vec<_>>());
         if now
             .iter()
             .all(|(oid, _)| tables.iter().any(|t| t.schema.oid == *oid))
@@ -159,8 +172,13 @@ impl JoinWatch {
             .copied()
             .chain(self.exclude.iter().map(String::as_str))
             .collect();
-        let described = match catalog::published_tables(source, &self.publication, &exclude).await {
-            Ok(d) => d,
+        let described = match catalog::published_tables_split(source, &self.publication, &exclude)
+            .await
+        {
+            Ok(d) => {
+                refused.update(d.refused);
+                d.tables
+            }
             Err(CatalogError::Sql { what, source }) if crate::sink::session_ended(&source) => {
                 return Err(CatalogError::Sql { what, source }.into());
             }

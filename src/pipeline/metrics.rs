@@ -36,11 +36,11 @@ pub fn describe() {
     );
     metrics::describe_gauge!(
         LAG_BYTES,
-        "WAL bytes between the server's WAL end and the confirmed LSN"
+        "WAL bytes received (or announced by the server's keepalive) beyond the confirmed LSN"
     );
     metrics::describe_gauge!(
         LAG_SECONDS,
-        "Seconds between the last persisted commit's timestamp and now"
+        "Seconds since the commit of the oldest transaction received and not yet persisted (0 when all is persisted)"
     );
     metrics::describe_gauge!(
         RULES_VERSION,
@@ -48,6 +48,37 @@ pub fn describe() {
     );
     metrics::describe_counter!(SNAPSHOT_ROWS, "Rows read by the initial snapshot");
     metrics::describe_counter!(RECONNECTS, "Reconnections after a lost connection");
+}
+
+/// Creates every metric at 0 (and the lag gauges), so that a scrape right after start sees
+/// each documented name: an alert on a metric that does not exist yet never fires.
+/// `tables` are the published tables (`schema.table`), for the per-table change counter.
+pub fn register_all(tables: impl IntoIterator<Item = String>) {
+    for table in tables {
+        for op in [Operation::Insert, Operation::Update, Operation::Delete] {
+            counter!(CHANGES, "table" => table.clone(), "op" => op.as_str()).increment(0);
+        }
+    }
+    for outcome in ["kept", "dropped", "errored"] {
+        counter!(OUTCOMES, "outcome" => outcome).increment(0);
+    }
+    for name in [CHANGELOG_ROWS, RULE_FAILURES, SNAPSHOT_ROWS, RECONNECTS] {
+        counter!(name).increment(0);
+    }
+    for name in [CONFIRMED_LSN, LAG_BYTES, LAG_SECONDS] {
+        gauge!(name).increment(0.0);
+    }
+    // A histogram is rendered once registered, with all its buckets at 0.
+    for name in [BATCH_ROWS, BATCH_SECONDS, RULE_SECONDS] {
+        let _ = histogram!(name);
+    }
+}
+
+/// Counts changelog rows written outside the stream's batches (snapshot, re-bucketing, replay),
+/// so that `sluice_changelog_rows_total` is every row appended.
+pub fn count_changelog_rows(rows: u64) {
+    counter!(CHANGELOG_ROWS).increment(rows);
+    crate::pipeline::status::count_changelog_rows(rows);
 }
 
 /// Counts a chunk's changes and outcomes, aggregated first so the hot path does not touch the
@@ -59,6 +90,7 @@ pub fn record_chunk(changes: &[Change], outcomes: &[Outcome], rule_time: Duratio
             .entry((c.table.schema.as_str(), c.table.name.as_str(), c.op))
             .or_default() += 1;
     }
+    crate::pipeline::status::count_changes(changes.len() as u64);
     for ((schema, name, op), n) in by_table {
         counter!(CHANGES, "table" => format!("{schema}.{name}"), "op" => op.as_str()).increment(n);
     }
@@ -77,24 +109,17 @@ pub fn record_chunk(changes: &[Change], outcomes: &[Outcome], rule_time: Duratio
 }
 
 pub fn record_write(stats: WriteStats, rows: usize, took: Duration) {
-    counter!(CHANGELOG_ROWS).increment(stats.changelog_rows);
+    count_changelog_rows(stats.changelog_rows);
     counter!(RULE_FAILURES).increment(stats.failures);
     histogram!(BATCH_ROWS).record(rows as f64);
     histogram!(BATCH_SECONDS).record(took.as_secs_f64());
 }
 
-pub fn record_confirmed(lsn: Lsn, server_wal_end: Lsn, commit_time_us: Option<i64>) {
+/// Records the LSN persisted and confirmed. The lag gauges are computed when scraped
+/// (`pipeline::lag`), not here: a confirmation is exactly what does not happen while sluice is
+/// behind in a long transaction.
+pub fn record_confirmed(lsn: Lsn) {
     gauge!(CONFIRMED_LSN).set(lsn.0 as f64);
-    gauge!(LAG_BYTES).set(server_wal_end.0.saturating_sub(lsn.0) as f64);
-    if let Some(us) = commit_time_us {
-        // pgoutput times are microseconds since 2000-01-01.
-        const PG_EPOCH_UNIX_US: i64 = 946_684_800_000_000;
-        let now_us = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_micros() as i64)
-            .unwrap_or(0);
-        gauge!(LAG_SECONDS).set(((now_us - PG_EPOCH_UNIX_US - us) as f64 / 1e6).max(0.0));
-    }
 }
 
 /// Marks `version` as the active rules version (1) and `previous`, the one it replaced, as no

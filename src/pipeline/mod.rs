@@ -6,6 +6,7 @@
 //! below it are skipped.
 
 pub mod admin;
+pub mod admin_action;
 pub mod admin_auth;
 pub mod batcher;
 pub mod checksums;
@@ -15,6 +16,7 @@ pub mod failover;
 pub mod failure_log;
 pub mod forget;
 pub mod join;
+pub mod lag;
 pub mod metrics;
 pub mod payload;
 pub mod preview;
@@ -22,10 +24,12 @@ pub mod preview_tally;
 pub mod progress;
 pub mod rebucket;
 pub mod reconnect;
+pub mod refused;
 pub mod relations;
 pub mod reload;
 pub mod replay;
 pub mod snapshot;
+pub mod status;
 pub mod stream;
 pub mod transform;
 pub mod vanished;
@@ -373,10 +377,20 @@ pub async fn run(
         replays: tokio::sync::Mutex::new(receivers.replay),
     };
 
+    let status_line = status::log_every(
+        Duration::from_millis(ctx.config.status_log_interval_ms),
+        || ctx.active.load().version().to_owned(),
+        || ctx.health.streaming.load(Ordering::Relaxed),
+    );
+    tokio::pin!(status_line);
     let mut backoff =
         reconnect::Backoff::new(Duration::from_millis(ctx.config.reconnect.max_backoff_ms));
     loop {
-        match stream::session(&ctx).await {
+        let session = tokio::select! {
+            result = stream::session(&ctx) => result,
+            () = &mut status_line => Ok(()),
+        };
+        match session {
             Ok(()) => return Ok(()),
             Err(e)
                 if e.is_transient()
@@ -417,11 +431,12 @@ fn spawn_sighup(handle: reload::ReloadHandle) {
     }
 }
 
-/// Checks the source server, the publication and its tables before anything is created.
+/// Checks the source server, the publication and its tables before anything is created: the
+/// tables to stream, and those refused (see `pipeline::refused`).
 pub async fn preflight(
     client: &tokio_postgres::Client,
     config: &Config,
-) -> Result<Vec<catalog::PublishedTable>, PipelineError> {
+) -> Result<catalog::Publication, PipelineError> {
     let wal_level: String = client
         .query_one("SELECT current_setting('wal_level')", &[])
         .await
@@ -444,7 +459,7 @@ pub async fn preflight(
         })?;
         info!(publication = %config.publication, tables = ?config.tables, "created the publication");
     }
-    Ok(catalog::published_tables(client, &config.publication, SIDECAR_TABLES).await?)
+    Ok(catalog::published_tables_split(client, &config.publication, SIDECAR_TABLES).await?)
 }
 
 /// `schema.table` or `table`, each part quoted.

@@ -123,18 +123,19 @@ pub enum Step {
 }
 
 impl RebucketJob {
-    /// Starts a pass, persisting its plan so it survives a restart.
+    /// Starts a pass of `table` (every published table when `None`), persisting its plan so it
+    /// survives a restart. `Ok(Err(reason))` when the request names no published table; the
+    /// caller attaches the reply with [`RebucketJob::replying_to`].
     pub async fn start(
-        request: RebucketRequest,
+        table: Option<String>,
         published: &[PublishedTable],
         sink: &mut Sink,
         at: Lsn,
-    ) -> Result<Option<RebucketJob>, PipelineError> {
+    ) -> Result<Result<RebucketJob, String>, PipelineError> {
         let tables: Vec<PublishedTable> = published
             .iter()
             .filter(|t| {
-                request
-                    .table
+                table
                     .as_deref()
                     .is_none_or(|name| t.schema.qualified_name() == name)
             })
@@ -143,17 +144,14 @@ impl RebucketJob {
         if tables.is_empty() {
             let reason = format!(
                 "table {} is not in the publication; published tables: {}",
-                request.table.unwrap_or_default(),
+                table.unwrap_or_default(),
                 published
                     .iter()
                     .map(|t| t.schema.qualified_name())
                     .collect::<Vec<_>>()
                     .join(", ")
             );
-            if let Some(reply) = request.reply {
-                let _ = reply.send(RebucketOutcome::Rejected { reason });
-            }
-            return Ok(None);
+            return Ok(Err(reason));
         }
         sink.clear_progress(Walk::Rebucket).await?;
         let mut progress = Vec::new();
@@ -171,12 +169,28 @@ impl RebucketJob {
         }
         sink.commit_without_lsn().await?;
         info!(tables = ?progress.iter().map(|p| &p.table_name).collect::<Vec<_>>(), "re-bucketing started");
-        Ok(Some(RebucketJob::new(
-            Walk::Rebucket,
-            tables,
-            progress,
-            request.reply,
-        )))
+        Ok(Ok(RebucketJob::new(Walk::Rebucket, tables, progress, None)))
+    }
+
+    /// The caller to answer when the pass ends.
+    pub fn replying_to(mut self, reply: Option<oneshot::Sender<RebucketOutcome>>) -> Self {
+        self.reply = reply;
+        self
+    }
+
+    /// Which walk this is.
+    pub fn walk(&self) -> Walk {
+        self.walk
+    }
+
+    /// Rows the pass has read so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// The caller waiting for the pass, taken (to answer a failure).
+    pub fn take_reply(&mut self) -> Option<oneshot::Sender<RebucketOutcome>> {
+        self.reply.take()
     }
 
     /// Resumes a pass that a restart interrupted, if any.
@@ -326,6 +340,7 @@ impl RebucketJob {
                     let stats =
                         settle_vanished(sink, self.walk, &progress.table_name, &t.relations)
                             .await?;
+                    crate::pipeline::metrics::count_changelog_rows(stats.changelog_rows);
                     self.changelog_rows += stats.changelog_rows;
                 }
                 progress.done = true;
@@ -362,6 +377,7 @@ impl RebucketJob {
                 sink.save_progress(self.walk, progress).await?;
                 sink.commit_without_lsn().await?;
                 self.rows += n as u64;
+                crate::pipeline::metrics::count_changelog_rows(stats.changelog_rows);
                 self.changelog_rows += stats.changelog_rows;
                 Ok(Step::More)
             }

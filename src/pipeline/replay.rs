@@ -21,10 +21,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Client;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::model::Lsn;
 use crate::pipeline::PipelineError;
+use crate::pipeline::admin_action::contain;
 use crate::pipeline::batcher::evaluate_all;
 use crate::pipeline::transform::Transform;
 use crate::pipeline::vanished::gone_row;
@@ -114,6 +115,8 @@ pub struct Replayer<'a, 'b> {
     pub rules_batch: usize,
     /// Stamped on the re-evaluated changes (the stream's last commit).
     pub at: Lsn,
+    /// The role sluice reads the source as (named in the fix of a permission error).
+    pub role: &'a str,
 }
 
 impl Replayer<'_, '_> {
@@ -122,14 +125,10 @@ impl Replayer<'_, '_> {
     pub async fn run(mut self, request: ReplayRequest) -> Result<(), PipelineError> {
         let outcome = match self.replay(&request.filter).await {
             Ok(outcome) => outcome,
-            Err(e) if e.is_transient() => return Err(e),
-            Err(e) => {
-                self.sink.rollback().await?;
-                warn!(error = %e, "replaying rule failures failed; what was replayed before stays resolved, the stream goes on");
-                ReplayOutcome::Rejected {
-                    reason: e.to_string(),
-                }
-            }
+            // What was replayed before the failure stays resolved.
+            Err(e) => ReplayOutcome::Rejected {
+                reason: contain("replay-failures", e, self.sink, self.role).await?,
+            },
         };
         if let Some(reply) = request.reply {
             let _ = reply.send(outcome);
@@ -157,6 +156,7 @@ impl Replayer<'_, '_> {
             unresolved += (page.len() - settled.resolved.len()) as u64;
             keys += settled.keys;
             gone += settled.gone;
+            crate::pipeline::metrics::count_changelog_rows(settled.changelog_rows);
             changelog_rows += settled.changelog_rows;
         }
         info!(

@@ -9,6 +9,7 @@
 
 use std::time::Instant;
 
+use tokio::sync::watch;
 use tokio_postgres::Client;
 use tracing::info;
 
@@ -24,6 +25,15 @@ use crate::sink::Sink;
 use crate::sink::progress::{TableProgress, Walk};
 use crate::source::catalog::PublishedTable;
 use crate::source::snapshot::{self, TableReader};
+
+/// How the snapshot ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Snapshot {
+    /// Every table is in; the stream starts at the consistent point.
+    Complete { rows: u64 },
+    /// Shutdown was requested: stopped after a persisted chunk, to resume at the next start.
+    Interrupted,
+}
 
 /// A chunk's last key, its row count and its evaluated sink items.
 async fn evaluated(
@@ -49,7 +59,8 @@ pub async fn run_snapshot(
     t: &Transform<'_>,
     settings: &SnapshotSection,
     rules_batch: usize,
-) -> Result<u64, PipelineError> {
+    shutdown: &watch::Receiver<bool>,
+) -> Result<Snapshot, PipelineError> {
     let (chunk_rows, emit_changelog) = (settings.chunk_rows, settings.changelog);
     let progress = sink.snapshot_progress().await?;
     let mut estimated = 0u64;
@@ -74,6 +85,12 @@ pub async fn run_snapshot(
     ordered.sort_by_key(|table| t.relations.rank(&table.schema.qualified_name()));
     let mut total = 0u64;
     for table in ordered {
+        if *shutdown.borrow() {
+            info!(
+                "shutdown requested: the snapshot stops between tables and resumes at the next start"
+            );
+            return Ok(Snapshot::Interrupted);
+        }
         let name = table.schema.qualified_name();
         let previous = progress.iter().find(|p| p.table_name == name);
         if previous.is_some_and(|p| p.done) {
@@ -134,18 +151,18 @@ pub async fn run_snapshot(
             };
             // The sink writes this chunk while the next one is read and evaluated.
             let write = async {
-                if fresh {
-                    sink.write_new_records(&out, emit_changelog).await?;
+                let stats = if fresh {
+                    sink.write_new_records(&out, emit_changelog).await?
                 } else {
-                    sink.write(&out, emit_changelog).await?;
-                }
+                    sink.write(&out, emit_changelog).await?
+                };
                 if tracks_vanished {
                     sink.record_seen(Walk::Snapshot, &name, &seen_ids(&out))
                         .await?;
                 }
                 sink.save_snapshot_progress(&progress).await?;
                 sink.commit_without_lsn().await?;
-                Ok::<_, PipelineError>(())
+                Ok::<_, PipelineError>(stats.changelog_rows)
             };
             let read = async {
                 match reader.next_chunk(source).await? {
@@ -156,15 +173,22 @@ pub async fn run_snapshot(
                 }
             };
             let (written, read) = tokio::join!(write, read);
-            written?;
+            crate::pipeline::metrics::count_changelog_rows(written?);
             next = read?;
             metrics::counter!(crate::pipeline::metrics::SNAPSHOT_ROWS).increment(n as u64);
             view.rows(n as u64);
             total += n as u64;
             last_key = Some(chunk_key);
+            if *shutdown.borrow() {
+                // The chunk just written is persisted with its progress: the next start resumes
+                // after it. The chunk read ahead is dropped and read again then.
+                info!(table = %name, rows_done, "shutdown requested: the snapshot stops after its last persisted chunk and resumes from there at the next start");
+                return Ok(Snapshot::Interrupted);
+            }
         }
         if tracks_vanished {
-            settle_vanished(sink, Walk::Snapshot, &name, &t.relations).await?;
+            let stats = settle_vanished(sink, Walk::Snapshot, &name, &t.relations).await?;
+            crate::pipeline::metrics::count_changelog_rows(stats.changelog_rows);
         }
         sink.save_snapshot_progress(&TableProgress {
             table_name: name.clone(),
@@ -183,5 +207,5 @@ pub async fn run_snapshot(
     // The consistent point becomes the stored position: the stream starts there.
     sink.commit(consistent_lsn).await?;
     view.finish(total);
-    Ok(total)
+    Ok(Snapshot::Complete { rows: total })
 }

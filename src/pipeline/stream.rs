@@ -20,19 +20,22 @@ use tokio_postgres::Client;
 use tracing::{debug, error, info, warn};
 
 use crate::model::{Lsn, TableSchema};
+use crate::pipeline::admin_action::{contain, reject};
 use crate::pipeline::batcher::{Batcher, Pending};
 use crate::pipeline::committer::Committer;
 use crate::pipeline::forget::{self, ForgetRequest};
 use crate::pipeline::join::JoinWatch;
 use crate::pipeline::rebucket::{RebucketJob, RebucketRequest, Step};
+use crate::pipeline::refused::RefusedTables;
 use crate::pipeline::relations::relation_graph;
 use crate::pipeline::reload::{ROLLBACKS, Swap, Trigger};
 use crate::pipeline::replay::{ReplayRequest, Replayer};
-use crate::pipeline::snapshot::run_snapshot;
+use crate::pipeline::snapshot::{Snapshot, run_snapshot};
 use crate::pipeline::transform::Transform;
 use crate::pipeline::{Context, PipelineError, failover, metrics, open_sink, preflight};
 use crate::rules::{RulesModule, RulesWorker};
 use crate::sink::Sink;
+use crate::sink::progress::Walk;
 use crate::sink::schema::SIDECAR_TABLES;
 use crate::source::catalog::PublishedTable;
 use crate::source::row_json::RowJson;
@@ -49,7 +52,14 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
     let config = &ctx.config;
     let source_sql = ctx.source.connect_sql().await?;
     crate::source::snapshot::pin_settings(&source_sql).await?;
-    let mut tables = preflight(&source_sql, config).await?;
+    let publication = preflight(&source_sql, config).await?;
+    let mut tables = publication.tables;
+    let refused = RefusedTables::at_start(publication.refused);
+    metrics::register_all(
+        tables
+            .iter()
+            .map(|t| format!("{}.{}", t.schema.schema, t.schema.name)),
+    );
     let mut sink = open_sink(ctx).await?;
     let module = ctx.active.load_full();
     let mut rules = RulesWorker::start(Arc::clone(&module)).await?;
@@ -68,7 +78,7 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
         ReplicationConnection::connect(&ctx.source.for_replication(&ctx.config.slot)).await?;
     let start = decide_start(ctx, &source_sql, &mut sink, &mut repl, &module).await?;
     if let Some((exported, consistent)) = start.snapshot {
-        run_snapshot(
+        let snapshot = run_snapshot(
             &source_sql,
             exported.as_deref(),
             consistent,
@@ -78,13 +88,18 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
             &transform,
             &config.snapshot,
             config.rules.batch_size,
+            &ctx.shutdown,
         )
         .await?;
+        if snapshot == Snapshot::Interrupted {
+            return Ok(());
+        }
     }
     let (stream, stored) = start_stream(ctx, repl, &sink, &module, start.lsn).await?;
     let parts = Parts {
         source: source_sql,
         tables,
+        refused,
         sidecar,
         names,
         sink,
@@ -204,6 +219,7 @@ async fn start_stream(
         })
         .await?;
     stream.confirm(stored);
+    crate::pipeline::lag::probe().watch(stream.positions());
     ctx.health.streaming.store(true, Ordering::Relaxed);
     ctx.health.has_streamed.store(true, Ordering::Relaxed);
     info!(slot, %start_lsn, stored = %stored, "streaming");
@@ -214,6 +230,7 @@ async fn start_stream(
 struct Parts<'a> {
     source: Client,
     tables: Vec<PublishedTable>,
+    refused: RefusedTables,
     /// The sidecar tables as (schema, table) in the source, when the sink is the source database.
     sidecar: Vec<(String, String)>,
     /// The name each relation's memberships are stored under (`sluice_relations`).
@@ -253,6 +270,8 @@ struct Streaming<'a> {
     sidecar: Vec<(String, String)>,
     /// The published tables as sluice knows them (joined tables are added, left ones removed).
     tables: Vec<PublishedTable>,
+    /// Published tables not streamed: their changes cannot be tied to a primary key.
+    refused: RefusedTables,
     stream: ReplicationStream,
     module: Arc<RulesModule>,
     rules: RulesWorker,
@@ -288,6 +307,7 @@ impl<'a> Streaming<'a> {
         let Parts {
             source,
             tables,
+            refused,
             sidecar,
             names,
             mut sink,
@@ -302,6 +322,7 @@ impl<'a> Streaming<'a> {
         let joins = JoinWatch::at_start(
             &ctx.config.publication,
             &tables,
+            &refused.names(),
             &mut sink,
             interval,
             sidecar
@@ -315,6 +336,7 @@ impl<'a> Streaming<'a> {
             source,
             keyed: KeyedRelations::seeded(&tables, names),
             tables,
+            refused,
             sidecar,
             committer: Committer::new(sink, stream.acker()),
             stream,
@@ -471,12 +493,51 @@ impl<'a> Streaming<'a> {
     }
 
     async fn on_rebucket(&mut self, request: Option<RebucketRequest>) -> Result<(), PipelineError> {
-        if let Some(request) = request {
-            // Edges must reflect every change received before the pass reads them.
-            let at = self.last_end;
-            self.quiet_sink().await?;
-            let sink = self.committer.sink().await?;
-            self.job = RebucketJob::start(request, &self.tables, sink, at).await?;
+        let Some(RebucketRequest { table, reply }) = request else {
+            return Ok(());
+        };
+        // Edges must reflect every change received before the pass reads them.
+        let at = self.last_end;
+        self.quiet_sink().await?;
+        let role = self.role();
+        let sink = self.committer.sink().await?;
+        match RebucketJob::start(table, &self.tables, sink, at).await {
+            Ok(Ok(job)) => self.job = Some(job.replying_to(reply)),
+            Ok(Err(reason)) => reject(reply, reason),
+            Err(e) => reject(reply, contain("rebucket", e, sink, role).await?),
+        }
+        Ok(())
+    }
+
+    /// The role sluice reads the source as.
+    fn role(&self) -> &'a str {
+        self.ctx.source.user.as_str()
+    }
+
+    /// A step of the walk failed (see `pipeline::admin_action`): a re-bucketing pass is
+    /// abandoned and its caller told why; a walk of joined tables is tried again at the next
+    /// look at the publication. The stream goes on.
+    async fn walk_failed(&mut self, error: PipelineError) -> Result<(), PipelineError> {
+        let role = self.role();
+        let sink = self.committer.sink().await?;
+        let Some(mut job) = self.job.take() else {
+            return Err(error);
+        };
+        match job.walk() {
+            Walk::Rebucket => {
+                let reason = contain("rebucket", error, sink, role).await?;
+                // Not resumed at the next start: the same error would stop it again.
+                sink.clear_progress(Walk::Rebucket).await?;
+                let reason = format!(
+                    "{reason} (the pass stopped after {} rows; memberships already re-evaluated stay; run it again once fixed)",
+                    job.rows()
+                );
+                reject(job.take_reply(), reason);
+            }
+            Walk::Snapshot => {
+                contain("walk of joined tables", error, sink, role).await?;
+                self.joins.retry_later(job.unfinished());
+            }
         }
         Ok(())
     }
@@ -484,15 +545,23 @@ impl<'a> Streaming<'a> {
     async fn on_forget(&mut self, request: Option<ForgetRequest>) -> Result<(), PipelineError> {
         if let Some(request) = request {
             self.quiet_sink().await?;
+            let role = self.role();
             let sink = self.committer.sink().await?;
-            forget::run(request, &self.ctx.config.publication, &self.source, sink).await?;
+            forget::run(
+                request,
+                &self.ctx.config.publication,
+                &self.source,
+                sink,
+                role,
+            )
+            .await?;
         }
         Ok(())
     }
 
     async fn on_replay(&mut self, request: Option<ReplayRequest>) -> Result<(), PipelineError> {
         if let Some(request) = request {
-            let at = self.last_end;
+            let (at, role) = (self.last_end, self.role());
             self.quiet_sink().await?;
             Replayer {
                 source: &self.source,
@@ -502,6 +571,7 @@ impl<'a> Streaming<'a> {
                 tables: &self.tables,
                 rules_batch: self.ctx.config.rules.batch_size,
                 at,
+                role,
             }
             .run(request)
             .await?;
@@ -516,8 +586,17 @@ impl<'a> Streaming<'a> {
         self.quiet_sink().await?;
         if self.job.is_none() {
             let joined = self.joins.take_pending();
+            let role = self.role();
             let sink = self.committer.sink().await?;
-            self.job = Some(RebucketJob::join(&self.source, joined, sink, at).await?);
+            match RebucketJob::join(&self.source, joined.clone(), sink, at).await {
+                Ok(job) => self.job = Some(job),
+                Err(e) => {
+                    contain("walk of joined tables", e, sink, role).await?;
+                    self.joins.retry_later(joined);
+                    self.next_step = Instant::now() + started.elapsed();
+                    return Ok(());
+                }
+            }
         }
         let settings = &self.ctx.config;
         let step = match self.job.as_mut() {
@@ -531,9 +610,17 @@ impl<'a> Streaming<'a> {
                     settings.rules.batch_size,
                     at,
                 )
-                .await?
+                .await
             }
-            None => Step::Done,
+            None => Ok(Step::Done),
+        };
+        let step = match step {
+            Ok(step) => step,
+            Err(e) => {
+                self.walk_failed(e).await?;
+                self.next_step = Instant::now() + started.elapsed();
+                return Ok(());
+            }
         };
         let pause = match step {
             Step::Done => {
@@ -556,22 +643,32 @@ impl<'a> Streaming<'a> {
     async fn on_check_publication(&mut self) -> Result<(), PipelineError> {
         self.quiet_sink().await?;
         let sink = self.committer.sink().await?;
-        self.joins.check(&self.source, &mut self.tables, sink).await
+        self.joins
+            .check(&self.source, &mut self.tables, &mut self.refused, sink)
+            .await
     }
 
     async fn on_event(&mut self, event: SourceEvent) -> Result<(), PipelineError> {
         match event {
-            SourceEvent::Begin { final_lsn, xid, .. } => {
+            SourceEvent::Begin {
+                final_lsn,
+                xid,
+                commit_time_us,
+            } => {
                 // A commit record that starts before the stored end LSN ends at or before it.
                 self.skipping = final_lsn < self.stored;
                 if self.skipping {
                     debug!(%final_lsn, stored = %self.stored, "skipping a transaction already persisted");
                 } else {
+                    crate::pipeline::lag::probe().begin(final_lsn, commit_time_us);
                     self.batcher.begin_tx(xid);
                 }
             }
             SourceEvent::Change(mut change) => {
-                if self.skipping || self.is_sidecar(&change.table.schema, &change.table.name) {
+                if self.skipping
+                    || self.is_sidecar(&change.table.schema, &change.table.name)
+                    || self.refused.contains(change.table.oid)
+                {
                     return Ok(());
                 }
                 self.keyed.key_change(&self.source, &mut change).await?;
@@ -597,7 +694,9 @@ impl<'a> Streaming<'a> {
                 let mut keyed_tables = Vec::with_capacity(tables.len());
                 let tables: Vec<_> = tables
                     .into_iter()
-                    .filter(|t| !self.is_sidecar(&t.schema, &t.name))
+                    .filter(|t| {
+                        !self.is_sidecar(&t.schema, &t.name) && !self.refused.contains(t.oid)
+                    })
                     .collect();
                 for t in &tables {
                     // The current name: the one the table's memberships are stored under.
@@ -619,11 +718,19 @@ impl<'a> Streaming<'a> {
             SourceEvent::Relation(table) => {
                 debug!(table = %table.qualified_name(), columns = table.columns.len(), "relation (schema) received");
                 if !self.is_sidecar(&table.schema, &table.name) {
-                    if !self.tables.iter().any(|t| t.schema.oid == table.oid) {
+                    let unknown = !self.tables.iter().any(|t| t.schema.oid == table.oid);
+                    if unknown {
                         // A table sluice does not know: it may have joined the publication.
                         self.joins.check_soon();
                     }
                     let shape = self.keyed.relation(&self.source, table).await?;
+                    if unknown && let Some(gap) = shape.key_gap() {
+                        // Refused before its first change arrives, rather than each change
+                        // failing until the next look at the publication refuses it.
+                        let reason = crate::pipeline::refused::gap_reason(&shape, gap);
+                        self.refused
+                            .refuse(shape.oid, shape.qualified_name(), reason);
+                    }
                     follow_name_in(&mut self.tables, &shape);
                     // A rename moves the memberships after the changes received before it,
                     // in the same sink transaction as the changes that follow.
@@ -672,7 +779,7 @@ impl<'a> Streaming<'a> {
     fn confirm_if_idle(&mut self, lsn: Lsn) {
         if self.batcher.is_idle() && !self.committer.busy() && lsn > self.stream.confirmed() {
             self.stream.confirm(lsn);
-            metrics::record_confirmed(lsn, self.server_end, None);
+            metrics::record_confirmed(lsn);
         }
     }
 
@@ -701,19 +808,29 @@ impl<'a> Streaming<'a> {
             Ok(r) => r,
             Err(e) => {
                 warn!(error = %e, "the validated rules version failed to instantiate; keeping the active version");
+                swap.refused(
+                    format!("the validated version failed to instantiate: {e}"),
+                    self.module.version(),
+                );
                 return Ok(());
             }
         };
+        // Recorded before the swap: a version that cannot be recorded does not go live.
+        let role = self.role();
+        let sink = self.committer.sink().await?;
+        if let Err(e) = sink
+            .record_rule_version(swap.module.version(), last_end, &self.ctx.module_path, true)
+            .await
+        {
+            let reason = contain("reload", e.into(), sink, role).await?;
+            swap.refused(reason, self.module.version());
+            return Ok(());
+        }
         let previous = std::mem::replace(&mut self.module, Arc::clone(&swap.module));
         self.rules = new_rules;
         self.transform.rules_version = self.module.version().to_owned();
         self.transform.relations = graph;
         self.ctx.active.store(Arc::clone(&self.module));
-        self.committer
-            .sink()
-            .await?
-            .record_rule_version(self.module.version(), last_end, &self.ctx.module_path, true)
-            .await?;
         let is_rollback = swap.trigger == Trigger::Rollback;
         swap.activated(previous.version(), last_end);
         self.rollback_watch =

@@ -123,6 +123,38 @@ pub async fn published_tables(
     publication: &str,
     exclude: &[&str],
 ) -> Result<Vec<PublishedTable>, CatalogError> {
+    let split = published_tables_split(client, publication, exclude).await?;
+    match split.refused.into_iter().next() {
+        Some(refused) => Err(refused.reason),
+        None => Ok(split.tables),
+    }
+}
+
+/// A published table whose changes the stream could not tie to their primary key, and why.
+#[derive(Debug)]
+pub struct RefusedTable {
+    pub oid: u32,
+    /// Qualified name, as sluice names tables.
+    pub table: String,
+    /// Names the table and the fix (`ALTER TABLE ... ADD PRIMARY KEY`, `REPLICA IDENTITY`, ...).
+    pub reason: CatalogError,
+}
+
+/// The tables of a publication: those sluice can stream, and those it refuses.
+#[derive(Debug, Default)]
+pub struct Publication {
+    pub tables: Vec<PublishedTable>,
+    pub refused: Vec<RefusedTable>,
+}
+
+/// Like [`published_tables`], but a table whose changes cannot be tied to its key is returned
+/// among the refused ones instead of failing the whole publication; only a publication with
+/// nothing usable at all is an error (the first refusal).
+pub async fn published_tables_split(
+    client: &Client,
+    publication: &str,
+    exclude: &[&str],
+) -> Result<Publication, CatalogError> {
     if !publication_exists(client, publication).await? {
         let database: String = client
             .query_one("SELECT current_database()", &[])
@@ -162,6 +194,7 @@ pub async fn published_tables(
         .await
         .map_err(sql("listing the publication's tables"))?;
     let mut tables = Vec::with_capacity(rows.len());
+    let mut refused = Vec::new();
     for row in rows {
         let oid: u32 = row.get(0);
         let schema: String = row.get(1);
@@ -280,7 +313,7 @@ pub async fn published_tables(
             .filter(|(_, g)| *g)
             .map(|(n, _)| n.as_str())
             .collect();
-        if !generated.is_empty() {
+        let refusal = if !generated.is_empty() {
             let (why, fix) = if version >= 180000 {
                 (
                     "the publication does not publish generated columns",
@@ -295,65 +328,34 @@ pub async fn published_tables(
                     "key the table by ordinary columns, or use PostgreSQL 18 with publish_generated_columns = stored".to_owned(),
                 )
             };
-            return Err(CatalogError::KeyGenerated {
-                table: qualified,
+            Some(CatalogError::KeyGenerated {
+                table: qualified.clone(),
                 plural: if generated.len() == 1 { "" } else { "s" },
                 is_are: if generated.len() == 1 { "is" } else { "are" },
                 columns: generated.join(", "),
                 why,
                 fix,
-            });
-        }
-        let unpublished: Vec<String> = unpublished.into_iter().map(|(n, _)| n).collect();
-        if !unpublished.is_empty() {
-            return Err(CatalogError::KeyNotPublished {
+            })
+        } else if !unpublished.is_empty() {
+            let unpublished: Vec<&str> = unpublished.iter().map(|(n, _)| n.as_str()).collect();
+            Some(CatalogError::KeyNotPublished {
                 publication: publication.to_owned(),
                 publication_sql: sql_ident(publication),
-                table: qualified,
+                table: qualified.clone(),
                 sql: sql_table,
                 plural: if unpublished.len() == 1 { "" } else { "s" },
                 columns: unpublished.join(", "),
+            })
+        } else {
+            key_refusal(client, &shape, &qualified, sql_table).await?
+        };
+        if let Some(reason) = refusal {
+            refused.push(RefusedTable {
+                oid,
+                table: qualified,
+                reason,
             });
-        }
-        match shape.key_gap() {
-            None => {}
-            Some(KeyGap::NoPrimaryKey) => {
-                let ri = if shape.replica_identity == ReplicaIdentity::Full {
-                    " (REPLICA IDENTITY FULL is not enough)"
-                } else {
-                    ""
-                };
-                return Err(CatalogError::NoPrimaryKey {
-                    table: qualified,
-                    sql: sql_table,
-                    ri,
-                });
-            }
-            Some(KeyGap::IdentityNothing) => {
-                return Err(CatalogError::ReplicaIdentityNothing {
-                    table: qualified,
-                    sql: sql_table,
-                });
-            }
-            Some(KeyGap::IdentityLacks(missing)) => {
-                let index: Option<String> = client
-                    .query_opt(
-                        "SELECT c.relname::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
-                         WHERE i.indrelid = $1 AND i.indisreplident",
-                        &[&oid],
-                    )
-                    .await
-                    .map_err(sql("reading the replica identity index"))?
-                    .map(|r| r.get(0));
-                return Err(CatalogError::IdentityLacksKey {
-                    table: qualified,
-                    sql: sql_table,
-                    // A dropped identity index leaves the table behaving as NOTHING.
-                    index: index.unwrap_or_else(|| "(dropped)".to_owned()),
-                    plural: if missing.len() == 1 { "" } else { "s" },
-                    columns: missing.join(", "),
-                });
-            }
+            continue;
         }
         if !unstreamed.is_empty() {
             warn!(
@@ -370,9 +372,60 @@ pub async fn published_tables(
         });
     }
     if tables.is_empty() {
-        return Err(CatalogError::EmptyPublication(publication.to_owned()));
+        return Err(match refused.into_iter().next() {
+            Some(refused) => refused.reason,
+            None => CatalogError::EmptyPublication(publication.to_owned()),
+        });
     }
-    Ok(tables)
+    Ok(Publication { tables, refused })
+}
+
+/// Why the stream could not tie a table's changes to its primary key, if it could not.
+async fn key_refusal(
+    client: &Client,
+    shape: &TableSchema,
+    qualified: &str,
+    sql_table: String,
+) -> Result<Option<CatalogError>, CatalogError> {
+    let oid = shape.oid;
+    Ok(match shape.key_gap() {
+        None => None,
+        Some(KeyGap::NoPrimaryKey) => {
+            let ri = if shape.replica_identity == ReplicaIdentity::Full {
+                " (REPLICA IDENTITY FULL is not enough)"
+            } else {
+                ""
+            };
+            Some(CatalogError::NoPrimaryKey {
+                table: qualified.to_owned(),
+                sql: sql_table,
+                ri,
+            })
+        }
+        Some(KeyGap::IdentityNothing) => Some(CatalogError::ReplicaIdentityNothing {
+            table: qualified.to_owned(),
+            sql: sql_table,
+        }),
+        Some(KeyGap::IdentityLacks(missing)) => {
+            let index: Option<String> = client
+                .query_opt(
+                    "SELECT c.relname::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+                     WHERE i.indrelid = $1 AND i.indisreplident",
+                    &[&oid],
+                )
+                .await
+                .map_err(sql("reading the replica identity index"))?
+                .map(|r| r.get(0));
+            Some(CatalogError::IdentityLacksKey {
+                table: qualified.to_owned(),
+                sql: sql_table,
+                // A dropped identity index leaves the table behaving as NOTHING.
+                index: index.unwrap_or_else(|| "(dropped)".to_owned()),
+                plural: if missing.len() == 1 { "" } else { "s" },
+                columns: missing.join(", "),
+            })
+        }
+    })
 }
 
 /// A relation as the catalog names and keys it now.

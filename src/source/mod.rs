@@ -22,4 +22,4 @@ pub use events::{EventDecoder, SourceEvent};
 pub use keys::KeyedRelations;
 pub use replication::{ReplicationConnection, SlotInfo, SnapshotAction, StartOptions, SystemInfo};
 pub use slot::{SlotState, lookup_slot};
-pub use stream::{Acker, ReplicationStream};
+pub use stream::{Acker, ReplicationStream, StreamPositions};

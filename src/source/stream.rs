@@ -58,6 +58,25 @@ impl Acker {
     }
 }
 
+/// What a stream has received and what is confirmed, readable from any task or thread (the lag
+/// metrics read it when they are scraped, however busy the pipeline is).
+#[derive(Clone)]
+pub struct StreamPositions {
+    shared: Arc<Shared>,
+}
+
+impl StreamPositions {
+    /// The highest WAL position received: a change's start, or a keepalive's WAL end.
+    pub fn received(&self) -> Lsn {
+        Lsn(self.shared.last_received.load(Ordering::Acquire))
+    }
+
+    /// The highest LSN confirmed (persisted in the sink, or carrying nothing to persist).
+    pub fn confirmed(&self) -> Lsn {
+        Lsn(self.shared.confirmed.load(Ordering::Acquire))
+    }
+}
+
 /// A running logical replication stream.
 pub struct ReplicationStream {
     events: mpsc::Receiver<Vec<Item>>,
@@ -139,6 +158,13 @@ impl ReplicationStream {
     /// A handle that confirms LSNs from another task (the one that commits the sink).
     pub fn acker(&self) -> Acker {
         Acker {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// A handle on what this stream has received and confirmed.
+    pub fn positions(&self) -> StreamPositions {
+        StreamPositions {
             shared: self.shared.clone(),
         }
     }

@@ -764,14 +764,16 @@ fn try_start(bindir: &Path, opts: &ClusterOptions) -> Result<Cluster, String> {
     }
 
     let port = free_port();
+    // Each test database keeps its slot until the cluster goes, and one test binary creates
+    // about a hundred: 64 slots ran out ("all replication slots are in use").
     let mut conf = format!(
         "\n# sluice test harness\n\
          listen_addresses = '127.0.0.1'\n\
          port = {port}\n\
          unix_socket_directories = '{}'\n\
          wal_level = logical\n\
-         max_replication_slots = 64\n\
-         max_wal_senders = 64\n\
+         max_replication_slots = 256\n\
+         max_wal_senders = 256\n\
          fsync = off\n\
          synchronous_commit = off\n\
          full_page_writes = off\n\

@@ -20,6 +20,8 @@ mod identity;
 mod join;
 mod names;
 mod preview;
+mod observability;
+mod operations;
 mod publication;
 mod readme;
 mod record_ids;
