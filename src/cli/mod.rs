@@ -12,6 +12,7 @@ mod control;
 pub mod demo;
 mod eval;
 mod failures;
+mod log_filter;
 pub mod run;
 mod tail;
 
@@ -70,7 +71,7 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             // One line: what failed and, through the context chain, why.
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", crate::error_text::chain(err.chain()));
             ExitCode::FAILURE
         }
     }

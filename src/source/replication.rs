@@ -105,13 +105,29 @@ impl ReplicationConnection {
         slot: &str,
         snapshot: SnapshotAction,
     ) -> Result<SlotInfo, SourceError> {
+        self.create(slot, "", snapshot).await
+    }
+
+    /// Creates a slot that the server drops when this connection ends (`sluice tail`'s
+    /// default: nothing is left behind to pin WAL).
+    pub async fn create_temporary_slot(&mut self, slot: &str) -> Result<SlotInfo, SourceError> {
+        self.create(slot, " TEMPORARY", SnapshotAction::NoExport)
+            .await
+    }
+
+    async fn create(
+        &mut self,
+        slot: &str,
+        temporary: &str,
+        snapshot: SnapshotAction,
+    ) -> Result<SlotInfo, SourceError> {
         validate_slot_name(slot)?;
         let action = match snapshot {
             SnapshotAction::Export => "EXPORT_SNAPSHOT",
             SnapshotAction::NoExport => "NOEXPORT_SNAPSHOT",
         };
         // The pre-15 syntax, which PostgreSQL 14 and later all accept.
-        let sql = format!("CREATE_REPLICATION_SLOT {slot} LOGICAL pgoutput {action}");
+        let sql = format!("CREATE_REPLICATION_SLOT {slot}{temporary} LOGICAL pgoutput {action}");
         let rows = self
             .command(&sql, "creating the replication slot", Some(slot))
             .await?;
