@@ -134,6 +134,7 @@ async fn sluice_log_debug_is_sluices_own_lines() {
     );
 }
 
+/// The `error:` line a failing command ends with.
 fn sluice_err(args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(args)
@@ -142,7 +143,11 @@ fn sluice_err(args: &[&str]) -> String {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let at = stderr
+        .find("error: ")
+        .unwrap_or_else(|| panic!("no error line: {stderr}"));
+    stderr[at..].to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread")]
