@@ -93,7 +93,7 @@ async fn the_readme_recipe_runs_verbatim_and_sluice_runs_as_that_role() {
         .await
         .unwrap();
     wait_snapshot(&admin, &mut sluice).await;
-    let floor = write(&admin, "INSERT INTO users VALUES (7, 'u7', 'ann')").await;
+    let floor = write(&admin, "INSERT INTO public.users VALUES (7, 'u7', 'ann')").await;
     wait_persisted(&admin, floor, &mut sluice).await;
     let e = |b: &str, t: &str, id: &str| (b.to_owned(), t.to_owned(), id.to_owned(), 1i16);
     assert_eq!(
