@@ -565,13 +565,15 @@ fn try_start(bindir: &Path, opts: &ClusterOptions) -> Result<Cluster, String> {
     }
 
     let port = free_port();
+    // Slots: every test of a suite leaves its slot behind on the shared cluster (the `run`
+    // suite alone has about a hundred tests), so the limit is the suite's size, not concurrency.
     let mut conf = format!(
         "\n# sluice test harness\n\
          listen_addresses = '127.0.0.1'\n\
          port = {port}\n\
          unix_socket_directories = '{}'\n\
          wal_level = logical\n\
-         max_replication_slots = 64\n\
+         max_replication_slots = 256\n\
          max_wal_senders = 64\n\
          fsync = off\n\
          synchronous_commit = off\n\
