@@ -294,11 +294,14 @@ async fn bad_modules_are_rejected_and_the_old_version_keeps_running() {
         f.write_all(&multi[..multi.len() / 2]).unwrap();
         f.sync_all().unwrap();
         tokio::time::sleep(Duration::from_millis(800)).await;
-        write(
+        let during = write(
             &client,
             "INSERT INTO items (id, user_id, title) VALUES (1, 'u1', 'during')",
         )
         .await;
+        // Persisted before the file is completed: under load the stream may otherwise reach
+        // this transaction only after the complete module is active (seen on a loaded machine).
+        wait_persisted(&client, during, &mut s.sluice).await;
         f.write_all(&multi[multi.len() / 2..]).unwrap();
     }
     let start = std::time::Instant::now();
