@@ -4,6 +4,7 @@
 //! acknowledgements flow back from sink to source as LSNs.
 
 pub mod cli;
+pub mod error_text;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod model;

@@ -118,8 +118,11 @@ pub(super) fn post(
 
 pub fn reload(args: ReloadArgs) -> anyhow::Result<ExitCode> {
     let module = match &args.module {
+        // Absolute but not canonical: a symlink (a mounted ConfigMap's `rules.wasm`) stays the
+        // path that sluice watches and records, not the versioned file behind it today.
         Some(m) => {
-            Some(std::fs::canonicalize(m).with_context(|| format!("module {}", m.display()))?)
+            std::fs::metadata(m).with_context(|| format!("module {}", m.display()))?;
+            Some(std::path::absolute(m).with_context(|| format!("module {}", m.display()))?)
         }
         None => None,
     };

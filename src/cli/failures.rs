@@ -21,6 +21,9 @@ pub struct FailuresArgs {
     /// The source database, used when no sink URL is given (the sidecar tables are then there).
     #[arg(long, env = "SLUICE_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// Schema of the sidecar tables, as `sluice run` was given it. Env: SLUICE_SIDECAR_SCHEMA.
+    #[arg(long, env = "SLUICE_SIDECAR_SCHEMA")]
+    pub sidecar_schema: Option<String>,
     /// Only this table (schema-qualified unless public).
     #[arg(long)]
     pub table: Option<String>,
@@ -53,7 +56,10 @@ pub fn failures(args: FailuresArgs) -> anyhow::Result<ExitCode> {
             "no sink database: give --sink-url (or --database-url when the sidecar tables are in the source database)"
         );
     };
-    let cfg = PgConfig::parse(url).context("--sink-url")?;
+    let mut cfg = PgConfig::parse(url).context("--sink-url")?;
+    if let Some(schema) = &args.sidecar_schema {
+        crate::sink::search_path::pin(&mut cfg, schema);
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -13,6 +13,7 @@ pub mod demo;
 mod diff;
 mod eval;
 mod failures;
+mod log_filter;
 pub mod run;
 mod status;
 mod tail;
@@ -78,7 +79,7 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             // One line: what failed and, through the context chain, why.
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", crate::error_text::chain(err.chain()));
             ExitCode::FAILURE
         }
     }

@@ -24,6 +24,10 @@ pub struct RunArgs {
     /// Database for the sidecar tables (default: the source database). Env: SLUICE_SINK_URL.
     #[arg(long)]
     pub sink_url: Option<String>,
+    /// Schema of the sidecar tables in the sink database (default: the role's search_path).
+    /// Env: SLUICE_SIDECAR_SCHEMA.
+    #[arg(long)]
+    pub sidecar_schema: Option<String>,
     /// The rules component (.wasm, built for wasm32-wasip2). Env: SLUICE_MODULE.
     #[arg(long)]
     pub module: Option<PathBuf>,
@@ -74,12 +78,24 @@ pub fn resolve_config(
         Some(path) => Config::from_file(path)?,
         None => Config::default(),
     };
-    config.apply_env(env)?;
+    // A flag replaces its environment variable outright: an invalid value there must not stop
+    // an operator who corrects it on the command line.
+    let flagged = flagged_env(args);
+    config.apply_env(|name| {
+        if flagged.contains(&name) {
+            None
+        } else {
+            env(name)
+        }
+    })?;
     if let Some(v) = &args.database_url {
         config.database_url = Some(v.clone());
     }
     if let Some(v) = &args.sink_url {
         config.sink_url = Some(v.clone());
+    }
+    if let Some(v) = &args.sidecar_schema {
+        config.sidecar_schema = Some(v.clone());
     }
     if let Some(v) = &args.module {
         config.rules.module = Some(v.clone());
@@ -109,11 +125,35 @@ pub fn resolve_config(
     Ok(config)
 }
 
-/// Logs to stderr; `SLUICE_LOG` (an env-filter directive such as `debug` or `sluice=debug`)
-/// overrides `default`. Colours only on a terminal, and not when `NO_COLOR` is set.
+/// The environment variables whose setting a flag gives.
+fn flagged_env(args: &RunArgs) -> Vec<&'static str> {
+    [
+        (args.database_url.is_some(), "SLUICE_DATABASE_URL"),
+        (args.sink_url.is_some(), "SLUICE_SINK_URL"),
+        (args.sidecar_schema.is_some(), "SLUICE_SIDECAR_SCHEMA"),
+        (args.module.is_some(), "SLUICE_MODULE"),
+        (args.publication.is_some(), "SLUICE_PUBLICATION"),
+        (args.slot.is_some(), "SLUICE_SLOT"),
+        (args.rules_config.is_some(), "SLUICE_RULES_CONFIG"),
+        (args.failure_policy.is_some(), "SLUICE_FAILURE_POLICY"),
+        (args.admin_addr.is_some(), "SLUICE_ADMIN_ADDR"),
+        (args.admin_token_file.is_some(), "SLUICE_ADMIN_TOKEN_FILE"),
+    ]
+    .into_iter()
+    .filter_map(|(given, name)| given.then_some(name))
+    .collect()
+}
+
+/// Logs to stderr, filtered by `SLUICE_LOG` or `RUST_LOG` over `default` (see
+/// [`super::log_filter`]). Colours only on a terminal, and not when `NO_COLOR` is set.
 pub fn init_logging(format: LogFormat, default: &str) {
     use std::io::IsTerminal as _;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+    let directives = super::log_filter::directives(
+        default,
+        std::env::var("SLUICE_LOG").ok().as_deref(),
+        std::env::var("RUST_LOG").ok().as_deref(),
+    );
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let colour = colour_wanted(
         std::io::stderr().is_terminal(),
@@ -215,15 +255,18 @@ mod tests {
 
     fn args(extra: &[&str], toml: &std::path::Path) -> RunArgs {
         use clap::Parser as _;
+        // The database and module unless `extra` gives them.
         let base = [
-            "sluice",
-            "--database-url",
-            "postgres://h/db",
-            "--module",
-            "r.wasm",
+            ("--database-url", "postgres://h/db"),
+            ("--module", "r.wasm"),
         ];
-        let config = ["--config", toml.to_str().unwrap()];
-        let all = base.iter().chain(&config).chain(extra);
+        let mut all = vec!["sluice", "--config", toml.to_str().unwrap()];
+        for (flag, value) in base {
+            if !extra.contains(&flag) {
+                all.extend([flag, value]);
+            }
+        }
+        all.extend(extra);
         Wrapper::try_parse_from(all).unwrap().run
     }
 
@@ -293,6 +336,110 @@ mod tests {
             err,
             "both SLUICE_ADMIN_TOKEN and an admin token file (/toml) are set: give the token one way only"
         );
+    }
+
+    #[test]
+    fn a_flag_overrides_an_invalid_env_var_of_the_same_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = dir.path().join("sluice.toml");
+        std::fs::write(&toml, "").unwrap();
+        // (variable, a value that is invalid on its own, the flag, its value, what it sets).
+        // Empty URLs and paths only fail once used; the others are refused by the resolution.
+        type Get = fn(&Config) -> String;
+        let cases: &[(&str, &str, &str, &str, Get)] = &[
+            (
+                "SLUICE_DATABASE_URL",
+                "",
+                "--database-url",
+                "postgres://f/db",
+                |c| c.database_url.clone().unwrap(),
+            ),
+            (
+                "SLUICE_SINK_URL",
+                "",
+                "--sink-url",
+                "postgres://s/db",
+                |c| c.sink_url.clone().unwrap(),
+            ),
+            (
+                "SLUICE_SIDECAR_SCHEMA",
+                "",
+                "--sidecar-schema",
+                "side",
+                |c| c.sidecar_schema.clone().unwrap(),
+            ),
+            ("SLUICE_MODULE", "", "--module", "f.wasm", |c| {
+                c.rules.module.clone().unwrap().display().to_string()
+            }),
+            ("SLUICE_PUBLICATION", "", "--publication", "pubf", |c| {
+                c.publication.clone()
+            }),
+            ("SLUICE_SLOT", "Bad-Slot", "--slot", "slotf", |c| {
+                c.slot.clone()
+            }),
+            (
+                "SLUICE_RULES_CONFIG",
+                "",
+                "--rules-config",
+                "/r.toml",
+                |c| c.rules.config_file.clone().unwrap().display().to_string(),
+            ),
+            (
+                "SLUICE_FAILURE_POLICY",
+                "explode",
+                "--failure-policy",
+                "halt",
+                |c| format!("{:?}", c.failure_policy).to_lowercase(),
+            ),
+            (
+                "SLUICE_ADMIN_ADDR",
+                "",
+                "--admin-addr",
+                "127.0.0.1:9",
+                |c| c.admin_addr.unwrap().to_string(),
+            ),
+            (
+                "SLUICE_ADMIN_TOKEN_FILE",
+                "",
+                "--admin-token-file",
+                "/t",
+                |c| c.admin_token_file.clone().unwrap().display().to_string(),
+            ),
+        ];
+        let refused_alone = [
+            "SLUICE_SIDECAR_SCHEMA",
+            "SLUICE_PUBLICATION",
+            "SLUICE_SLOT",
+            "SLUICE_FAILURE_POLICY",
+            "SLUICE_ADMIN_ADDR",
+        ];
+        for (name, bad, flag, value, get) in cases {
+            let env = |k: &str| (k == *name).then(|| bad.to_string());
+            let alone = resolve_config(&args(&[], &toml), env);
+            assert_eq!(
+                alone.is_err(),
+                refused_alone.contains(name),
+                "{name}={bad:?}"
+            );
+            let with = args(&[flag, value], &toml);
+            let config = resolve_config(&with, env)
+                .unwrap_or_else(|e| panic!("{flag} {value} beside {name}={bad:?}: {e}"));
+            assert_eq!(get(&config), *value, "{flag}");
+        }
+        // Every variable `sluice run` reads that has a flag is in the table.
+        let read = std::cell::RefCell::new(Vec::new());
+        Config::default()
+            .apply_env(|k| {
+                read.borrow_mut().push(k.to_owned());
+                None
+            })
+            .unwrap();
+        let mut with_flags: Vec<String> = read.into_inner();
+        with_flags.retain(|k| k != "SLUICE_RULES_CACHE_DIR");
+        let mut tested: Vec<String> = cases.iter().map(|c| c.0.to_owned()).collect();
+        with_flags.sort();
+        tested.sort();
+        assert_eq!(with_flags, tested);
     }
 
     #[test]

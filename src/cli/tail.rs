@@ -13,7 +13,7 @@ use crate::source::{ReplicationConnection, SnapshotAction, SourceEvent, StartOpt
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Example:\n  sluice tail --database-url postgres://sluice@db/app --publication app_pub --slot peek --create-slot --no-confirm"
+    after_help = "Without --slot, tail reads from a temporary slot that the server drops when tail exits.\n\nExample:\n  sluice tail --database-url postgres://sluice@db/app --publication app_pub\n  sluice tail --database-url postgres://sluice@db/app --publication app_pub --slot peek --create-slot --no-confirm"
 )]
 pub struct TailArgs {
     /// PostgreSQL connection string (URL or key=value); the role needs REPLICATION.
@@ -22,11 +22,13 @@ pub struct TailArgs {
     /// Publication(s) to stream; repeat the flag for several.
     #[arg(long, required = true)]
     pub publication: Vec<String>,
-    /// Logical replication slot (pgoutput) to read from.
-    #[arg(long, default_value = "sluice_tail")]
-    pub slot: String,
-    /// Create the slot first (fails if it already exists).
+    /// A persistent logical replication slot (pgoutput) to read from. Without it, tail creates
+    /// a temporary slot, which the server drops when tail exits, and reads what happens from now.
     #[arg(long)]
+    pub slot: Option<String>,
+    /// Create the --slot first (fails if it already exists). It outlives tail and keeps WAL
+    /// until it is dropped.
+    #[arg(long, requires = "slot")]
     pub create_slot: bool,
     /// Do not confirm printed transactions, so the slot keeps them (peek mode).
     #[arg(long)]
@@ -51,19 +53,31 @@ async fn tail(args: TailArgs, cfg: PgConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("connecting to {}", cfg.redacted()))?;
     let mut start_lsn = args.start_lsn.unwrap_or(Lsn::ZERO);
-    if args.create_slot {
-        let slot = conn
-            .create_slot(&args.slot, SnapshotAction::NoExport)
-            .await?;
-        eprintln!(
-            "created slot {} at {}",
-            slot.slot_name, slot.consistent_point
-        );
-        if args.start_lsn.is_none() {
-            start_lsn = slot.consistent_point;
+    let created = match &args.slot {
+        Some(slot) if args.create_slot => {
+            let created = conn.create_slot(slot, SnapshotAction::NoExport).await?;
+            eprintln!(
+                "created slot {} at {}; it keeps WAL until dropped: SELECT pg_drop_replication_slot('{}')",
+                created.slot_name, created.consistent_point, created.slot_name
+            );
+            Some(created)
         }
+        Some(_) => None,
+        None => {
+            let name = format!("sluice_tail_{}", std::process::id());
+            let created = conn.create_temporary_slot(&name).await?;
+            eprintln!(
+                "created temporary slot {} at {} (dropped when tail exits; --slot NAME reads a persistent one)",
+                created.slot_name, created.consistent_point
+            );
+            Some(created)
+        }
+    };
+    if let (Some(created), None) = (&created, args.start_lsn) {
+        start_lsn = created.consistent_point;
     }
-    let mut opts = StartOptions::new(args.slot.clone(), args.publication.clone());
+    let slot = created.map_or_else(|| args.slot.clone().unwrap_or_default(), |c| c.slot_name);
+    let mut opts = StartOptions::new(slot, args.publication.clone());
     opts.start_lsn = start_lsn;
     let mut stream = conn.start_replication(opts).await?;
     let stdout = std::io::stdout();

@@ -28,6 +28,10 @@ pub struct Config {
     pub database_url: Option<String>,
     /// Where the sidecar tables live; the source database when unset (`SLUICE_SINK_URL`).
     pub sink_url: Option<String>,
+    /// The schema of the sidecar tables in the sink database (`SLUICE_SIDECAR_SCHEMA`). When set,
+    /// every sink session's `search_path` is pinned to it alone, so the tables are created,
+    /// found and written there whatever the role's own `search_path` says.
+    pub sidecar_schema: Option<String>,
     /// Publication to stream (`SLUICE_PUBLICATION`).
     pub publication: String,
     /// Tables for the publication, when sluice creates it (`create_publication = true`).
@@ -162,6 +166,7 @@ impl Default for Config {
         Config {
             database_url: None,
             sink_url: None,
+            sidecar_schema: None,
             publication: "sluice".to_owned(),
             tables: Vec::new(),
             create_publication: false,
@@ -263,6 +268,9 @@ impl Config {
         if let Some(v) = env("SLUICE_SINK_URL") {
             self.sink_url = Some(v);
         }
+        if let Some(v) = env("SLUICE_SIDECAR_SCHEMA") {
+            self.sidecar_schema = Some(v);
+        }
         if let Some(v) = env("SLUICE_PUBLICATION") {
             self.publication = v;
         }
@@ -335,6 +343,11 @@ impl Config {
         }
         if self.publication.is_empty() {
             return bad("publication name must not be empty");
+        }
+        if let Some(schema) = &self.sidecar_schema
+            && (schema.is_empty() || schema.len() > 63)
+        {
+            return bad("sidecar_schema must be 1-63 bytes long (a PostgreSQL schema name)");
         }
         self.validate_ranges()?;
         if self.create_publication && self.tables.is_empty() {

@@ -18,6 +18,7 @@ pub mod forget;
 pub mod join;
 pub mod lag;
 pub mod metrics;
+pub mod module_watch;
 pub mod payload;
 pub mod preview;
 pub mod preview_tally;
@@ -298,13 +299,22 @@ pub async fn run(
     receivers: Receivers,
 ) -> Result<(), PipelineError> {
     config.validate()?;
+    let mut config = config;
+    // Absolute from here on: sluice_rule_versions records where each version came from, and a
+    // relative path would say nothing once read from another directory.
+    if let Some(module) = &config.rules.module {
+        config.rules.module = Some(std::path::absolute(module).unwrap_or_else(|_| module.clone()));
+    }
     metrics::describe();
     let source_url = config.database_url.clone().unwrap_or_default();
     let source = PgConfig::parse(&source_url).map_err(|e| PipelineError::Url(e.to_string()))?;
-    let sink = match &config.sink_url {
+    let mut sink = match &config.sink_url {
         Some(url) => PgConfig::parse(url).map_err(|e| PipelineError::Url(e.to_string()))?,
         None => source.clone(),
     };
+    if let Some(schema) = &config.sidecar_schema {
+        crate::sink::search_path::pin(&mut sink, schema);
+    }
     let (engine, module) = load_rules(&config).await?;
     let code = module.code_load();
     info!(
@@ -335,9 +345,10 @@ pub async fn run(
             previewer,
             max_error_rate,
         });
+    let (active_path, active_path_rx) = watch::channel(module_file.clone());
     tokio::spawn(reload::validator(
         engine,
-        module_file.clone(),
+        active_path,
         rules_config.clone(),
         (module.version().to_owned(), rules_config),
         gate,
@@ -346,8 +357,8 @@ pub async fn run(
     ));
     // Kept alive for the whole run: dropping the watcher stops it.
     let _watcher = if config.reload.watch {
-        match reload::watch_file(
-            &module_file,
+        match module_watch::watch_module(
+            active_path_rx,
             Duration::from_millis(config.reload.debounce_ms),
             reload_handle.clone(),
         ) {

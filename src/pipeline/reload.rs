@@ -17,9 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use metrics::{counter, histogram};
-use notify::{RecursiveMode, Watcher};
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
 use crate::model::Lsn;
@@ -89,6 +88,7 @@ impl Swap {
     /// Called by the stream loop when the validated version cannot go live after all (its
     /// relations do not fit the published tables); `active` keeps running.
     pub fn refused(self, reason: String, active: &str) {
+        let reason = crate::error_text::one_line(&reason);
         counter!(RELOADS, "result" => "rejected", "trigger" => self.trigger.as_str()).increment(1);
         if let Some(reply) = self.reply {
             let _ = reply.send(ReloadOutcome::Rejected {
@@ -177,18 +177,25 @@ pub fn channel() -> (ReloadHandle, mpsc::Receiver<ReloadRequest>) {
 
 /// Validates requests and forwards good modules to the stream loop. Runs until the request
 /// channel closes.
+///
+/// `active_path` starts as the configured module path and follows the file of the last
+/// validated version, so that SIGHUP and the file watch reload that file.
 pub async fn validator(
     engine: RulesEngine,
-    mut path: PathBuf,
+    active_path: watch::Sender<PathBuf>,
     mut config: String,
     mut active: (String, String),
     gate: Option<crate::pipeline::preview::PreviewGate>,
     mut requests: mpsc::Receiver<ReloadRequest>,
     swaps: mpsc::Sender<Swap>,
 ) {
+    let configured = active_path.borrow().clone();
     while let Some(req) = requests.recv().await {
         let requested_at = Instant::now();
-        let candidate_path = req.module.clone().unwrap_or_else(|| path.clone());
+        let candidate_path = match &req.module {
+            Some(p) => std::path::absolute(p).unwrap_or_else(|_| p.clone()),
+            None => active_path.borrow().clone(),
+        };
         let candidate_config = req.rules_config.clone().unwrap_or_else(|| config.clone());
         let engine2 = engine.clone();
         let read_path = candidate_path.clone();
@@ -249,7 +256,15 @@ pub async fn validator(
             reject(req, reason, &active.0);
             continue;
         }
-        path = candidate_path;
+        if candidate_path != configured {
+            warn!(active = %candidate_path.display(), configured = %configured.display(),
+                "the active rules module is not the configured one: a restart loads the configured path; change --module (or rules.module) to keep this version");
+        }
+        active_path.send_if_modified(|p| {
+            let moved = *p != candidate_path;
+            *p = candidate_path;
+            moved
+        });
         config = candidate_config.clone();
         active = (module.version().to_owned(), candidate_config);
         let swap = Swap {
@@ -283,6 +298,8 @@ fn refuse_file(req: ReloadRequest, path: &Path, detail: &str, active: &str) {
 }
 
 fn reject(req: ReloadRequest, reason: String, active: &str) {
+    // A compiler's or a guest's message may span lines; a log line and a reply are one line.
+    let reason = crate::error_text::one_line(&reason);
     warn!(reason = %reason, trigger = req.trigger.as_str(), active, "rules reload rejected; the active version keeps running");
     counter!(RELOADS, "result" => "rejected", "trigger" => req.trigger.as_str()).increment(1);
     if let Some(reply) = req.reply {
@@ -291,43 +308,4 @@ fn reject(req: ReloadRequest, reason: String, active: &str) {
             active: active.to_owned(),
         });
     }
-}
-
-/// Watches the module file and nudges the validator after writes settle. Watching the directory
-/// catches editors and deploy tools that replace the file rather than write it in place.
-pub fn watch_file(
-    path: &Path,
-    debounce: Duration,
-    handle: ReloadHandle,
-) -> Result<notify::RecommendedWatcher, notify::Error> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .to_owned();
-    let name = path.file_name().map(|n| n.to_owned());
-    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if let Ok(event) = event {
-            let ours = event.paths.iter().any(|p| p.file_name() == name.as_deref());
-            if ours && (event.kind.is_modify() || event.kind.is_create()) {
-                let _ = tx.send(());
-            }
-        }
-    })?;
-    watcher.watch(&dir, RecursiveMode::NonRecursive)?;
-    tokio::spawn(async move {
-        while rx.recv().await.is_some() {
-            // Debounce: wait until the writes stop for `debounce`.
-            loop {
-                match tokio::time::timeout(debounce, rx.recv()).await {
-                    Ok(Some(())) => continue,
-                    Ok(None) => return,
-                    Err(_) => break,
-                }
-            }
-            handle.nudge(Trigger::File);
-        }
-    });
-    Ok(watcher)
 }

@@ -17,7 +17,7 @@ use crate::model::Lsn;
 use crate::pipeline::PipelineError;
 use crate::pipeline::batcher::evaluate_all;
 use crate::pipeline::config::SnapshotSection;
-use crate::pipeline::progress::SnapshotProgressView;
+use crate::pipeline::progress::{RowEstimate, SnapshotProgressView};
 use crate::pipeline::transform::Transform;
 use crate::pipeline::vanished::{seen_ids, settle_vanished};
 use crate::rules::RulesWorker;
@@ -63,20 +63,22 @@ pub async fn run_snapshot(
 ) -> Result<Snapshot, PipelineError> {
     let (chunk_rows, emit_changelog) = (settings.chunk_rows, settings.changelog);
     let progress = sink.snapshot_progress().await?;
-    let mut estimated = 0u64;
+    let mut estimates = Vec::with_capacity(tables.len());
     for table in tables {
-        // Statistics only, so an unanalysed table counts as empty: the bar is a guide, not a promise.
-        if let Ok(row) = source
+        // Statistics only (-1 for a table never analysed): the view corrects them as rows arrive.
+        let estimate = match source
             .query_one(
-                "SELECT greatest(reltuples, 0)::int8 FROM pg_class WHERE oid = $1",
+                "SELECT reltuples::int8 FROM pg_class WHERE oid = $1",
                 &[&table.schema.oid],
             )
             .await
         {
-            estimated += row.get::<_, i64>(0) as u64;
-        }
+            Ok(row) => row.get::<_, i64>(0),
+            Err(_) => 0,
+        };
+        estimates.push((table.schema.qualified_name(), estimate));
     }
-    let mut view = SnapshotProgressView::new(tables.len(), estimated);
+    let mut view = SnapshotProgressView::new(RowEstimate::new(estimates));
     snapshot::begin(source, exported).await?;
     sink.set_relations(std::sync::Arc::clone(&t.relations));
     // Parents before the children that inherit from them, so that a child's first write already
@@ -94,7 +96,7 @@ pub async fn run_snapshot(
         let name = table.schema.qualified_name();
         let previous = progress.iter().find(|p| p.table_name == name);
         if previous.is_some_and(|p| p.done) {
-            view.table_done(&name, previous.map_or(0, |p| p.rows_done as u64));
+            view.table_done(&name);
             continue;
         }
         let mut rows_done = previous.map_or(0, |p| p.rows_done);
@@ -200,7 +202,7 @@ pub async fn run_snapshot(
         })
         .await?;
         sink.commit_without_lsn().await?;
-        view.table_done(&name, rows_done as u64);
+        view.table_done(&name);
         info!(table = %name, rows = rows_done, seconds = started.elapsed().as_secs_f64(), "snapshot of table complete");
     }
     snapshot::end(source).await?;

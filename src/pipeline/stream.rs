@@ -166,7 +166,7 @@ async fn decide_start(
             sink.record_rule_version(
                 module.version(),
                 created.consistent_point,
-                &ctx.module_path,
+                module.label(),
                 false,
             )
             .await?;
@@ -184,7 +184,13 @@ async fn decide_start(
                 .map_or(s.confirmed_flush_lsn.unwrap_or_default(), |p| {
                     p.consistent_lsn
                 });
-            warn!(slot, %consistent, "resuming an interrupted snapshot without its exported snapshot");
+            if progress.is_empty() {
+                // Nothing was persisted here: a slot made beforehand, or a new sink (another
+                // database or sidecar schema) for an existing slot. There is nothing to resume.
+                info!(slot, %consistent, "the slot exists but this sink has no snapshot of it yet: copying every published table from the start");
+            } else {
+                warn!(slot, %consistent, "resuming an interrupted snapshot without its exported snapshot");
+            }
             Ok(Start {
                 lsn: consistent,
                 snapshot: Some((None, consistent)),
@@ -209,7 +215,7 @@ async fn start_stream(
     let config = &ctx.config;
     let slot = config.slot.as_str();
     let stored = sink.stored_lsn().await?.unwrap_or(start_lsn);
-    sink.record_rule_version(module.version(), start_lsn, &ctx.module_path, false)
+    sink.record_rule_version(module.version(), start_lsn, module.label(), false)
         .await?;
     let stream = repl
         .start_replication(StartOptions {
@@ -819,7 +825,7 @@ impl<'a> Streaming<'a> {
         let role = self.role();
         let sink = self.committer.sink().await?;
         if let Err(e) = sink
-            .record_rule_version(swap.module.version(), last_end, &self.ctx.module_path, true)
+            .record_rule_version(swap.module.version(), last_end, swap.module.label(), true)
             .await
         {
             let reason = contain("reload", e.into(), sink, role).await?;

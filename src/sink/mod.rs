@@ -13,6 +13,7 @@ pub mod record_id;
 pub mod relation_graph;
 pub mod relations;
 pub mod schema;
+pub mod search_path;
 pub mod vanished;
 pub mod writer;
 

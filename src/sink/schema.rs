@@ -17,7 +17,8 @@
 //!
 //! Tables are looked up through the `search_path`, as every later statement finds them, so
 //! tables that synchro created in `public` are adopted even when sluice's own schema comes first
-//! in the path (nothing is created there to shadow them).
+//! in the path (nothing is created there to shadow them). With `sidecar_schema` set, the sink
+//! sessions' path is that one schema ([`super::search_path`]).
 
 use tokio_postgres::Client;
 
@@ -324,9 +325,27 @@ pub enum SchemaError {
         source: tokio_postgres::Error,
     },
     #[error(
-        "sidecar table {table} exists but is a {kind}, not a table: rename or drop it, or put sluice's tables in another schema (search_path)"
+        "sidecar table {table} exists but is a {kind}, not a table: rename or drop it, or put sluice's tables in another schema (--sidecar-schema)"
     )]
     NotATable { table: String, kind: String },
+    #[error(
+        "cannot create sidecar table {table}: no schema in the sink session's search_path ({search_path}) exists for role {role:?}. Create one it owns, as a superuser or the database owner: `CREATE SCHEMA sluice AUTHORIZATION {role_ident};`, and start sluice with --sidecar-schema sluice (or sidecar_schema in the config file)"
+    )]
+    NoSchema {
+        table: String,
+        search_path: String,
+        role: String,
+        role_ident: String,
+    },
+    #[error(
+        "cannot create sidecar table {table} in schema {schema}: role {role:?} lacks the CREATE privilege on it. As the schema's owner run `GRANT CREATE ON SCHEMA {schema} TO {role_ident};`, or give sluice a schema of its own: `CREATE SCHEMA sluice AUTHORIZATION {role_ident};` and start sluice with --sidecar-schema sluice"
+    )]
+    NoCreate {
+        table: String,
+        schema: String,
+        role: String,
+        role_ident: String,
+    },
     #[error(
         "sidecar table {table} exists but lacks the column(s) {columns} that sluice writes; it was not created by synchro or sluice. Rename it, or add the columns, then restart sluice"
     )]
@@ -406,6 +425,44 @@ pub async fn locations(client: &Client) -> Result<Vec<(String, String)>, tokio_p
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
+/// Checks, before a `CREATE TABLE`, that the session has a schema to create `table` in and may
+/// create there, so that a missing privilege is reported with the statement that grants it
+/// rather than as a bare `permission denied for schema`.
+async fn creation_target(client: &Client, table: &str) -> Result<(), SchemaError> {
+    let row = client
+        .query_one(
+            "SELECT quote_ident(current_schema()), has_schema_privilege(current_schema(), 'CREATE'), \
+                    current_setting('search_path'), current_user::text, quote_ident(current_user)",
+            &[],
+        )
+        .await
+        .map_err(|source| SchemaError::Sql {
+            table: table.to_owned(),
+            what: "finding the schema to create it in".to_owned(),
+            source,
+        })?;
+    let role: String = row.get(3);
+    let role_ident: String = row.get(4);
+    match (
+        row.get::<_, Option<String>>(0),
+        row.get::<_, Option<bool>>(1),
+    ) {
+        (Some(_), Some(true)) => Ok(()),
+        (Some(schema), _) => Err(SchemaError::NoCreate {
+            table: table.to_owned(),
+            schema,
+            role,
+            role_ident,
+        }),
+        (None, _) => Err(SchemaError::NoSchema {
+            table: table.to_owned(),
+            search_path: row.get(2),
+            role,
+            role_ident,
+        }),
+    }
+}
+
 /// The catalog's view of an existing table.
 struct Existing {
     oid: u32,
@@ -437,6 +494,7 @@ async fn ensure_table(
     let existing = match lookup(client, table).await? {
         Some(existing) => existing,
         None => {
+            creation_target(client, table.name).await?;
             client
                 .batch_execute(table.create)
                 .await

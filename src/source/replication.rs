@@ -106,10 +106,26 @@ impl ReplicationConnection {
         slot: &str,
         snapshot: SnapshotAction,
     ) -> Result<SlotInfo, SourceError> {
+        self.create(slot, "", snapshot).await
+    }
+
+    /// Creates a slot that the server drops when this connection ends (`sluice tail`'s
+    /// default: nothing is left behind to pin WAL).
+    pub async fn create_temporary_slot(&mut self, slot: &str) -> Result<SlotInfo, SourceError> {
+        self.create(slot, " TEMPORARY", SnapshotAction::NoExport)
+            .await
+    }
+
+    async fn create(
+        &mut self,
+        slot: &str,
+        temporary: &str,
+        snapshot: SnapshotAction,
+    ) -> Result<SlotInfo, SourceError> {
         validate_slot_name(slot)?;
         let major =
             super::wire::check_server_version(self.parameter("server_version").unwrap_or(""))?;
-        let sql = create_slot_sql(slot, snapshot, major);
+        let sql = create_slot_sql(slot, temporary, snapshot, major);
         let rows = self
             .command(&sql, "creating the replication slot", Some(slot))
             .await?;
@@ -249,8 +265,9 @@ impl ReplicationConnection {
 }
 
 /// The CREATE_REPLICATION_SLOT command for a server of major version `major`.
-fn create_slot_sql(slot: &str, snapshot: SnapshotAction, major: u32) -> String {
-    if major >= 17 {
+fn create_slot_sql(slot: &str, temporary: &str, snapshot: SnapshotAction, major: u32) -> String {
+    // A temporary slot cannot be a failover slot: it ends with its connection.
+    if major >= 17 && temporary.is_empty() {
         // FAILOVER exists from 17 on, in the option-list syntax that 15 introduced.
         let action = match snapshot {
             SnapshotAction::Export => "export",
@@ -263,7 +280,7 @@ fn create_slot_sql(slot: &str, snapshot: SnapshotAction, major: u32) -> String {
             SnapshotAction::Export => "EXPORT_SNAPSHOT",
             SnapshotAction::NoExport => "NOEXPORT_SNAPSHOT",
         };
-        format!("CREATE_REPLICATION_SLOT {slot} LOGICAL pgoutput {action}")
+        format!("CREATE_REPLICATION_SLOT {slot}{temporary} LOGICAL pgoutput {action}")
     }
 }
 
@@ -348,16 +365,20 @@ mod tests {
         assert_eq!(quote_literal(r#""a","b's""#), r#"'"a","b''s"'"#);
         assert!(validate_slot_name("sluice_1").is_ok());
         assert_eq!(
-            create_slot_sql("s", SnapshotAction::Export, 17),
+            create_slot_sql("s", "", SnapshotAction::Export, 17),
             "CREATE_REPLICATION_SLOT s LOGICAL pgoutput (SNAPSHOT 'export', FAILOVER)"
         );
         assert_eq!(
-            create_slot_sql("s", SnapshotAction::NoExport, 18),
+            create_slot_sql("s", "", SnapshotAction::NoExport, 18),
             "CREATE_REPLICATION_SLOT s LOGICAL pgoutput (SNAPSHOT 'nothing', FAILOVER)"
         );
         assert_eq!(
-            create_slot_sql("s", SnapshotAction::Export, 16),
+            create_slot_sql("s", "", SnapshotAction::Export, 16),
             "CREATE_REPLICATION_SLOT s LOGICAL pgoutput EXPORT_SNAPSHOT"
+        );
+        assert_eq!(
+            create_slot_sql("t", " TEMPORARY", SnapshotAction::NoExport, 17),
+            "CREATE_REPLICATION_SLOT t TEMPORARY LOGICAL pgoutput NOEXPORT_SNAPSHOT"
         );
         assert_eq!(
             validate_slot_name("Bad-Name").unwrap_err().to_string(),

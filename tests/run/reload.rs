@@ -8,20 +8,20 @@ use crate::pg;
 use crate::support::{RunOpts, Sluice, changelog, count, wait_for, wait_persisted, write};
 use crate::wasm;
 
-fn free_addr() -> String {
+pub(crate) fn free_addr() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().to_string()
 }
 
 /// Replaces `path` atomically with `bytes`, as a deploy tool would.
-fn install(path: &Path, bytes: &[u8]) {
+pub(crate) fn install(path: &Path, bytes: &[u8]) {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes).unwrap();
     std::fs::rename(&tmp, path).unwrap();
 }
 
 /// POST /rules/reload; returns (status, body).
-fn post_reload(addr: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+pub(crate) fn post_reload(addr: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()
@@ -34,7 +34,7 @@ fn post_reload(addr: &str, body: serde_json::Value) -> (u16, serde_json::Value) 
     (status, resp.body_mut().read_json().unwrap())
 }
 
-async fn versions(client: &tokio_postgres::Client) -> Vec<(String, i64)> {
+pub(crate) async fn versions(client: &tokio_postgres::Client) -> Vec<(String, i64)> {
     client
         .query(
             "SELECT version, first_lsn FROM sluice_rule_versions ORDER BY first_lsn, activated_at",
@@ -47,26 +47,26 @@ async fn versions(client: &tokio_postgres::Client) -> Vec<(String, i64)> {
         .collect()
 }
 
-fn sha(path: &Path) -> String {
+pub(crate) fn sha(path: &Path) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
 }
 
-const SCHEMA: &str = "CREATE TABLE items (id bigint PRIMARY KEY, user_id text, title text NOT NULL, deleted_at timestamptz); \
+pub(crate) const SCHEMA: &str = "CREATE TABLE items (id bigint PRIMARY KEY, user_id text, title text NOT NULL, deleted_at timestamptz); \
     CREATE PUBLICATION sluice_pub FOR TABLE items;";
 
 /// multi-tenant configured to bucket items by user_id: `org:<user_id>`, where by-owner gives
 /// `user:<user_id>`. by-owner ignores configuration, so both run with the same text.
-const RULES_CONFIG: &str = "[tenant_columns]\nitems = \"user_id\"\n";
+pub(crate) const RULES_CONFIG: &str = "[tenant_columns]\nitems = \"user_id\"\n";
 
-struct Started {
-    sluice: Sluice,
-    admin: String,
-    dir: tempfile::TempDir,
-    module: PathBuf,
+pub(crate) struct Started {
+    pub sluice: Sluice,
+    pub admin: String,
+    pub dir: tempfile::TempDir,
+    pub module: PathBuf,
 }
 
-async fn start_with(db: &pg::TestDb, initial: &Path, toml: &str) -> Started {
+pub(crate) async fn start_with(db: &pg::TestDb, initial: &Path, toml: &str) -> Started {
     let dir = tempfile::tempdir().unwrap();
     let module = dir.path().join("rules.wasm");
     install(&module, &std::fs::read(initial).unwrap());
@@ -158,7 +158,8 @@ async fn reload_under_load_by_file_sighup_and_endpoint_is_exactly_once_and_per_t
     assert_eq!(body["version"], vb.as_str());
     swap_to(4).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    // 4: SIGHUP reloads the current path (other.wasm, which is not watched).
+    // 4: SIGHUP reloads the current path (other.wasm, now watched too: whichever of the watch
+    // and the signal comes first activates it, the other finds it unchanged).
     std::fs::write(&other, &a).unwrap();
     unsafe { libc::kill(pid as i32, libc::SIGHUP) };
     swap_to(5).await;
@@ -293,11 +294,14 @@ async fn bad_modules_are_rejected_and_the_old_version_keeps_running() {
         f.write_all(&multi[..multi.len() / 2]).unwrap();
         f.sync_all().unwrap();
         tokio::time::sleep(Duration::from_millis(800)).await;
-        write(
+        let during = write(
             &client,
             "INSERT INTO items (id, user_id, title) VALUES (1, 'u1', 'during')",
         )
         .await;
+        // Persisted before the file is completed: under load the stream may otherwise reach
+        // this transaction only after the complete module is active (seen on a loaded machine).
+        wait_persisted(&client, during, &mut s.sluice).await;
         f.write_all(&multi[multi.len() / 2..]).unwrap();
     }
     let start = std::time::Instant::now();

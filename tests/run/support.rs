@@ -22,6 +22,8 @@ pub struct RunOpts {
     pub rules_config: Option<String>,
     pub extra_args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// Working directory of the process (relative paths in the arguments are relative to it).
+    pub cwd: Option<PathBuf>,
 }
 
 impl Sluice {
@@ -52,6 +54,9 @@ impl Sluice {
             cmd.arg("--rules-config").arg(path);
         }
         cmd.args(&opts.extra_args);
+        if let Some(dir) = &opts.cwd {
+            cmd.current_dir(dir);
+        }
         cmd.env_remove("SLUICE_DATABASE_URL");
         cmd.env("SLUICE_LOG", "info,sluice=debug");
         for (k, v) in &opts.env {

@@ -13,7 +13,7 @@ use crate::support::{
 use crate::wasm;
 
 /// `migrate.Migrations()` of trainstar/synchro at commit 9c1dafd, statement for statement.
-const SYNCHRO_MIGRATIONS: &[&str] = &[
+pub(crate) const SYNCHRO_MIGRATIONS: &[&str] = &[
     r"CREATE TABLE IF NOT EXISTS sync_changelog (
 			seq BIGSERIAL PRIMARY KEY,
 			bucket_id TEXT NOT NULL,

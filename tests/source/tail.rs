@@ -84,3 +84,93 @@ async fn tail_prints_changes_as_json_lines() {
         serde_json::json!({"id": 1, "owner": null, "score": "NaN", "tags": ["a", null]})
     );
 }
+
+/// The README's form, as written: no slot to name or create beforehand, and none left behind.
+#[tokio::test]
+async fn the_readmes_form_reads_through_a_temporary_slot_that_is_gone_after_exit() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let form = "sluice tail --database-url URL --publication P";
+    assert!(
+        readme.contains(&format!("`{form}`")),
+        "README lost {form:?}"
+    );
+    let (db, _cfg, client) = setup("tail_readme", "CREATE TABLE items (id int PRIMARY KEY)").await;
+    let args: Vec<String> = form
+        .split(' ')
+        .skip(1)
+        .map(|w| match w {
+            "URL" => db.url.clone(),
+            "P" => "pub".to_owned(),
+            w => w.to_owned(),
+        })
+        .collect();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let slot = format!("sluice_tail_{}", child.id());
+    let admin = crate::pg::cluster().admin_client().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let row = admin
+            .query_opt(
+                "SELECT temporary, confirmed_flush_lsn IS NOT NULL FROM pg_replication_slots \
+                 WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await
+            .unwrap();
+        if let Some(row) = row {
+            assert!(row.get::<_, bool>(0), "{slot} is not temporary");
+            if row.get::<_, bool>(1) {
+                break;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sluice tail's slot {slot} did not become consistent within 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    client
+        .batch_execute("INSERT INTO items VALUES (7)")
+        .await
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Reads to the end, so that tail never writes into a closed pipe.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let _ = tx.send(line.unwrap());
+        }
+    });
+    let change = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("no change from sluice tail");
+        let line: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if line["kind"] == "change" {
+            break line;
+        }
+    };
+    assert_eq!(change["new"], serde_json::json!({"id": 7}));
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    assert!(child.wait().unwrap().success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while sluice::source::lookup_slot(&admin, &slot)
+        .await
+        .unwrap()
+        .is_some()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the temporary slot {slot} outlived sluice tail"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
