@@ -14,6 +14,7 @@ pub mod config;
 pub mod failure_log;
 pub mod forget;
 pub mod join;
+pub mod leader;
 pub mod metrics;
 pub mod payload;
 pub mod progress;
@@ -27,7 +28,7 @@ pub mod transform;
 pub mod vanished;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -66,6 +67,8 @@ pub enum PipelineError {
     Pg(#[from] crate::pg::PgError),
     #[error(transparent)]
     Relations(#[from] relations::RelationError),
+    #[error(transparent)]
+    Claim(#[from] crate::source::ClaimError),
     #[error("internal error: {0}")]
     Internal(String),
     #[error("invalid database URL: {0}")]
@@ -119,6 +122,11 @@ impl From<CatalogError> for PipelineError {
 }
 
 impl PipelineError {
+    /// Another process took over the slot (see [`leader`]).
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, PipelineError::Sink(SinkError::Fenced { .. }))
+    }
+
     /// A lost connection that reconnecting can cure, as opposed to a problem that needs a human.
     pub fn is_transient(&self) -> bool {
         match self {
@@ -168,6 +176,8 @@ pub struct Health {
     pub streaming: AtomicBool,
     /// Has streamed at least once: from then on, a lost connection is retried rather than fatal.
     pub has_streamed: AtomicBool,
+    /// Waiting for another process to give up the slot (see [`leader`]).
+    pub standby: AtomicBool,
 }
 
 /// Everything that outlives a reconnect.
@@ -189,6 +199,8 @@ pub struct Context {
     pub forgets: tokio::sync::Mutex<mpsc::Receiver<forget::ForgetRequest>>,
     /// Requests to replay dead letters.
     pub replays: tokio::sync::Mutex<mpsc::Receiver<replay::ReplayRequest>>,
+    /// The leader epoch sink commits are fenced with (0: none yet).
+    pub epoch: AtomicI64,
 }
 
 /// What operators and triggers use to steer a running pipeline.
@@ -267,6 +279,7 @@ pub async fn run(
 ) -> Result<(), PipelineError> {
     config.validate()?;
     metrics::describe();
+    leader::describe();
     let source_url = config.database_url.clone().unwrap_or_default();
     let source = PgConfig::parse(&source_url).map_err(|e| PipelineError::Url(e.to_string()))?;
     let sink = match &config.sink_url {
@@ -328,11 +341,36 @@ pub async fn run(
         rebuckets: tokio::sync::Mutex::new(receivers.rebucket),
         forgets: tokio::sync::Mutex::new(receivers.forget),
         replays: tokio::sync::Mutex::new(receivers.replay),
+        epoch: AtomicI64::new(0),
     };
+    loop {
+        let Some(mut lead) = leader::lead(&ctx).await? else {
+            return Ok(());
+        };
+        ctx.epoch.store(lead.epoch, Ordering::Relaxed);
+        let result = tokio::select! {
+            r = sessions(&ctx) => r,
+            _ = lead.fenced() => Err(PipelineError::Sink(SinkError::Fenced {
+                slot: ctx.config.slot.clone(),
+                epoch: lead.epoch,
+            })),
+        };
+        match result {
+            Err(e) if e.is_fenced() => leader::fenced(&ctx.health, &e),
+            other => {
+                lead.release().await;
+                return other;
+            }
+        }
+    }
+}
 
+/// Streams as the leader until shutdown or a fatal error, reconnecting with capped exponential
+/// backoff after lost connections.
+async fn sessions(ctx: &Context) -> Result<(), PipelineError> {
     let mut backoff = Duration::from_millis(250);
     loop {
-        match stream::session(&ctx).await {
+        match stream::session(ctx).await {
             Ok(()) => return Ok(()),
             Err(e)
                 if e.is_transient()
@@ -426,7 +464,11 @@ pub async fn open_sink(ctx: &Context) -> Result<Sink, PipelineError> {
         .batch_execute("SET synchronous_commit = on; SET plan_cache_mode = force_generic_plan")
         .await
         .map_err(|e| SinkError::sql("configuring the sink session", e))?;
-    let sink = Sink::new(client, ctx.config.slot.clone());
+    let mut sink = Sink::new(client, ctx.config.slot.clone());
     sink.ensure_schema().await?;
+    let epoch = ctx.epoch.load(Ordering::Relaxed);
+    if epoch > 0 {
+        sink.fence(epoch).await?;
+    }
     Ok(sink)
 }

@@ -19,6 +19,7 @@ use tokio_postgres::Client;
 use crate::model::Lsn;
 use crate::sink::SinkError;
 use crate::sink::cascade;
+use crate::sink::lease;
 use crate::sink::copy_binary::CopyBinary;
 use crate::sink::edge_diff::{ChangelogEntry, EdgeRow, EdgeState, RecordMap, StoredEdges};
 use crate::sink::record::{RuleFailure, SinkItem, SinkRecord};
@@ -50,6 +51,9 @@ pub struct Sink {
     in_transaction: bool,
     /// The relations of the rules version whose outcomes are being written.
     relations: Arc<RelationGraph>,
+    /// The leader epoch every COMMIT must still hold (`None`: unfenced, for tools and tests
+    /// that own the sink alone).
+    fence: Option<i64>,
 }
 
 impl Sink {
@@ -60,6 +64,7 @@ impl Sink {
             slot: slot.into(),
             in_transaction: false,
             relations: Arc::default(),
+            fence: None,
         }
     }
 
@@ -199,10 +204,46 @@ impl Sink {
 
     async fn finish(&mut self, verb: &str) -> Result<(), SinkError> {
         self.in_transaction = false;
-        self.client
-            .batch_execute(verb)
-            .await
-            .map_err(|e| SinkError::sql(verb.to_owned(), e))
+        match self.fence.filter(|_| verb == "COMMIT") {
+            Some(epoch) => self.fenced_commit(epoch).await,
+            None => self
+                .client
+                .batch_execute(verb)
+                .await
+                .map_err(|e| SinkError::sql(verb.to_owned(), e)),
+        }
+    }
+
+    /// Makes every later COMMIT conditional on `epoch` still being this slot's leader epoch,
+    /// and records this connection as the leader's sink session (see [`lease`]). Fails with
+    /// [`SinkError::Fenced`] when another process has taken over already.
+    pub async fn fence(&mut self, epoch: i64) -> Result<(), SinkError> {
+        if !lease::record_sink_session(&self.client, &self.slot, epoch).await? {
+            return Err(self.fenced(epoch));
+        }
+        self.fence = Some(epoch);
+        Ok(())
+    }
+
+    fn fenced(&self, epoch: i64) -> SinkError {
+        SinkError::Fenced {
+            slot: self.slot.clone(),
+            epoch,
+        }
+    }
+
+    async fn fenced_commit(&mut self, epoch: i64) -> Result<(), SinkError> {
+        let sql = lease::fenced_commit_sql(&self.slot, epoch);
+        match self.client.batch_execute(&sql).await {
+            Ok(()) => Ok(()),
+            Err(e) if lease::is_fence(&e) => {
+                // The transaction is aborted already; ROLLBACK ends it so the session stays
+                // usable for the caller's error path.
+                let _ = self.client.batch_execute("ROLLBACK").await;
+                Err(self.fenced(epoch))
+            }
+            Err(e) => Err(SinkError::sql("COMMIT", e)),
+        }
     }
 
     async fn write_segment(
