@@ -266,6 +266,23 @@ async fn renew(
     }
 }
 
+/// Set to `1` by the benchmark (never by users) to measure what fencing costs: sink commits then
+/// skip the epoch check, and a stale leader could commit.
+pub const UNFENCED_ENV: &str = "SLUICE_BENCHMARK_UNFENCED";
+
+/// Makes `sink` commit only while this process holds the epoch it leads with.
+pub async fn fence(ctx: &Context, sink: &mut crate::sink::Sink) -> Result<(), PipelineError> {
+    let epoch = ctx.epoch.load(Ordering::Relaxed);
+    if epoch == 0 {
+        return Ok(());
+    }
+    if std::env::var(UNFENCED_ENV).is_ok_and(|v| v == "1") {
+        warn!("{UNFENCED_ENV}=1: BENCHMARK MODE, sink commits are not fenced");
+        return Ok(());
+    }
+    Ok(sink.fence(epoch).await?)
+}
+
 /// Logs the fencing and marks the process a standby again.
 pub fn fenced(health: &Arc<Health>, error: &PipelineError) {
     health.streaming.store(false, Ordering::Relaxed);

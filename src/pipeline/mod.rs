@@ -466,9 +466,6 @@ pub async fn open_sink(ctx: &Context) -> Result<Sink, PipelineError> {
         .map_err(|e| SinkError::sql("configuring the sink session", e))?;
     let mut sink = Sink::new(client, ctx.config.slot.clone());
     sink.ensure_schema().await?;
-    let epoch = ctx.epoch.load(Ordering::Relaxed);
-    if epoch > 0 {
-        sink.fence(epoch).await?;
-    }
+    leader::fence(ctx, &mut sink).await?;
     Ok(sink)
 }

@@ -26,6 +26,7 @@ mod related;
 mod reload;
 mod semantics;
 mod snapshot;
+mod standby;
 mod synchro_keys;
 mod synchro_schema;
 mod vanished;
