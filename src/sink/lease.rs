@@ -129,7 +129,7 @@ pub async fn release(client: &Client, slot: &str, epoch: i64) -> Result<(), Sink
     Ok(())
 }
 
-/// The holder and the seconds left on `slot`'s lease, for the standby's log.
+/// The holder and epoch of `slot`'s lease, for the standby's log.
 pub async fn holder(client: &Client, slot: &str) -> Result<Option<(String, i64)>, SinkError> {
     let row = client
         .query_opt(

@@ -246,6 +246,15 @@ fn busy_workload(first_id: i64, txns: i64, rows: i64) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_frozen_leader_is_replaced_and_commits_nothing_when_it_wakes_up() {
     let (db, client) = items_db("ha_sigstop", 0).await;
+    // A frozen process's walsender, blocked writing into full socket buffers, cannot be
+    // terminated until its connection fails: the documented setting bounds that.
+    client
+        .batch_execute(&format!(
+            "ALTER DATABASE \"{}\" SET tcp_user_timeout = 2000",
+            db.name
+        ))
+        .await
+        .unwrap();
     let module = wasm::module("by-owner");
     let slot = slot_for(&db);
     // Small batches: the leader commits often, and is often inside a sink transaction.
@@ -336,11 +345,8 @@ async fn a_frozen_leader_is_replaced_and_commits_nothing_when_it_wakes_up() {
         assert_eq!(history.get(&id), Some(&want), "record {id}");
     }
     assert_eq!(history.get(&1), Some(&vec![("user:u1".to_owned(), 1)]));
+    // Its open sink transaction held row locks the new leader needed.
     let log = new.sluice.log_text();
-    assert!(
-        log.contains("terminated the walsender a previous leader left on the slot"),
-        "{log}"
-    );
     assert!(
         log.contains("terminated the previous leader's sink session"),
         "{log}"
@@ -375,14 +381,15 @@ async fn kill_9_of_the_active_process_twenty_times_during_w1_with_a_standby_lose
     // W1 in 20 slices, one per kill: each kill lands while the active process works through
     // the slice just committed, never in an idle stream.
     let txns = w1_transactions();
-    let slices: Vec<&[String]> = txns.chunks(txns.len().div_ceil(20)).collect();
+    let n = txns.len();
+    let slices: Vec<&[String]> = (0..20).map(|i| &txns[i * n / 20..(i + 1) * n / 20]).collect();
     let mut rng = rand::rng();
     let mut times = Vec::new();
     let mut mid_slice = 0;
     for slice in &slices {
         let floor = write(&client, "SELECT 1").await;
         client.batch_execute(&slice.concat()).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(rng.random_range(0..600))).await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(200..2500))).await;
         let since = Instant::now();
         active.sluice.kill9();
         let stored = stored_lsn(&client).await.unwrap_or(0);
@@ -409,7 +416,7 @@ async fn kill_9_of_the_active_process_twenty_times_during_w1_with_a_standby_lose
     assert_w1_exact(&client).await;
 }
 
-/// W1's 270 transactions as `w1.sql` runs them (100 of 1,000 inserts, 50 of 1,000 renames, 10
+/// W1's transactions as `w1.sql` runs them (100 of 1,000 inserts, 50 of 1,000 renames, 10
 /// of 1,000 owner moves, 10 of 1,000 deletes), each `BEGIN; ...; COMMIT;`, so the test can
 /// commit them in slices between kills.
 fn w1_transactions() -> Vec<String> {
