@@ -232,11 +232,7 @@ impl Renewal {
     }
 }
 
-async fn renew(
-    mut r: Renewal,
-    fenced: watch::Sender<bool>,
-    mut stopped: oneshot::Receiver<()>,
-) {
+async fn renew(mut r: Renewal, fenced: watch::Sender<bool>, mut stopped: oneshot::Receiver<()>) {
     let mut tick = tokio::time::interval(RENEW_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -90,7 +90,11 @@ pub async fn claim_slot(client: &Client, slot: &str) -> Result<Option<i32>, Clai
             break;
         }
         if !explained && waited >= EXPLAIN_AFTER {
-            warn!(slot, pid = holder, "the previous leader's walsender does not exit: it is blocked writing to a process that reads nothing (frozen or partitioned). The slot frees when that process resumes or its connection fails; set tcp_user_timeout for sluice's role on the source to bound this (see README, Running in production)");
+            warn!(
+                slot,
+                pid = holder,
+                "the previous leader's walsender does not exit: it is blocked writing to a process that reads nothing (frozen or partitioned). The slot frees when that process resumes or its connection fails; set tcp_user_timeout for sluice's role on the source to bound this (see README, Running in production)"
+            );
             explained = true;
         }
         if last_term.elapsed() >= RETERMINATE {

@@ -29,7 +29,8 @@ impl Replica {
     fn start(db: &pg::TestDb, module: &Path, opts: &RunOpts) -> Replica {
         let admin = free_admin_addr();
         let mut opts = opts.clone();
-        opts.extra_args.extend(["--admin-addr".into(), admin.clone()]);
+        opts.extra_args
+            .extend(["--admin-addr".into(), admin.clone()]);
         Replica {
             sluice: Sluice::start(db, module, opts),
             admin,
@@ -96,7 +97,11 @@ async fn wait_leader(
 /// Waits until `replica` says it is a standby.
 async fn wait_standby(replica: &mut Replica) {
     let start = Instant::now();
-    while !replica.sluice.log_text().contains("standby: another sluice is active") {
+    while !replica
+        .sluice
+        .log_text()
+        .contains("standby: another sluice is active")
+    {
         assert!(
             replica.sluice.is_running() && start.elapsed() < Duration::from_secs(60),
             "the second process did not become a standby; log:\n{}",
@@ -209,7 +214,11 @@ async fn a_clean_exit_hands_the_slot_to_the_standby() {
     wait_standby(&mut standby).await;
 
     let since = Instant::now();
-    assert!(active.sluice.stop().success(), "{}", active.sluice.log_text());
+    assert!(
+        active.sluice.stop().success(),
+        "{}",
+        active.sluice.log_text()
+    );
     let took = wait_leader(&client, &slot, &mut standby, since).await;
     assert!(took < TAKEOVER_LIMIT, "takeover took {took:?}");
     let floor = write(&client, "UPDATE items SET user_id = 'u9' WHERE id = 1").await;
@@ -382,7 +391,9 @@ async fn kill_9_of_the_active_process_twenty_times_during_w1_with_a_standby_lose
     // the slice just committed, never in an idle stream.
     let txns = w1_transactions();
     let n = txns.len();
-    let slices: Vec<&[String]> = (0..20).map(|i| &txns[i * n / 20..(i + 1) * n / 20]).collect();
+    let slices: Vec<&[String]> = (0..20)
+        .map(|i| &txns[i * n / 20..(i + 1) * n / 20])
+        .collect();
     let mut rng = rand::rng();
     let mut times = Vec::new();
     let mut mid_slice = 0;

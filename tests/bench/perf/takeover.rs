@@ -10,7 +10,9 @@ use crate::{pg, wasm};
 const KILLS: usize = 20;
 
 pub fn run(report: &mut Report) {
-    println!("\n== takeover: {KILLS} kill -9s of the leader, a standby each time; fencing on W1 ==");
+    println!(
+        "\n== takeover: {KILLS} kill -9s of the leader, a standby each time; fencing on W1 =="
+    );
     takeover_times(report);
     fencing_cost(report);
 }
@@ -61,7 +63,12 @@ fn wait_standby(s: &Sluice) {
             .get(&format!("http://{}/readyz", s.admin))
             .call()
             .ok()
-            .is_some_and(|mut r| r.body_mut().read_to_string().unwrap_or_default().contains("standby"))
+            .is_some_and(|mut r| {
+                r.body_mut()
+                    .read_to_string()
+                    .unwrap_or_default()
+                    .contains("standby")
+            })
     {
         assert!(Instant::now() < deadline, "the standby never said so");
         std::thread::sleep(Duration::from_millis(20));
