@@ -52,8 +52,9 @@ pub struct Sink {
     /// The relations of the rules version whose outcomes are being written.
     relations: Arc<RelationGraph>,
     /// The leader epoch every COMMIT must still hold (`None`: unfenced, for tools and tests
-    /// that own the sink alone).
-    fence: Option<i64>,
+    /// that own the sink alone). 32 bits, so that it shares the padding after `in_transaction`
+    /// and the sink does not grow.
+    fence: Option<std::num::NonZeroU32>,
 }
 
 impl Sink {
@@ -205,7 +206,7 @@ impl Sink {
     async fn finish(&mut self, verb: &str) -> Result<(), SinkError> {
         self.in_transaction = false;
         match self.fence.filter(|_| verb == "COMMIT") {
-            Some(epoch) => self.fenced_commit(epoch).await,
+            Some(epoch) => self.fenced_commit(i64::from(epoch.get())).await,
             None => self
                 .client
                 .batch_execute(verb)
@@ -218,10 +219,17 @@ impl Sink {
     /// and records this connection as the leader's sink session (see [`lease`]). Fails with
     /// [`SinkError::Fenced`] when another process has taken over already.
     pub async fn fence(&mut self, epoch: i64) -> Result<(), SinkError> {
+        // Epochs count takeovers from 1: four billion of them do not happen.
+        let Some(fence) = u32::try_from(epoch)
+            .ok()
+            .and_then(std::num::NonZeroU32::new)
+        else {
+            return Err(self.fenced(epoch));
+        };
         if !lease::record_sink_session(&self.client, &self.slot, epoch).await? {
             return Err(self.fenced(epoch));
         }
-        self.fence = Some(epoch);
+        self.fence = Some(fence);
         Ok(())
     }
 
