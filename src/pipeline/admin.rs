@@ -181,6 +181,12 @@ async fn require_token(State(state): State<AdminState>, request: Request, next: 
 }
 
 async fn readyz(State(state): State<AdminState>) -> (StatusCode, &'static str) {
+    if state.health.standby.load(Ordering::Relaxed) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: standby (another sluice is active on the slot)\n",
+        );
+    }
     if state.health.streaming.load(Ordering::Relaxed) {
         (StatusCode::OK, "ready: streaming\n")
     } else {

@@ -17,6 +17,7 @@ pub mod failure_log;
 pub mod forget;
 pub mod join;
 pub mod lag;
+pub mod leader;
 pub mod metrics;
 pub mod module_watch;
 pub mod payload;
@@ -36,7 +37,7 @@ pub mod transform;
 pub mod vanished;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -75,6 +76,8 @@ pub enum PipelineError {
     Pg(#[from] crate::pg::PgError),
     #[error(transparent)]
     Relations(#[from] relations::RelationError),
+    #[error(transparent)]
+    Claim(#[from] crate::source::ClaimError),
     #[error("internal error: {0}")]
     Internal(String),
     #[error("invalid database URL: {0}")]
@@ -149,6 +152,11 @@ impl From<CatalogError> for PipelineError {
 }
 
 impl PipelineError {
+    /// Another process took over the slot (see [`leader`]).
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, PipelineError::Sink(SinkError::Fenced { .. }))
+    }
+
     /// A lost connection that reconnecting can cure, as opposed to a problem that needs a human.
     pub fn is_transient(&self) -> bool {
         match self {
@@ -198,6 +206,8 @@ pub struct Health {
     pub streaming: AtomicBool,
     /// Has streamed at least once: from then on, a lost connection is retried rather than fatal.
     pub has_streamed: AtomicBool,
+    /// Waiting for another process to give up the slot (see [`leader`]).
+    pub standby: AtomicBool,
 }
 
 /// Everything that outlives a reconnect.
@@ -219,6 +229,8 @@ pub struct Context {
     pub forgets: tokio::sync::Mutex<mpsc::Receiver<forget::ForgetRequest>>,
     /// Requests to replay dead letters.
     pub replays: tokio::sync::Mutex<mpsc::Receiver<replay::ReplayRequest>>,
+    /// The leader epoch sink commits are fenced with (0: none yet).
+    pub epoch: AtomicI64,
 }
 
 /// What operators and triggers use to steer a running pipeline.
@@ -306,6 +318,7 @@ pub async fn run(
         config.rules.module = Some(std::path::absolute(module).unwrap_or_else(|_| module.clone()));
     }
     metrics::describe();
+    leader::describe();
     let source_url = config.database_url.clone().unwrap_or_default();
     let source = PgConfig::parse(&source_url).map_err(|e| PipelineError::Url(e.to_string()))?;
     let mut sink = match &config.sink_url {
@@ -386,8 +399,33 @@ pub async fn run(
         rebuckets: tokio::sync::Mutex::new(receivers.rebucket),
         forgets: tokio::sync::Mutex::new(receivers.forget),
         replays: tokio::sync::Mutex::new(receivers.replay),
+        epoch: AtomicI64::new(0),
     };
+    loop {
+        let Some(mut lead) = leader::lead(&ctx).await? else {
+            return Ok(());
+        };
+        ctx.epoch.store(lead.epoch, Ordering::Relaxed);
+        let result = tokio::select! {
+            r = sessions(&ctx) => r,
+            _ = lead.fenced() => Err(PipelineError::Sink(SinkError::Fenced {
+                slot: ctx.config.slot.clone(),
+                epoch: lead.epoch,
+            })),
+        };
+        match result {
+            Err(e) if e.is_fenced() => leader::fenced(&ctx.health, &e),
+            other => {
+                lead.release().await;
+                return other;
+            }
+        }
+    }
+}
 
+/// Streams as the leader until shutdown or a fatal error, reconnecting with capped exponential
+/// backoff after lost connections, and logging the status line meanwhile.
+async fn sessions(ctx: &Context) -> Result<(), PipelineError> {
     let status_line = status::log_every(
         Duration::from_millis(ctx.config.status_log_interval_ms),
         || ctx.active.load().version().to_owned(),
@@ -398,7 +436,7 @@ pub async fn run(
         reconnect::Backoff::new(Duration::from_millis(ctx.config.reconnect.max_backoff_ms));
     loop {
         let session = tokio::select! {
-            result = stream::session(&ctx) => result,
+            result = stream::session(ctx) => result,
             () = &mut status_line => Ok(()),
         };
         match session {
@@ -499,7 +537,8 @@ pub async fn open_sink(ctx: &Context) -> Result<Sink, PipelineError> {
         .batch_execute("SET synchronous_commit = on; SET plan_cache_mode = force_generic_plan")
         .await
         .map_err(|e| SinkError::sql("configuring the sink session", e))?;
-    let sink = Sink::new(client, ctx.config.slot.clone());
+    let mut sink = Sink::new(client, ctx.config.slot.clone());
     sink.ensure_schema().await?;
+    leader::fence(ctx, &mut sink).await?;
     Ok(sink)
 }

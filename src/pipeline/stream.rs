@@ -76,6 +76,9 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
     let names = follow_renames_at_start(&tables, &mut sink).await?;
     let mut repl =
         ReplicationConnection::connect(&ctx.source.for_replication(&ctx.config.slot)).await?;
+    // Only the lease holder gets here (open_sink checked the epoch): a walsender still on the
+    // slot belongs to a stale leader.
+    crate::source::claim_slot(&source_sql, &config.slot).await?;
     let start = decide_start(ctx, &source_sql, &mut sink, &mut repl, &module).await?;
     if let Some((exported, consistent)) = start.snapshot {
         let snapshot = run_snapshot(

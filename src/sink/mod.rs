@@ -7,6 +7,7 @@ pub mod edge_diff;
 pub mod failures;
 pub mod forget;
 pub mod memberships;
+pub mod lease;
 pub mod progress;
 pub mod record;
 pub mod record_id;
@@ -32,6 +33,11 @@ pub enum SinkError {
     },
     #[error(transparent)]
     Schema(#[from] schema::SchemaError),
+    /// Another process took over the slot: this one must not commit (see [`lease`]).
+    #[error(
+        "fenced: another sluice took over replication slot {slot:?} (this process held epoch {epoch}); the sink transaction was rolled back and nothing was committed"
+    )]
+    Fenced { slot: String, epoch: i64 },
 }
 
 impl SinkError {
@@ -51,6 +57,7 @@ impl SinkError {
             SinkError::Schema(e) => e
                 .source_error()
                 .is_some_and(|source| source.as_db_error().is_none() || session_ended(source)),
+            SinkError::Fenced { .. } => false,
         }
     }
 }

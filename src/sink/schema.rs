@@ -267,6 +267,23 @@ pub const TABLES: &[TableSpec] = &[
         extra: &[],
         indexes: &[],
     },
+    TableSpec {
+        name: "sluice_leader",
+        // Which process may commit for a slot, and since when (sink::lease).
+        create: crate::sink::lease::CREATE,
+        required: &[
+            "slot_name",
+            "epoch",
+            "holder",
+            "lease_ms",
+            "renewed_at",
+            "holder_locked",
+            "sink_pid",
+            "sink_started",
+        ],
+        extra: &[],
+        indexes: &[],
+    },
 ];
 
 /// Names of the tables sluice writes. Changes to them are never fed back into the rules, even
@@ -283,6 +300,7 @@ pub const SIDECAR_TABLES: &[&str] = &[
     "sluice_row_links",
     "sluice_relations",
     "sluice_walk_seen",
+    "sluice_leader",
 ];
 
 /// The DDL of every sidecar table and index as a fresh database gets it (`IF NOT EXISTS`

@@ -21,6 +21,7 @@ use crate::sink::SinkError;
 use crate::sink::cascade;
 use crate::sink::copy_binary::CopyBinary;
 use crate::sink::edge_diff::{ChangelogEntry, EdgeRow, EdgeState, RecordMap, StoredEdges};
+use crate::sink::lease;
 use crate::sink::record::{RuleFailure, SinkItem, SinkRecord};
 use crate::sink::relation_graph::RelationGraph;
 use crate::sink::schema::{self, SchemaChanges};
@@ -50,6 +51,10 @@ pub struct Sink {
     in_transaction: bool,
     /// The relations of the rules version whose outcomes are being written.
     relations: Arc<RelationGraph>,
+    /// The leader epoch every COMMIT must still hold (`None`: unfenced, for tools and tests
+    /// that own the sink alone). 32 bits, so that it shares the padding after `in_transaction`
+    /// and the sink does not grow.
+    fence: Option<std::num::NonZeroU32>,
 }
 
 impl Sink {
@@ -60,6 +65,7 @@ impl Sink {
             slot: slot.into(),
             in_transaction: false,
             relations: Arc::default(),
+            fence: None,
         }
     }
 
@@ -199,10 +205,53 @@ impl Sink {
 
     async fn finish(&mut self, verb: &str) -> Result<(), SinkError> {
         self.in_transaction = false;
-        self.client
-            .batch_execute(verb)
-            .await
-            .map_err(|e| SinkError::sql(verb.to_owned(), e))
+        match self.fence.filter(|_| verb == "COMMIT") {
+            Some(epoch) => self.fenced_commit(i64::from(epoch.get())).await,
+            None => self
+                .client
+                .batch_execute(verb)
+                .await
+                .map_err(|e| SinkError::sql(verb.to_owned(), e)),
+        }
+    }
+
+    /// Makes every later COMMIT conditional on `epoch` still being this slot's leader epoch,
+    /// and records this connection as the leader's sink session (see [`lease`]). Fails with
+    /// [`SinkError::Fenced`] when another process has taken over already.
+    pub async fn fence(&mut self, epoch: i64) -> Result<(), SinkError> {
+        // Epochs count takeovers from 1: four billion of them do not happen.
+        let Some(fence) = u32::try_from(epoch)
+            .ok()
+            .and_then(std::num::NonZeroU32::new)
+        else {
+            return Err(self.fenced(epoch));
+        };
+        if !lease::record_sink_session(&self.client, &self.slot, epoch).await? {
+            return Err(self.fenced(epoch));
+        }
+        self.fence = Some(fence);
+        Ok(())
+    }
+
+    fn fenced(&self, epoch: i64) -> SinkError {
+        SinkError::Fenced {
+            slot: self.slot.clone(),
+            epoch,
+        }
+    }
+
+    async fn fenced_commit(&mut self, epoch: i64) -> Result<(), SinkError> {
+        let sql = lease::fenced_commit_sql(&self.slot, epoch);
+        match self.client.batch_execute(&sql).await {
+            Ok(()) => Ok(()),
+            Err(e) if lease::is_fence(&e) => {
+                // The transaction is aborted already; ROLLBACK ends it so the session stays
+                // usable for the caller's error path.
+                let _ = self.client.batch_execute("ROLLBACK").await;
+                Err(self.fenced(epoch))
+            }
+            Err(e) => Err(SinkError::sql("COMMIT", e)),
+        }
     }
 
     async fn write_segment(

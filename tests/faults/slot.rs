@@ -1,10 +1,11 @@
 //! Slot trouble: dropped while running, invalidated by `max_slot_wal_keep_size`, and two sluice
-//! processes on one slot. Each gives a clear error, and nothing persisted is lost.
+//! processes on one slot (the second waits as a standby). Each gives a clear error, and nothing
+//! persisted is lost.
 
 use std::time::Duration;
 
 use crate::pg::{self, Cluster, ClusterOptions};
-use crate::support::{RunOpts, Sluice, slot_for, wait_persisted, wait_snapshot};
+use crate::support::{RunOpts, Sluice, slot_for, wait_for, wait_persisted, wait_snapshot};
 use crate::{report, wasm, workload};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -114,7 +115,7 @@ async fn slot_invalidated_by_max_slot_wal_keep_size_is_a_clear_fatal_error() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_second_sluice_on_the_same_slot_fails_and_leaves_the_first_intact() {
+async fn a_second_sluice_on_the_same_slot_waits_as_a_standby_and_leaves_the_first_intact() {
     let db = pg::cluster().create_db("slot_two").await;
     let client = workload::durable_client(&db).await;
     client.batch_execute(workload::SCHEMA).await.unwrap();
@@ -124,14 +125,22 @@ async fn a_second_sluice_on_the_same_slot_fails_and_leaves_the_first_intact() {
     workload::run(&client, 1..=200).await;
 
     let mut second = Sluice::start(&db, &module, RunOpts::default());
-    let status = second.wait(Duration::from_secs(60));
-    assert_eq!(status.code(), Some(1), "{}", second.log_text());
-    let log = second.log_text();
     let slot = slot_for(&db);
-    let expected =
-        format!("error: replication slot \"{slot}\" is in use by another connection (pid ");
-    assert!(log.contains(&expected), "want {expected:?} in:\n{log}");
-    assert!(!log.contains("created replication slot"));
+    let log_path = second.log.clone();
+    wait_for(
+        "the second process to say it is a standby",
+        Duration::from_secs(60),
+        &mut second,
+        || {
+            let path = log_path.clone();
+            async move {
+                std::fs::read_to_string(path)
+                    .unwrap_or_default()
+                    .contains("standby: another sluice is active on this slot")
+            }
+        },
+    )
+    .await;
 
     workload::run(&client, 201..=400).await;
     let floor = workload::marker(&client, 1).await;
@@ -139,5 +148,13 @@ async fn a_second_sluice_on_the_same_slot_fails_and_leaves_the_first_intact() {
     let (lost, dup) = workload::lost_and_duplicated(&client, 1..=400).await;
     report("two sluice processes on one slot", 1, 1, lost, dup);
     workload::assert_exact(&client, 1..=400).await;
+    let log = second.log_text();
+    assert!(log.contains(&format!("slot=\"{slot}\"")), "{log}");
+    assert!(!log.contains("created replication slot"), "{log}");
+    assert!(
+        !log.contains("leader: this process holds"),
+        "the standby took the lead: {log}"
+    );
+    assert!(second.is_running(), "{log}");
     assert!(first.stop().success(), "{}", first.log_text());
 }

@@ -11,7 +11,7 @@ use crate::pg;
 use crate::support::{RunOpts, Sluice, changelog, count, wait_persisted, write};
 use crate::wasm;
 
-fn workload(name: &str) -> String {
+pub fn workload(name: &str) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../shared/workloads")
         .join(name);
@@ -80,8 +80,13 @@ async fn kill_9_at_random_moments_during_w1_loses_and_duplicates_nothing() {
     let floor = write(&client, "INSERT INTO marker VALUES (1)").await;
     wait_persisted(&client, floor, &mut sluice).await;
     assert!(kills >= 10);
+    assert_w1_exact(&client).await;
+}
 
-    let entries = changelog(&client).await;
+/// The changelog holds exactly W1's entries through the by-owner rule, each record's history in
+/// order, the phases in commit order; the edges are W1's 90,000.
+pub async fn assert_w1_exact(client: &tokio_postgres::Client) {
+    let entries = changelog(client).await;
     let items: Vec<_> = entries.iter().filter(|e| e.1 == "items").collect();
     assert_eq!(
         items.len(),
@@ -120,7 +125,7 @@ async fn kill_9_at_random_moments_during_w1_loses_and_duplicates_nothing() {
     }
     assert_eq!(
         count(
-            &client,
+            client,
             "SELECT count(*) FROM sync_bucket_edges WHERE table_name = 'items'"
         )
         .await,

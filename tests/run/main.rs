@@ -32,6 +32,7 @@ mod reload;
 mod reload_file;
 mod semantics;
 mod snapshot;
+mod standby;
 mod synchro_keys;
 mod synchro_schema;
 mod vanished;

@@ -298,3 +298,19 @@ pub fn rebucket_all(admin: &str) {
         .as_u16();
     assert_eq!(status, 200, "POST /rebucket");
 }
+
+/// GETs `path` from an admin listener: (status, body).
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into();
+    match agent.get(&format!("http://{addr}{path}")).call() {
+        Ok(mut resp) => (
+            resp.status().as_u16(),
+            resp.body_mut().read_to_string().unwrap_or_default(),
+        ),
+        Err(e) => (0, e.to_string()),
+    }
+}

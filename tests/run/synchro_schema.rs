@@ -491,6 +491,7 @@ async fn sluices_old_duplicates_of_synchros_indexes_are_dropped() {
             "CREATE INDEX sluice_row_links_parent ON public.sluice_row_links",
             "CREATE TABLE sluice_relations",
             "CREATE TABLE sluice_walk_seen",
+            "CREATE TABLE sluice_leader",
         ]
     );
     assert_synchros_indexes(&client).await;
@@ -613,7 +614,7 @@ async fn a_role_that_does_not_own_synchros_tables_is_told_what_to_run() {
     // are used where they are, sluice's own are created in its schema.
     client.batch_execute(alter).await.unwrap();
     let changes = as_role().await.ensure_schema().await.unwrap();
-    assert_eq!(changes.statements.len(), 8, "{changes:?}");
+    assert_eq!(changes.statements.len(), 9, "{changes:?}");
     let tables: Vec<(String, String)> = client
         .query(
             "SELECT schemaname::text, tablename::text FROM pg_tables \
@@ -636,6 +637,7 @@ async fn a_role_that_does_not_own_synchros_tables_is_told_what_to_run() {
             t("public", "sync_rule_failures"),
             t("public", "sync_schema_manifest"),
             t("public", "sync_wal_position"),
+            t("sluice", "sluice_leader"),
             t("sluice", "sluice_rebucket_progress"),
             t("sluice", "sluice_relations"),
             t("sluice", "sluice_row_links"),

@@ -16,6 +16,8 @@
 //! - `latency`: (6) commit-to-visible latency in the changelog at a steady 1,000 changes/s.
 //! - `rollback`: (issue 19) swap to rollback for a rule that loops on every change, and admin
 //!   latency meanwhile.
+//! - `takeover`: (issue 15) takeover time after kill -9 of the leader with a standby, median and
+//!   maximum of 20; W1 end to end with and without fencing.
 //!
 //! `BENCH_SLUICE_LOG=sluice=debug` passes a log filter to the sluice processes (stderr).
 
@@ -31,6 +33,7 @@ mod rollback;
 mod rules;
 mod snapshot;
 mod support;
+mod takeover;
 mod w1;
 
 fn main() {
@@ -65,6 +68,9 @@ fn main() {
     }
     if want("cascade") {
         cascade::run(&mut report);
+    }
+    if want("takeover") {
+        takeover::run(&mut report);
     }
     report.print();
 }
