@@ -6,14 +6,14 @@ use std::process::{Command, Stdio};
 
 use crate::wasm;
 
-fn data(name: &str) -> PathBuf {
+pub(crate) fn data(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/rules/data")
         .join(name)
 }
 
 /// Runs `sluice eval`, returning (stdout, stderr, success).
-fn eval(args: &[&str], stdin: Option<&str>) -> (String, String, bool) {
+pub(crate) fn eval(args: &[&str], stdin: Option<&str>) -> (String, String, bool) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .arg("eval")
         .args(args)

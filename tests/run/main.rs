@@ -3,6 +3,8 @@
 
 #[path = "../common/go.rs"]
 mod go;
+#[path = "../common/guest.rs"]
+mod guest;
 #[path = "../common/pg.rs"]
 mod pg;
 #[path = "../common/wasm.rs"]
@@ -16,6 +18,7 @@ mod conformance;
 mod crash;
 mod errors;
 mod failures;
+mod guest_languages;
 mod identity;
 mod join;
 mod names;
