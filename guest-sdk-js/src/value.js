@@ -77,7 +77,13 @@ function rustFloat(n) {
   if (Number.isNaN(n)) return 'NaN';
   if (n === Infinity) return 'inf';
   if (n === -Infinity) return '-inf';
-  if (Number.isInteger(n) && Math.abs(n) < 1e16) return Object.is(n, -0) ? '-0.0' : `${n}.0`;
+  const abs = Math.abs(n);
+  if (abs !== 0 && (abs >= 1e16 || abs < 1e-4)) {
+    // Rust writes `1e16` and `1e-5`; JavaScript switches to exponents elsewhere, with a `+`.
+    const [mantissa, exponent] = n.toExponential().split('e');
+    return `${mantissa}e${Number(exponent)}`;
+  }
+  if (Number.isInteger(n)) return Object.is(n, -0) ? '-0.0' : `${n}.0`;
   return String(n);
 }
 

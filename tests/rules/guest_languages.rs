@@ -94,6 +94,8 @@ fn js_sdk_native_tests_pass() {
 fn python_and_javascript_examples_give_the_rust_outcomes() {
     let cases = [
         ("by-owner", "by-owner.jsonl", None),
+        // Every value kind, so that `describe` is checked against Rust's `{:?}`.
+        ("by-owner", "by-owner-kinds.jsonl", None),
         ("multi-tenant", "multi-tenant.jsonl", Some("multi-tenant.toml")),
     ];
     for (example, input, config) in cases {

@@ -78,6 +78,7 @@ class Row:
         return self._table.position(name) is not None
 
     def __getitem__(self, name: str) -> Value:
+        """``row["col"]`` is ``row.get("col")``."""
         return self.get(name)
 
     def items(self):

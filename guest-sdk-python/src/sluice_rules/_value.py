@@ -112,6 +112,7 @@ class Value:
         return self.kind == "null"
 
     def __str__(self) -> str:
+        """The value as :func:`describe` prints it."""
         return describe(self)
 
 
@@ -145,9 +146,12 @@ def _rust_float(number: float) -> str:
         return "NaN"
     if math.isinf(number):
         return "inf" if number > 0 else "-inf"
-    if number == int(number) and abs(number) < 1e16:
-        return f"{int(number)}.0" if number != 0 or math.copysign(1, number) > 0 else "-0.0"
-    return repr(number)
+    text = repr(number)
+    if "e" in text:
+        # Rust writes `1e16` and `1e-5` where Python writes `1e+16` and `1e-05`.
+        mantissa, exponent = text.split("e")
+        return f"{mantissa}e{int(exponent)}"
+    return text
 
 
 def describe(value: Value) -> str:
