@@ -131,9 +131,16 @@ fn key(lang: Lang, source: &Path) -> String {
     inputs.push(root().join("scripts/install-guest-toolchains"));
     let mut hash = Sha256::new();
     for path in inputs {
-        hash.update(path.strip_prefix(root()).unwrap_or(&path).to_string_lossy().as_bytes());
+        hash.update(
+            path.strip_prefix(root())
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .as_bytes(),
+        );
         hash.update([0]);
-        hash.update(std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display())));
+        hash.update(
+            std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display())),
+        );
         hash.update([0]);
     }
     hex::encode(&hash.finalize()[..12])
@@ -154,7 +161,11 @@ pub fn module(lang: Lang, source: &str) -> PathBuf {
         .to_string_lossy()
         .into_owned();
     let file = source.file_stem().unwrap_or_default().to_string_lossy();
-    let out = out_dir().join(format!("{stem}-{file}-{}-{}.wasm", lang.slug(), key(lang, &source)));
+    let out = out_dir().join(format!(
+        "{stem}-{file}-{}-{}.wasm",
+        lang.slug(),
+        key(lang, &source)
+    ));
     if out.is_file() {
         return out;
     }

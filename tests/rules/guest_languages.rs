@@ -46,7 +46,10 @@ fn each_sdk_ships_the_repositorys_wit() {
         "guest-sdk-js/wit/rules.wit",
     ] {
         let shipped = std::fs::read_to_string(root().join(copy)).unwrap();
-        assert!(shipped == wit, "{copy} differs from wit/rules.wit: copy it over");
+        assert!(
+            shipped == wit,
+            "{copy} differs from wit/rules.wit: copy it over"
+        );
     }
 }
 
@@ -96,11 +99,22 @@ fn python_and_javascript_examples_give_the_rust_outcomes() {
         ("by-owner", "by-owner.jsonl", None),
         // Every value kind, so that `describe` is checked against Rust's `{:?}`.
         ("by-owner", "by-owner-kinds.jsonl", None),
-        ("multi-tenant", "multi-tenant.jsonl", Some("multi-tenant.toml")),
+        (
+            "multi-tenant",
+            "multi-tenant.jsonl",
+            Some("multi-tenant.toml"),
+        ),
     ];
     for (example, input, config) in cases {
         let rust = outcomes(&wasm::module(example), input, config, "512");
-        assert_eq!(rust.lines().count(), std::fs::read_to_string(data(input)).unwrap().lines().filter(|l| !l.trim().is_empty()).count());
+        assert_eq!(
+            rust.lines().count(),
+            std::fs::read_to_string(data(input))
+                .unwrap()
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .count()
+        );
         for lang in Lang::ALL {
             let module = guest::module(lang, &lang.example(example));
             for batch_size in ["1", "512"] {
@@ -172,7 +186,8 @@ fn the_clock_is_refused_and_randomness_follows_the_lsn() {
                 "new Date()",
             ),
         };
-        let keep = |[a, b]: [&str; 2]| format!(r#"{{"outcome":"keep","buckets":["r:{a}","r:{b}"]}}"#);
+        let keep =
+            |[a, b]: [&str; 2]| format!(r#"{{"outcome":"keep","buckets":["r:{a}","r:{b}"]}}"#);
         [
             keep(r5),
             keep(r5),

@@ -148,9 +148,8 @@ async fn hot_reload_from_rust_to_python_to_javascript_writes_the_rust_rows() {
             edge("items", "4", "global"),
         ]
     );
-    let bool_error = |v: &str| {
-        format!("flags: user_id must be text or an integer, got Value::Bool({v})")
-    };
+    let bool_error =
+        |v: &str| format!("flags: user_id must be text or an integer, got Value::Bool({v})");
     let failures: Vec<(&str, &str, String)> = alone
         .failures
         .iter()
