@@ -5,6 +5,9 @@
 //! reads. A componentize build takes 15-60 s and a compile several more; each module is built
 //! once, and `compiled_cache()` keeps sluice's compiled artifacts across test runs too.
 
+// Each test binary includes this file and uses part of it.
+#![allow(dead_code)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
