@@ -565,14 +565,16 @@ fn try_start(bindir: &Path, opts: &ClusterOptions) -> Result<Cluster, String> {
     }
 
     let port = free_port();
+    // Each test database keeps its replication slot until the cluster stops, and the run suite
+    // creates more than 64 of them: 128 leaves room for the suites to grow.
     let mut conf = format!(
         "\n# sluice test harness\n\
          listen_addresses = '127.0.0.1'\n\
          port = {port}\n\
          unix_socket_directories = '{}'\n\
          wal_level = logical\n\
-         max_replication_slots = 64\n\
-         max_wal_senders = 64\n\
+         max_replication_slots = 128\n\
+         max_wal_senders = 128\n\
          fsync = off\n\
          synchronous_commit = off\n\
          full_page_writes = off\n\

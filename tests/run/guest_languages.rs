@@ -115,6 +115,14 @@ async fn run(name: &str, modules: &[&Path]) -> (Sidecar, Vec<String>) {
     wait_persisted(&client, floor, &mut sluice).await;
     let written = sidecar(&client).await;
     sluice.stop();
+    // Slots are cluster-wide and capped: give this one back for the tests still to run.
+    client
+        .execute(
+            "SELECT pg_drop_replication_slot($1)",
+            &[&crate::support::slot_for(&db)],
+        )
+        .await
+        .unwrap();
     (written, versions(&client).await)
 }
 
