@@ -3,8 +3,6 @@
 
 #[path = "../common/go.rs"]
 mod go;
-#[path = "../common/guest.rs"]
-mod guest;
 #[path = "../common/pg.rs"]
 mod pg;
 #[path = "../common/wasm.rs"]
@@ -18,7 +16,6 @@ mod conformance;
 mod crash;
 mod errors;
 mod failures;
-mod guest_languages;
 mod identity;
 mod join;
 mod names;

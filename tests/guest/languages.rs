@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::eval_examples::{data, eval};
+use crate::eval::{data, eval};
 use crate::guest::{self, Lang};
 use crate::wasm;
 
