@@ -9,7 +9,6 @@
 mod eval;
 #[path = "../common/guest.rs"]
 mod guest;
-#[allow(dead_code)]
 #[path = "../common/pg.rs"]
 mod pg;
 #[allow(dead_code)]
