@@ -138,6 +138,10 @@ fn flagged_env(args: &RunArgs) -> Vec<&'static str> {
         (args.failure_policy.is_some(), "SLUICE_FAILURE_POLICY"),
         (args.admin_addr.is_some(), "SLUICE_ADMIN_ADDR"),
         (args.admin_token_file.is_some(), "SLUICE_ADMIN_TOKEN_FILE"),
+        (
+            args.reconnect_max_backoff_ms.is_some(),
+            "SLUICE_RECONNECT_MAX_BACKOFF_MS",
+        ),
     ]
     .into_iter()
     .filter_map(|(given, name)| given.then_some(name))
@@ -405,6 +409,13 @@ mod tests {
                 "/t",
                 |c| c.admin_token_file.clone().unwrap().display().to_string(),
             ),
+            (
+                "SLUICE_RECONNECT_MAX_BACKOFF_MS",
+                "soon",
+                "--reconnect-max-backoff-ms",
+                "2000",
+                |c| c.reconnect.max_backoff_ms.to_string(),
+            ),
         ];
         let refused_alone = [
             "SLUICE_SIDECAR_SCHEMA",
@@ -412,6 +423,7 @@ mod tests {
             "SLUICE_SLOT",
             "SLUICE_FAILURE_POLICY",
             "SLUICE_ADMIN_ADDR",
+            "SLUICE_RECONNECT_MAX_BACKOFF_MS",
         ];
         for (name, bad, flag, value, get) in cases {
             let env = |k: &str| (k == *name).then(|| bad.to_string());

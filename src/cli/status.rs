@@ -20,6 +20,9 @@ pub struct StatusArgs {
     /// Database holding the sidecar tables, when not the source. Env: SLUICE_SINK_URL.
     #[arg(long, env = "SLUICE_SINK_URL", hide_env_values = true)]
     pub sink_url: Option<String>,
+    /// Schema of the sidecar tables, as `sluice run` was given it. Env: SLUICE_SIDECAR_SCHEMA.
+    #[arg(long, env = "SLUICE_SIDECAR_SCHEMA")]
+    pub sidecar_schema: Option<String>,
     /// Replication slot. Env: SLUICE_SLOT.
     #[arg(long, env = "SLUICE_SLOT", default_value = "sluice")]
     pub slot: String,
@@ -43,10 +46,13 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         bail!("no source database: give --database-url (or SLUICE_DATABASE_URL)");
     };
     let source = PgConfig::parse(source_url).context("--database-url")?;
-    let sink = match args.sink_url.as_deref() {
+    let mut sink = match args.sink_url.as_deref() {
         Some(url) => PgConfig::parse(url).context("--sink-url")?,
         None => source.clone(),
     };
+    if let Some(schema) = &args.sidecar_schema {
+        crate::sink::search_path::pin(&mut sink, schema);
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -11,7 +11,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
-/// What to do the next time a client sends a simple-query `COMMIT` (0 in `State` means nothing).
+/// What to do the next time a client sends a simple-query `COMMIT`, alone or after the leader's
+/// epoch check (0 in `State` means nothing).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum CommitCut {
@@ -134,6 +135,8 @@ impl Drop for Proxy {
 }
 
 const COMMIT_QUERY: &[u8] = b"Q\0\0\0\x0bCOMMIT\0";
+/// A leader's COMMIT travels in one simple query after its epoch check (`sink::lease`).
+const FENCED_COMMIT: &[u8] = b"; COMMIT\0";
 
 async fn connection(
     client: TcpStream,
@@ -166,7 +169,7 @@ async fn connection(
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 let chunk = &buf[..n];
-                if contains(chunk, COMMIT_QUERY) {
+                if contains(chunk, COMMIT_QUERY) || contains(chunk, FENCED_COMMIT) {
                     match st.commit_cut.swap(0, Ordering::SeqCst) {
                         1 => {
                             swallow.store(true, Ordering::SeqCst);
