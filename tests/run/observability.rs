@@ -100,7 +100,11 @@ async fn every_documented_metric_exists_from_the_start_and_the_status_line_is_lo
         ),
         Some(0.0)
     );
-    assert_eq!(sample(&page, "sluice_replication_lag_seconds"), Some(0.0));
+    // Idle, nothing is pending. On PostgreSQL 14 sluice's own sink commits come back as empty
+    // transactions (15+ skips them), one of which may be in flight at the scrape: then the lag
+    // is its age, milliseconds.
+    let lag = sample(&page, "sluice_replication_lag_seconds");
+    assert!(lag.is_some_and(|s| (0.0..1.0).contains(&s)), "{lag:?}");
 
     let floor = write(&client, "INSERT INTO items VALUES (4, 'u4')").await;
     wait_persisted(&client, floor, &mut sluice).await;
