@@ -277,17 +277,21 @@ async fn a_frozen_leader_is_replaced_and_commits_nothing_when_it_wakes_up() {
     wait_standby(&mut new).await;
 
     let (first, txns, rows) = (1_000_000i64, 60i64, 2_000i64);
-    let writer = {
+    let round = |r: i64| {
         let name = db.name.clone();
-        let sql = busy_workload(first, txns, rows);
+        let sql = busy_workload(first + r * txns * rows, txns, rows);
         std::thread::spawn(move || pg::cluster().psql(&name, &sql))
     };
+    let mut rounds = 1i64;
+    let mut writer = round(0);
     // Freeze it inside an open sink transaction (its sink session idle in transaction), so
-    // that what it has written but not committed is what a wake-up could commit.
+    // that what it has written but not committed is what a wake-up could commit. On a fast
+    // machine the leader is rarely caught there: the workload goes on, round after round,
+    // until it is (a few rounds at most; the cap keeps a broken catch from running forever).
     let mut rng = rand::rng();
     let mut frozen_in_transaction = false;
     let since = loop {
-        tokio::time::sleep(Duration::from_millis(rng.random_range(100..300))).await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(20..200))).await;
         old.signal(libc::SIGSTOP);
         let since = Instant::now();
         let state: Option<String> = client
@@ -304,13 +308,18 @@ async fn a_frozen_leader_is_replaced_and_commits_nothing_when_it_wakes_up() {
             break since;
         }
         if writer.is_finished() {
-            break since;
+            if rounds == 10 {
+                break since;
+            }
+            writer.join().unwrap();
+            writer = round(rounds);
+            rounds += 1;
         }
         old.signal(libc::SIGCONT);
     };
     assert!(
         frozen_in_transaction,
-        "never caught the leader inside a sink transaction"
+        "never caught the leader inside a sink transaction in {rounds} rounds"
     );
     let took = wait_leader(&client, &slot, &mut new, since).await;
     assert!(took < TAKEOVER_LIMIT, "takeover took {took:?}");
@@ -342,9 +351,9 @@ async fn a_frozen_leader_is_replaced_and_commits_nothing_when_it_wakes_up() {
 
     // And what the new leader committed is exact: every row inserted once, renamed once
     // (all but the last transaction's), the marker once.
-    let last = first + txns * rows - 1;
+    let last = first + rounds * txns * rows - 1;
     let history = per_record(&entries_before_wake);
-    assert_eq!(history.len() as i64, txns * rows + 1);
+    assert_eq!(history.len() as i64, rounds * txns * rows + 1);
     for id in first..=last {
         let bucket = format!("user:u{}", id % 7);
         let mut want = vec![(bucket.clone(), 1)];
