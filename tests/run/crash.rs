@@ -37,10 +37,11 @@ fn w1_oracle(id: i64) -> Vec<(String, i16)> {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn kill_9_at_random_moments_during_w1_loses_and_duplicates_nothing() {
+/// A database with W1's shared schema and a `marker` table in its publication, and the run
+/// options that stream it: what the W1 kill tests start from, checked by [`assert_w1_exact`].
+pub async fn w1_db(name: &str) -> (pg::TestDb, tokio_postgres::Client, RunOpts) {
     let cluster = pg::cluster();
-    let db = cluster.create_db("crash_w1").await;
+    let db = cluster.create_db(name).await;
     let client = db.client().await;
     cluster.psql(&db.name, &workload("w1-schema.sql"));
     client
@@ -54,6 +55,12 @@ async fn kill_9_at_random_moments_during_w1_loses_and_duplicates_nothing() {
         config_toml: Some("[batch]\nmax_rows = 3000\n".into()),
         ..Default::default()
     };
+    (db, client, opts)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_at_random_moments_during_w1_loses_and_duplicates_nothing() {
+    let (db, client, opts) = w1_db("crash_w1").await;
     let module = wasm::module("by-owner");
 
     // Snapshot of the empty table, so the whole workload comes through the stream.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 
-use crate::crash::{assert_w1_exact, workload};
+use crate::crash::{assert_w1_exact, w1_db};
 use crate::pg;
 use crate::support::{
     Entry, RunOpts, Sluice, changelog, free_admin_addr, http_get, slot_for, stored_lsn,
@@ -373,22 +373,8 @@ async fn a_frozen_leader_is_replaced_and_commits_nothing_when_it_wakes_up() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_of_the_active_process_twenty_times_during_w1_with_a_standby_loses_nothing() {
-    let cluster = pg::cluster();
-    let db = cluster.create_db("ha_w1").await;
     // The oracle is W1's: the schema is the shared one, the transactions are w1.sql's.
-    let client = db.client().await;
-    cluster.psql(&db.name, &workload("w1-schema.sql"));
-    client
-        .batch_execute(
-            "CREATE TABLE marker (id int PRIMARY KEY); ALTER PUBLICATION w1_pub ADD TABLE marker;",
-        )
-        .await
-        .unwrap();
-    let opts = RunOpts {
-        publication: Some("w1_pub".into()),
-        config_toml: Some("[batch]\nmax_rows = 3000\n".into()),
-        ..Default::default()
-    };
+    let (db, client, opts) = w1_db("ha_w1").await;
     let module = wasm::module("by-owner");
     let slot = slot_for(&db);
     let mut active = Replica::start(&db, &module, &opts);
