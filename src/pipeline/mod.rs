@@ -191,7 +191,12 @@ impl PipelineError {
             PipelineError::RowRead { .. } => true,
             PipelineError::Pg(_) => true,
             PipelineError::Sink(e) => e.is_connection_lost(),
-            PipelineError::Snapshot(SnapshotError::Read { source, .. }) => {
+            // Every SQL step of (re)connecting can meet the same cut connection: reading
+            // snapshot rows, importing the exported snapshot, taking over the slot.
+            PipelineError::Snapshot(
+                SnapshotError::Read { source, .. } | SnapshotError::Import { source, .. },
+            ) => crate::sink::session_ended(source),
+            PipelineError::Claim(crate::source::ClaimError::Sql { source, .. }) => {
                 crate::sink::session_ended(source)
             }
             _ => false,

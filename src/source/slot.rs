@@ -34,15 +34,26 @@ pub async fn lookup_slot(
             &[&slot],
         )
         .await
-        .map_err(|e| SourceError::Server {
-            context: format!("looking up replication slot {slot:?}"),
-            server: Box::new(ServerError {
-                severity: "ERROR".to_owned(),
-                code: e.code().map(|c| c.code().to_owned()).unwrap_or_default(),
-                message: e.to_string(),
-                detail: None,
-                hint: None,
-            }),
+        .map_err(|e| {
+            let context = format!("looking up replication slot {slot:?}");
+            // A lost session is a reconnect like any other (the pipeline retries Io), not a
+            // server's answer.
+            if e.as_db_error().is_none() {
+                return SourceError::Io {
+                    context,
+                    source: std::io::Error::new(std::io::ErrorKind::ConnectionAborted, e),
+                };
+            }
+            SourceError::Server {
+                context,
+                server: Box::new(ServerError {
+                    severity: "ERROR".to_owned(),
+                    code: e.code().map(|c| c.code().to_owned()).unwrap_or_default(),
+                    message: e.to_string(),
+                    detail: None,
+                    hint: None,
+                }),
+            }
         })?;
     let Some(row) = row else { return Ok(None) };
     let lsn = |i: usize| -> Option<Lsn> { row.get::<_, Option<String>>(i)?.parse().ok() };

@@ -162,3 +162,40 @@ async fn connection_lost_mid_stream_reports_the_last_lsn() {
         "{msg}"
     );
 }
+
+/// A connection lost while looking up or taking over the slot is a reconnect, not a stop: `faults::network`
+/// found sluice exiting when one of its cuts landed on the take-over's query.
+#[tokio::test]
+async fn a_connection_lost_while_taking_over_the_slot_is_retried() {
+    let (db, _cfg, client) = setup("err_claim_cut", "").await;
+    let victim = db.client().await;
+    let pid: i32 = victim
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    client
+        .execute("SELECT pg_terminate_backend($1, 10000)", &[&pid])
+        .await
+        .unwrap();
+    let err = sluice::source::claim_slot(&victim, "s_claim")
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.starts_with("taking over replication slot \"s_claim\": "),
+        "{text}"
+    );
+    let err = sluice::pipeline::PipelineError::from(err);
+    assert!(err.is_transient(), "not retried: {err}");
+    // The step before it, the slot's look-up, on the same dead session.
+    let err = sluice::source::lookup_slot(&victim, "s_claim")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the connection was lost while looking up replication slot \"s_claim\": connection closed; sluice reconnects and resumes from the last confirmed LSN"
+    );
+    let err = sluice::pipeline::PipelineError::from(err);
+    assert!(err.is_transient(), "not retried: {err}");
+}
