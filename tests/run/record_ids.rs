@@ -376,6 +376,19 @@ async fn record_ids_are_the_keys_text_form_from_snapshot_and_stream_alike() {
         crate::support::count(&client, "SELECT count(*) FROM sync_rule_failures").await,
         0
     );
+    // Every row still exists, so every edge has synchro's checksum: the current row was found
+    // again by its key, whatever the key's type.
+    let unread: Vec<String> = client
+        .query(
+            "SELECT DISTINCT table_name FROM sync_bucket_edges WHERE checksum IS NULL ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(unread.is_empty(), "edges without a checksum in {unread:?}");
 }
 
 /// Settings a database's sessions get by default, each one changing some text form.
