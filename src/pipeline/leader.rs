@@ -92,7 +92,16 @@ pub async fn lead(ctx: &Context) -> Result<Option<Leader>, PipelineError> {
     let mut shutdown = ctx.shutdown.clone();
     let mut client = ctx.sink.connect_sql().await?;
     // The lease table must exist before the first look at it.
-    schema::ensure(&client).await.map_err(SinkError::from)?;
+    let created = schema::ensure(&client)
+        .await
+        .map_err(SinkError::from)?
+        .created;
+    if ["sync_changelog", "sync_bucket_edges"]
+        .iter()
+        .all(|t| created.contains(t))
+    {
+        ctx.created_sidecar.store(true, Ordering::Relaxed);
+    }
     let mut announced = false;
     loop {
         if *shutdown.borrow() {

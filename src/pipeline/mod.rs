@@ -236,6 +236,9 @@ pub struct Context {
     pub replays: tokio::sync::Mutex<mpsc::Receiver<replay::ReplayRequest>>,
     /// The leader epoch sink commits are fenced with (0: none yet).
     pub epoch: AtomicI64,
+    /// This process created `sync_changelog` and `sync_bucket_edges` (see
+    /// `sink::deferred_indexes`); set by the first schema check, in [`leader::lead`].
+    pub created_sidecar: AtomicBool,
 }
 
 /// What operators and triggers use to steer a running pipeline.
@@ -405,6 +408,7 @@ pub async fn run(
         forgets: tokio::sync::Mutex::new(receivers.forget),
         replays: tokio::sync::Mutex::new(receivers.replay),
         epoch: AtomicI64::new(0),
+        created_sidecar: AtomicBool::new(false),
     };
     loop {
         let Some(mut lead) = leader::lead(&ctx).await? else {
@@ -544,6 +548,9 @@ pub async fn open_sink(ctx: &Context) -> Result<Sink, PipelineError> {
         .map_err(|e| SinkError::sql("configuring the sink session", e))?;
     let mut sink = Sink::new(client, ctx.config.slot.clone());
     sink.ensure_schema().await?;
+    if ctx.created_sidecar.load(Ordering::Relaxed) {
+        sink.set_created_sidecar();
+    }
     leader::fence(ctx, &mut sink).await?;
     Ok(sink)
 }

@@ -79,6 +79,9 @@ pub async fn run_snapshot(
         estimates.push((table.schema.qualified_name(), estimate));
     }
     let mut view = SnapshotProgressView::new(RowEstimate::new(estimates));
+    // A first start (the slot was just created, so its exported snapshot exists) into an empty
+    // sidecar loads first and indexes afterwards (see sink::deferred_indexes).
+    let deferred = exported.is_some() && sink.defer_secondary_indexes().await?;
     snapshot::begin(source, exported).await?;
     sink.set_relations(std::sync::Arc::clone(&t.relations));
     // Parents before the children that inherit from them, so that a child's first write already
@@ -206,6 +209,10 @@ pub async fn run_snapshot(
         info!(table = %name, rows = rows_done, seconds = started.elapsed().as_secs_f64(), "snapshot of table complete");
     }
     snapshot::end(source).await?;
+    if deferred {
+        // Before the stored position: a stored position means the sidecar is complete.
+        sink.build_deferred_indexes().await?;
+    }
     // The consistent point becomes the stored position: the stream starts there.
     sink.commit(consistent_lsn).await?;
     view.finish(total);

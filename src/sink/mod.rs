@@ -3,6 +3,7 @@
 pub mod cascade;
 pub mod checksum;
 pub mod copy_binary;
+pub mod deferred_indexes;
 pub mod edge_diff;
 pub mod failures;
 pub mod forget;

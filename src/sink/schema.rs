@@ -397,6 +397,8 @@ impl SchemaError {
 pub struct SchemaChanges {
     /// Every DDL statement run, in order.
     pub statements: Vec<String>,
+    /// The tables created (rather than adopted), in creation order.
+    pub created: Vec<&'static str>,
 }
 
 /// Creates the sidecar tables that are missing and adopts those that exist (see the module
@@ -517,6 +519,7 @@ async fn ensure_table(
                 .batch_execute(table.create)
                 .await
                 .map_err(sql("creating the table"))?;
+            changes.created.push(table.name);
             changes.statements.push(
                 table
                     .create

@@ -55,6 +55,9 @@ pub struct Sink {
     /// that own the sink alone). 32 bits, so that it shares the padding after `in_transaction`
     /// and the sink does not grow.
     fence: Option<std::num::NonZeroU32>,
+    /// [`Sink::ensure_schema`] created `sync_changelog` and `sync_bucket_edges` (rather than
+    /// adopting tables someone else made): see [`super::deferred_indexes`].
+    created_sidecar: bool,
 }
 
 impl Sink {
@@ -66,12 +69,18 @@ impl Sink {
             in_transaction: false,
             relations: Arc::default(),
             fence: None,
+            created_sidecar: false,
         }
     }
 
     /// The relations of the rules version whose outcomes the next writes carry.
     pub fn set_relations(&mut self, relations: Arc<RelationGraph>) {
         self.relations = relations;
+    }
+
+    /// See [`Sink::ensure_schema`].
+    pub fn created_sidecar(&self) -> bool {
+        self.created_sidecar
     }
 
     pub fn client(&self) -> &Client {
@@ -84,8 +93,21 @@ impl Sink {
 
     /// Creates the sidecar tables that are missing and adopts existing ones (synchro's, or an
     /// older sluice's): see [`schema::ensure`]. Returns the DDL it ran.
-    pub async fn ensure_schema(&self) -> Result<SchemaChanges, SinkError> {
-        Ok(schema::ensure(&self.client).await?)
+    pub async fn ensure_schema(&mut self) -> Result<SchemaChanges, SinkError> {
+        let changes = schema::ensure(&self.client).await?;
+        if ["sync_changelog", "sync_bucket_edges"]
+            .iter()
+            .all(|t| changes.created.contains(t))
+        {
+            self.created_sidecar = true;
+        }
+        Ok(changes)
+    }
+
+    /// The process created the sidecar's tables in an earlier schema check than this sink's
+    /// own (see [`Sink::created_sidecar`]).
+    pub fn set_created_sidecar(&mut self) {
+        self.created_sidecar = true;
     }
 
     /// The LSN up to which source transactions are persisted, if any.

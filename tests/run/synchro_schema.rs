@@ -8,7 +8,8 @@ use sluice::sink::{RuleFailure, Sink, SinkError, SinkItem, SinkRecord};
 
 use crate::pg;
 use crate::support::{
-    Entry, RunOpts, Sluice, changelog, count, slot_for, wait_persisted, wait_snapshot, write,
+    Entry, RunOpts, Sluice, changelog, count, slot_for, wait_for, wait_persisted, wait_snapshot,
+    write,
 };
 use crate::wasm;
 
@@ -424,6 +425,53 @@ async fn a_fresh_database_gets_synchros_index_names_only() {
     wait_persisted(&client, floor, &mut sluice).await;
     assert_synchros_indexes(&client).await;
     assert!(sluice.stop().success(), "{}", sluice.log_text());
+}
+
+/// A first snapshot into an empty sidecar loads, then builds the secondary indexes (before it
+/// stores its position, so a sync server never sees a finished snapshot without them); a
+/// snapshot into a populated sidecar (a second slot) leaves the indexes alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_initial_snapshot_into_an_empty_sidecar_indexes_after_loading() {
+    const BUILT: &str = "built the sidecar's secondary indexes after the initial snapshot";
+    let db = pg::cluster().create_db("synchro_deferred_idx").await;
+    let client = db.client().await;
+    client.batch_execute(ITEMS).await.unwrap();
+    client
+        .batch_execute(
+            "INSERT INTO items SELECT g, 'u' || g % 3, 't' FROM generate_series(1, 50) g",
+        )
+        .await
+        .unwrap();
+    let mut sluice = Sluice::start(&db, &wasm::module("by-owner"), RunOpts::default());
+    wait_snapshot(&client, &mut sluice).await;
+    assert_synchros_indexes(&client).await;
+    assert!(sluice.log_text().contains(BUILT), "{}", sluice.log_text());
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM sync_bucket_edges").await,
+        50
+    );
+    assert!(sluice.stop().success(), "{}", sluice.log_text());
+
+    let before = oids(&client).await;
+    let opts = RunOpts {
+        slot: Some(format!(
+            "{}_2",
+            &slot_for(&db)[..slot_for(&db).len().min(60)]
+        )),
+        ..Default::default()
+    };
+    let mut second = Sluice::start(&db, &wasm::module("by-owner"), opts);
+    wait_for(
+        "the second slot's snapshot",
+        std::time::Duration::from_secs(60),
+        &mut second,
+        || async { count(&client, "SELECT count(*) FROM sync_wal_position").await == 2 },
+    )
+    .await;
+    assert!(!second.log_text().contains(BUILT), "{}", second.log_text());
+    assert_eq!(oids(&client).await, before, "the indexes were rebuilt");
+    assert_synchros_indexes(&client).await;
+    assert!(second.stop().success(), "{}", second.log_text());
 }
 
 #[tokio::test(flavor = "multi_thread")]
