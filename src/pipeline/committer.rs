@@ -49,6 +49,12 @@ enum State {
 /// dropped instead of written, and their LSN is confirmed as if they had been committed.
 pub const DISCARD_ENV: &str = "SLUICE_BENCHMARK_DISCARD_SINK";
 
+/// The benchmark asked for a discarding sink ([`DISCARD_ENV`]). The current-row reads for
+/// synchro's checksum are skipped then too: they exist only to be written with the edges.
+pub fn discarding() -> bool {
+    std::env::var(DISCARD_ENV).is_ok_and(|v| v == "1")
+}
+
 /// Owns the sink while jobs run in the background.
 pub struct Committer {
     state: State,
@@ -58,7 +64,7 @@ pub struct Committer {
 
 impl Committer {
     pub fn new(sink: Sink, acker: Acker) -> Self {
-        let discard = std::env::var(DISCARD_ENV).is_ok_and(|v| v == "1");
+        let discard = discarding();
         if discard {
             tracing::warn!(
                 "{DISCARD_ENV}=1: BENCHMARK MODE, nothing is written to the sink and every change is lost"

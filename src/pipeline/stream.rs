@@ -70,7 +70,7 @@ pub async fn session(ctx: &Context) -> Result<(), PipelineError> {
         policy: config.failure_policy,
         rules_version: module.version().to_owned(),
         soft_delete: &soft_delete,
-        rows: Some(&row_json),
+        rows: (!crate::pipeline::committer::discarding()).then_some(&row_json),
         relations: relation_graph(&module, &tables)?,
     };
     let names = follow_renames_at_start(&tables, &mut sink).await?;

@@ -136,7 +136,7 @@ pub fn run(report: &mut Report) {
         latencies.len()
     );
     report.add(
-        "6. commit to changelog visible, p99",
+        "5. hold: commit to visible, p99, 1k/s",
         format!("{p99:.1} ms (p50 {p50:.1}, max {max:.1}, 1,000 changes/s)"),
         "<= 50 ms",
         p99 <= 50.0 && missing == 0,

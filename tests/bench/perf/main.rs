@@ -1,5 +1,6 @@
-//! The performance benchmark: every figure of issue 8, measured against a reference taken in
-//! the same run on the same machine, printed as one table at the end.
+//! The performance benchmark: every target of issue 17 (and the figures of issues 8, 15 and 19
+//! it keeps), each measured against a reference taken in the same run on the same machine,
+//! printed as one table at the end.
 //!
 //! ```text
 //! cargo bench --bench perf                     # all sections (about 5 minutes)
@@ -7,13 +8,17 @@
 //! ```
 //!
 //! Sections:
-//! - `w1`: (1) W1 end to end against `pg_recvlogical` on the same WAL; (2) the same with the sink
-//!   discarding (benchmark-only mode), i.e. decoding and rules alone; reload latency.
-//! - `rules`: (4) by-owner through Wasm against the same rule compiled natively.
-//! - `snapshot`: (3) the initial snapshot of 1,000,000 rows against a `COPY (SELECT ...) TO
-//!   STDOUT` plus a `COPY ... FROM STDIN` of the same rows into an empty table.
+//! - `w1`: (2) W1 end to end against its own sink floor (W1's output replayed in bulk
+//!   statements), with `pg_recvlogical` on the same WAL for reference; (4) the same with the
+//!   sink discarding (benchmark-only mode), i.e. decoding and rules alone, against
+//!   `pg_recvlogical`; the walsender's CPU on sluice's own WAL; `--sink-url` to another
+//!   database; (5) reload latency. `SLUICE_BENCH_QUICK=1` (CI) keeps only the ratios and the
+//!   exactness checks.
+//! - `rules`: (3) by-owner through Wasm against the same rule compiled natively.
+//! - `snapshot`: (1) the initial snapshot of 1,000,000 rows against the indexed-COPY floor
+//!   (and, for reference, a `COPY (SELECT ...) TO STDOUT` plus a `COPY ... FROM STDIN`).
 //! - `memory`: (5) one transaction of 2,000,000 inserts: sluice's peak RSS, changelog complete.
-//! - `latency`: (6) commit-to-visible latency in the changelog at a steady 1,000 changes/s.
+//! - `latency`: (5) commit-to-visible latency in the changelog at a steady 1,000 changes/s.
 //! - `rollback`: (issue 19) swap to rollback for a rule that loops on every change, and admin
 //!   latency meanwhile.
 //! - `takeover`: (issue 15) takeover time after kill -9 of the leader with a standby, median and

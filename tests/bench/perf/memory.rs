@@ -16,7 +16,7 @@ pub fn run(report: &mut Report) {
     let db = cluster.create_db_blocking("bench_memory");
     create_items(cluster, &db.name);
     let module = wasm::module("by-owner");
-    prime_slot(&db.url, &module, "bench_memory");
+    prime_slot(&db.url, &module, "bench_memory", &[]);
     let started = Instant::now();
     cluster.psql(&db.name, &insert_items_sql(ROWS));
     println!(
@@ -42,7 +42,7 @@ pub fn run(report: &mut Report) {
     );
     let complete = changelog == format!("{ROWS}|{ROWS}");
     report.add(
-        "5. peak RSS, one 2M-row transaction",
+        "5. hold: peak RSS, one 2M-row transaction",
         format!(
             "{peak:.0} MiB, changelog {}",
             if complete { "complete" } else { "INCOMPLETE" }

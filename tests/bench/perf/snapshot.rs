@@ -1,7 +1,8 @@
-//! Figure 3: the initial snapshot of a 1,000,000-row table (by-owner rules, edges and changelog
-//! written) against what the database itself needs to read and write that much: a
-//! `COPY (SELECT ...) TO STDOUT` of the table plus a `COPY ... FROM STDIN` of the same rows into
-//! an empty table of the same definition.
+//! Target 1 of issue 17: the initial snapshot of a 1,000,000-row table (by-owner rules, edges,
+//! changelog and checksums written) against the floor the sidecar schema sets: a COPY of the
+//! same changelog rows and edges into empty tables with the sidecar's indexes. Also printed:
+//! the reference, a `COPY (SELECT ...) TO STDOUT` of the table plus a `COPY ... FROM STDIN` of
+//! the same rows into an empty table of the same definition.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -44,11 +45,13 @@ pub fn run(report: &mut Report) {
 
     // The floor the sidecar schema sets, whoever writes it: the same number of changelog rows and
     // edges, COPYed into empty tables with the sidecar's indexes.
-    cluster.psql(&db.name, &sluice::sink::schema::sidecar_ddl());
+    // In a schema of its own: sluice must find no sidecar tables of its own, as on a first start.
     cluster.psql(
         &db.name,
-        "CREATE TABLE floor_changelog (LIKE sync_changelog INCLUDING ALL);
-         CREATE TABLE floor_edges (LIKE sync_bucket_edges INCLUDING ALL);",
+        &format!(
+            "CREATE SCHEMA floor; SET search_path = floor; {}",
+            sluice::sink::schema::sidecar_ddl()
+        ),
     );
     let changelog_rows = tempfile::NamedTempFile::new().unwrap();
     let edge_rows = tempfile::NamedTempFile::new().unwrap();
@@ -63,11 +66,11 @@ pub fn run(report: &mut Report) {
         Stdio::from(edge_rows.reopen().unwrap()),
     );
     let floor = psql(
-        "COPY floor_changelog (bucket_id, table_name, record_id, operation) FROM STDIN",
+        "COPY floor.sync_changelog (bucket_id, table_name, record_id, operation) FROM STDIN",
         Stdio::from(changelog_rows.reopen().unwrap()),
         Stdio::null(),
     ) + psql(
-        "COPY floor_edges (table_name, record_id, bucket_id, checksum) FROM STDIN",
+        "COPY floor.sync_bucket_edges (table_name, record_id, bucket_id, checksum) FROM STDIN",
         Stdio::from(edge_rows.reopen().unwrap()),
         Stdio::null(),
     );
@@ -95,16 +98,15 @@ pub fn run(report: &mut Report) {
     assert_eq!(edges, ROWS.to_string(), "one edge per row");
     assert_eq!(changelog, ROWS.to_string(), "one changelog insert per row");
 
+    let ratio = secs / floor;
     println!(
-        "sluice / floor: {:.2} (the floor alone is {:.2} of the reference)",
-        floor / secs,
-        reference / floor
+        "sluice / floor: {ratio:.2} (the floor alone is {:.2}x the reference)",
+        floor / reference
     );
-    let ratio = reference / secs;
     report.add(
-        "3. snapshot 1M rows / (COPY out + COPY in)",
-        format!("{ratio:.2} ({secs:.1} s vs {reference:.1} s)"),
-        ">= 0.5",
-        ratio >= 0.5,
+        "1. snapshot 1M rows: sluice / indexed-COPY floor",
+        format!("{ratio:.2} ({secs:.1} s vs {floor:.1} s; COPY out+in {reference:.1} s)"),
+        "<= 1.0 (stretch 0.5)",
+        ratio <= 1.0,
     );
 }

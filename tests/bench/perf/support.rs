@@ -34,12 +34,12 @@ impl Report {
     pub fn print(&self) {
         println!();
         println!(
-            "{:<44} {:<52} {:<26} result",
+            "{:<56} {:<72} {:<24} result",
             "figure", "measured", "target"
         );
         for f in &self.figures {
             println!(
-                "{:<44} {:<52} {:<26} {}",
+                "{:<56} {:<72} {:<24} {}",
                 f.name,
                 f.measured,
                 f.target,
@@ -304,6 +304,20 @@ pub fn print_cpu(
     }
 }
 
+/// CPU seconds spent between two [`cpu_by_process`] readings by the processes whose title
+/// contains `needle`.
+pub fn cpu_of(
+    before: &HashMap<u32, (String, f64)>,
+    after: &HashMap<u32, (String, f64)>,
+    needle: &str,
+) -> f64 {
+    after
+        .iter()
+        .filter(|(_, (title, _))| title.contains(needle))
+        .map(|(pid, (_, secs))| secs - before.get(pid).map_or(0.0, |b| b.1))
+        .sum()
+}
+
 /// Runs one statement through psql (so COPY data crosses a client connection, as sluice's does);
 /// returns its wall time.
 pub fn psql_timed(
@@ -346,8 +360,8 @@ pub fn recvlogical(cluster: &pg::Cluster, db_url: &str, slot: &str, end_lsn: &st
 
 /// Starts sluice on a new slot and waits until it streams (its snapshot, of whatever the
 /// publication holds now, is done), then stops it: the slot now starts at this point.
-pub fn prime_slot(db_url: &str, module: &Path, slot: &str) {
-    let mut s = Sluice::start(db_url, module, slot, &[], &[]);
+pub fn prime_slot(db_url: &str, module: &Path, slot: &str, extra: &[&str]) {
+    let mut s = Sluice::start(db_url, module, slot, extra, &[]);
     s.wait_streaming(Duration::from_secs(600));
     s.stop();
 }

@@ -84,8 +84,8 @@ fn fencing_cost(report: &mut Report) {
         "CREATE TABLE marker (id int PRIMARY KEY); CREATE PUBLICATION bench_pub FOR TABLE items, marker;",
     );
     let module = wasm::module("by-owner");
-    prime_slot(&db.url, &module, "bench_unfenced");
-    prime_slot(&db.url, &module, "bench_fenced");
+    prime_slot(&db.url, &module, "bench_unfenced", &[]);
+    prime_slot(&db.url, &module, "bench_fenced", &[]);
     cluster.psql(&db.name, &workload("w1.sql"));
     cluster.psql(&db.name, "INSERT INTO marker VALUES (1)");
     let end_lsn = query(cluster, &db.name, "SELECT pg_current_wal_insert_lsn()");
