@@ -21,9 +21,10 @@
 //!
 //! `tests/run/checksum.rs` checks this against Go itself (`tests/oracles/synchro-checksum`).
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
-use serde_json::Value as Json;
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
 /// synchro's checksum of a row, from the row's `row_to_json` text.
 ///
@@ -44,55 +45,162 @@ use serde_json::Value as Json;
 /// );
 /// ```
 pub fn record_checksum(row_json: &str) -> i32 {
-    let canonical = match serde_json::from_str::<Json>(row_json) {
-        // Go decodes into a map: anything but an object fails.
-        Ok(value @ Json::Object(_)) => go_encode(&value),
-        _ => None,
-    };
+    let canonical = go_round_trip(row_json);
     let bytes = canonical.as_deref().unwrap_or(row_json).as_bytes();
     crc32fast::hash(bytes) as i32
 }
 
-/// `value` as Go's `json.Marshal` writes what `json.Unmarshal` made of it; `None` where Go's
-/// decode would have failed (a number out of `float64`'s range).
-fn go_encode(value: &Json) -> Option<String> {
-    let mut out = String::new();
-    write_value(&mut out, value)?;
+/// `row_json` as Go's `json.Marshal` writes what `json.Unmarshal` into a `map[string]any` made
+/// of it; `None` where Go's decode fails (not an object, invalid JSON, a number out of
+/// `float64`'s range).
+fn go_round_trip(row_json: &str) -> Option<String> {
+    // Go decodes into a map: anything but an object fails.
+    let Ok(Node::Object(entries)) = serde_json::from_str::<Node<'_>>(row_json) else {
+        return None;
+    };
+    let mut out = String::with_capacity(row_json.len() + 16);
+    write_object(&mut out, entries);
     Some(out)
 }
 
-fn write_value(out: &mut String, value: &Json) -> Option<()> {
+/// A JSON value as Go's decode sees it, borrowing the input's strings where they have no
+/// escapes (every row's checksum passes through here: a `serde_json::Value` would allocate
+/// each key and string).
+enum Node<'a> {
+    Null,
+    Bool(bool),
+    /// Every number is a `float64` to Go.
+    Number(f64),
+    String(Cow<'a, str>),
+    Array(Vec<Node<'a>>),
+    /// In input order, duplicates included: [`write_object`] sorts and keeps the last.
+    Object(Vec<(Cow<'a, str>, Node<'a>)>),
+}
+
+fn write_value(out: &mut String, value: Node<'_>) {
     match value {
-        Json::Null => out.push_str("null"),
-        Json::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Json::Number(n) => write_float(out, n.as_f64().filter(|f| f.is_finite())?),
-        Json::String(s) => write_string(out, s),
-        Json::Array(items) => {
+        Node::Null => out.push_str("null"),
+        Node::Bool(b) => out.push_str(if b { "true" } else { "false" }),
+        Node::Number(f) => write_float(out, f),
+        Node::String(s) => write_string(out, &s),
+        Node::Array(items) => {
             out.push('[');
-            for (i, item) in items.iter().enumerate() {
+            for (i, item) in items.into_iter().enumerate() {
                 if i > 0 {
                     out.push(',');
                 }
-                write_value(out, item)?;
+                write_value(out, item);
             }
             out.push(']');
         }
-        Json::Object(map) => {
-            let mut entries: Vec<(&String, &Json)> = map.iter().collect();
-            entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-            out.push('{');
-            for (i, (key, item)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_string(out, key);
-                out.push(':');
-                write_value(out, item)?;
-            }
-            out.push('}');
+        Node::Object(entries) => write_object(out, entries),
+    }
+}
+
+/// Keys sorted by their bytes; of a duplicated key, the last value (a Go map keeps the last
+/// assignment).
+fn write_object(out: &mut String, mut entries: Vec<(Cow<'_, str>, Node<'_>)>) {
+    // Reversed, a stable sort puts the last of equal keys first, which dedup keeps.
+    entries.reverse();
+    entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    entries.dedup_by(|later, kept| later.0 == kept.0);
+    out.push('{');
+    for (i, (key, item)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_string(out, &key);
+        out.push(':');
+        write_value(out, item);
+    }
+    out.push('}');
+}
+
+impl<'de> Deserialize<'de> for Node<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(NodeVisitor)
+    }
+}
+
+struct NodeVisitor;
+
+impl<'de> Visitor<'de> for NodeVisitor {
+    type Value = Node<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<Node<'de>, E> {
+        Ok(Node::Null)
+    }
+    fn visit_bool<E>(self, b: bool) -> Result<Node<'de>, E> {
+        Ok(Node::Bool(b))
+    }
+    fn visit_i64<E>(self, n: i64) -> Result<Node<'de>, E> {
+        Ok(Node::Number(n as f64))
+    }
+    fn visit_u64<E>(self, n: u64) -> Result<Node<'de>, E> {
+        Ok(Node::Number(n as f64))
+    }
+    fn visit_f64<E: de::Error>(self, n: f64) -> Result<Node<'de>, E> {
+        // serde_json refuses out-of-range numbers itself; a non-finite one fails as in Go.
+        if n.is_finite() {
+            Ok(Node::Number(n))
+        } else {
+            Err(E::custom("number out of float64's range"))
         }
     }
-    Some(())
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Node<'de>, E> {
+        Ok(Node::String(Cow::Borrowed(s)))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Node<'de>, E> {
+        Ok(Node::String(Cow::Owned(s.to_owned())))
+    }
+    fn visit_string<E>(self, s: String) -> Result<Node<'de>, E> {
+        Ok(Node::String(Cow::Owned(s)))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node<'de>, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Node::Array(items))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node<'de>, A::Error> {
+        let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0));
+        while let Some((Key(key), value)) = map.next_entry::<Key<'de>, Node<'de>>()? {
+            entries.push((key, value));
+        }
+        Ok(Node::Object(entries))
+    }
+}
+
+/// An object key, borrowed where it has no escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+struct KeyVisitor;
+
+impl<'de> Visitor<'de> for KeyVisitor {
+    type Value = Key<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object key")
+    }
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Key<'de>, E> {
+        Ok(Key(Cow::Borrowed(s)))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Key<'de>, E> {
+        Ok(Key(Cow::Owned(s.to_owned())))
+    }
+    fn visit_string<E>(self, s: String) -> Result<Key<'de>, E> {
+        Ok(Key(Cow::Owned(s)))
+    }
 }
 
 /// A `float64` as Go's encoder prints it (`strconv.AppendFloat` with the shortest digits, 'f'
@@ -147,7 +255,7 @@ mod tests {
     use super::*;
 
     fn canonical(text: &str) -> String {
-        go_encode(&serde_json::from_str(text).unwrap()).unwrap()
+        go_round_trip(text).unwrap()
     }
 
     #[test]
@@ -195,6 +303,23 @@ mod tests {
                 r#"{"s":"<a href=\"x\">&amp;</a>\n\t\r\b\f\u0001\u001f\u007f é \u2028\u2029 \\"}"#
             ),
             "{\"s\":\"\\u003ca href=\\\"x\\\"\\u003e\\u0026amp;\\u003c/a\\u003e\\n\\t\\r\\b\\f\\u0001\\u001f\u{7f} é \\u2028\\u2029 \\\\\"}"
+        );
+    }
+
+    #[test]
+    fn a_duplicate_key_keeps_its_last_value_at_every_depth() {
+        assert_eq!(canonical(r#"{"a":1,"b":0,"a":2}"#), r#"{"a":2,"b":0}"#);
+        assert_eq!(
+            canonical(r#"{"j":{"b":1,"a":2,"b":3},"i":[{"x":1,"x":null}]}"#),
+            r#"{"i":[{"x":null}],"j":{"a":2,"b":3}}"#
+        );
+    }
+
+    #[test]
+    fn escaped_keys_and_strings_are_decoded_first() {
+        assert_eq!(
+            canonical(r#"{"a\"b":"x\u0041\u00e9","\u0061":true}"#),
+            "{\"a\":true,\"a\\\"b\":\"xAé\"}"
         );
     }
 
