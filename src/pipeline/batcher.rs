@@ -53,6 +53,30 @@ pub struct Batcher {
     /// read for checksums once they are visible.
     xids: Vec<u32>,
     open_xid: Option<u32>,
+    /// Complete source transactions already evaluated (rules and checksums) while the committer
+    /// was writing the previous job: the committer's next job, so that evaluating a batch
+    /// overlaps writing the one before instead of following it.
+    prepared: Option<Prepared>,
+}
+
+/// Evaluated sink items of complete source transactions, with the last one's commit.
+struct Prepared {
+    items: Vec<SinkItem>,
+    rows: usize,
+    bytes: usize,
+    lsn: Lsn,
+    commit_time_us: i64,
+}
+
+impl Prepared {
+    /// Appends later transactions.
+    fn extend(&mut self, later: Prepared) {
+        self.items.extend(later.items);
+        self.rows += later.rows;
+        self.bytes += later.bytes;
+        self.lsn = later.lsn;
+        self.commit_time_us = later.commit_time_us;
+    }
 }
 
 impl Batcher {
@@ -74,12 +98,22 @@ impl Batcher {
             errored: 0,
             xids: Vec::new(),
             open_xid: None,
+            prepared: None,
         }
     }
 
     /// Nothing received is waiting to be persisted.
     pub fn is_idle(&self) -> bool {
-        self.items.is_empty() && !self.in_tx && self.last_commit.is_none() && !self.open_tx_written
+        self.items.is_empty()
+            && !self.in_tx
+            && self.last_commit.is_none()
+            && !self.open_tx_written
+            && self.prepared.is_none()
+    }
+
+    /// Something can be handed to the committer now: prepared or complete transactions.
+    pub fn has_complete(&self) -> bool {
+        self.prepared.is_some() || self.can_commit_now()
     }
 
     /// Between Begin and Commit of a source transaction.
@@ -113,7 +147,8 @@ impl Batcher {
     /// The open source transaction has grown past the limits: write what is pending into the sink
     /// transaction now, without committing.
     pub fn over_limits(&self) -> bool {
-        self.rows >= self.max_rows || self.bytes >= self.max_bytes
+        let (rows, bytes) = self.prepared.as_ref().map_or((0, 0), |p| (p.rows, p.bytes));
+        self.rows + rows >= self.max_rows || self.bytes + bytes >= self.max_bytes
     }
 
     /// Ends the open source transaction. Returns false, and schedules no sink commit, when it
@@ -156,6 +191,8 @@ impl Batcher {
         t: &Transform<'_>,
         server_end: Lsn,
     ) -> Result<(), PipelineError> {
+        // The prepared transactions precede the open one: they commit first.
+        self.submit_prepared(committer, t, server_end).await?;
         let items = std::mem::take(&mut self.items);
         self.rows = 0;
         self.bytes = 0;
@@ -190,12 +227,81 @@ impl Batcher {
         t: &Transform<'_>,
         server_end: Lsn,
     ) -> Result<bool, PipelineError> {
-        let Some((lsn, commit_time_us)) = self.last_commit else {
+        let mut prepared = self.prepared.take();
+        if let Some(complete) = self.evaluate_complete(rules, t).await? {
+            match &mut prepared {
+                Some(p) => p.extend(complete),
+                None => prepared = Some(complete),
+            }
+        }
+        self.prepared = prepared;
+        self.submit_prepared(committer, t, server_end).await
+    }
+
+    /// While the committer writes, evaluates the complete source transactions received so far
+    /// into its next job, up to the batch limits (beyond them the stream waits for the
+    /// committer, as before). Only once a rules batch of changes is waiting: small transactions
+    /// are still evaluated together, with one rules call and one checksum read for many.
+    pub async fn prepare(
+        &mut self,
+        rules: &mut RulesWorker,
+        t: &Transform<'_>,
+    ) -> Result<(), PipelineError> {
+        let full = self
+            .prepared
+            .as_ref()
+            .is_some_and(|p| p.rows >= self.max_rows || p.bytes >= self.max_bytes);
+        if full || self.rows < self.rules_batch {
+            return Ok(());
+        }
+        if let Some(complete) = self.evaluate_complete(rules, t).await? {
+            match &mut self.prepared {
+                Some(p) => p.extend(complete),
+                None => self.prepared = Some(complete),
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands the prepared transactions to the committer, to be written and committed with the
+    /// last one's end LSN. False when there were none.
+    async fn submit_prepared(
+        &mut self,
+        committer: &mut Committer,
+        t: &Transform<'_>,
+        server_end: Lsn,
+    ) -> Result<bool, PipelineError> {
+        let Some(prepared) = self.prepared.take() else {
             return Ok(false);
+        };
+        committer
+            .submit(Job {
+                items: prepared.items,
+                commit: Some(Persisted {
+                    lsn: prepared.lsn,
+                    commit_time_us: prepared.commit_time_us,
+                }),
+                server_end,
+                relations: std::sync::Arc::clone(&t.relations),
+            })
+            .await?;
+        Ok(true)
+    }
+
+    /// Takes every complete source transaction out of the pending items and evaluates it; the
+    /// open one (if any, and not yet written) stays pending.
+    async fn evaluate_complete(
+        &mut self,
+        rules: &mut RulesWorker,
+        t: &Transform<'_>,
+    ) -> Result<Option<Prepared>, PipelineError> {
+        let Some((lsn, commit_time_us)) = self.last_commit else {
+            return Ok(None);
         };
         debug_assert!(!self.open_tx_written);
         let rest = self.items.split_off(self.tx_start);
         let items = std::mem::replace(&mut self.items, rest);
+        let (rows, bytes) = (self.rows, self.bytes);
         self.rows = self
             .items
             .iter()
@@ -213,23 +319,17 @@ impl Batcher {
             })
             .sum();
         self.tx_start = 0;
-        // The open transaction (if any) stays pending with its items.
         let xids = std::mem::take(&mut self.xids);
         let items = self.evaluate(items, &xids, rules, t).await?;
         self.last_commit = None;
         self.first_commit_at = None;
-        committer
-            .submit(Job {
-                items,
-                commit: Some(Persisted {
-                    lsn,
-                    commit_time_us,
-                }),
-                server_end,
-                relations: std::sync::Arc::clone(&t.relations),
-            })
-            .await?;
-        Ok(true)
+        Ok(Some(Prepared {
+            items,
+            rows: rows - self.rows,
+            bytes: bytes - self.bytes,
+            lsn,
+            commit_time_us,
+        }))
     }
 
     /// Runs the rules over `items` in calls of the rules batch size. Each call runs on the

@@ -396,7 +396,7 @@ impl<'a> Streaming<'a> {
                 Wake::CheckPublication => self.on_check_publication().await?,
                 // What arrived while the sink worked goes next, so batches grow exactly as much
                 // as the sink is behind.
-                Wake::SinkDone if self.batcher.can_commit_now() => self.commit_batch().await?,
+                Wake::SinkDone if self.batcher.has_complete() => self.commit_batch().await?,
                 Wake::SinkDone => {}
                 Wake::Deadline => self.commit_batch().await?,
                 Wake::Event(Some(event)) => self.on_event(event).await?,
@@ -453,7 +453,7 @@ impl<'a> Streaming<'a> {
 
     /// Persists every complete transaction received, confirms, and closes cleanly.
     async fn shut_down(&mut self) -> Result<(), PipelineError> {
-        if self.batcher.can_commit_now() {
+        if self.batcher.has_complete() {
             self.commit_batch().await?;
         }
         self.committer.sink().await?.rollback().await?;
@@ -771,6 +771,12 @@ impl<'a> Streaming<'a> {
             // An idle sink takes the transaction at once (latency); a busy one gets what
             // accumulated when it finishes, unless the batch is full.
             self.commit_batch().await?;
+        } else {
+            // Meanwhile the transaction is evaluated, so that the sink's next job is ready
+            // when it finishes.
+            self.batcher
+                .prepare(&mut self.rules, &self.transform)
+                .await?;
         }
         Ok(())
     }

@@ -250,6 +250,16 @@ impl Sluice {
     }
 }
 
+/// A sluice the bench did not stop (a standby left over, a panic) must not outlive it.
+impl Drop for Sluice {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// CPU seconds (user + system) of every process whose command line contains one of `needles`,
 /// keyed by pid, with its title.
 pub fn cpu_by_process(needles: &[&str]) -> HashMap<u32, (String, f64)> {
