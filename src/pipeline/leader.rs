@@ -92,13 +92,10 @@ pub async fn lead(ctx: &Context) -> Result<Option<Leader>, PipelineError> {
     let mut shutdown = ctx.shutdown.clone();
     let mut client = ctx.sink.connect_sql().await?;
     // The lease table must exist before the first look at it.
-    let created = schema::ensure(&client)
+    if schema::ensure(&client)
         .await
         .map_err(SinkError::from)?
-        .created;
-    if ["sync_changelog", "sync_bucket_edges"]
-        .iter()
-        .all(|t| created.contains(t))
+        .created_sidecar()
     {
         ctx.created_sidecar.store(true, Ordering::Relaxed);
     }

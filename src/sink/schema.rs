@@ -401,6 +401,16 @@ pub struct SchemaChanges {
     pub created: Vec<&'static str>,
 }
 
+impl SchemaChanges {
+    /// Both tables the snapshot fills were created by this check (see
+    /// `sink::deferred_indexes`).
+    pub fn created_sidecar(&self) -> bool {
+        ["sync_changelog", "sync_bucket_edges"]
+            .iter()
+            .all(|t| self.created.contains(t))
+    }
+}
+
 /// Creates the sidecar tables that are missing and adopts those that exist (see the module
 /// docs). One transaction; two processes starting at once are serialised by an advisory lock.
 pub async fn ensure(client: &Client) -> Result<SchemaChanges, SchemaError> {

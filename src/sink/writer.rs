@@ -95,12 +95,7 @@ impl Sink {
     /// older sluice's): see [`schema::ensure`]. Returns the DDL it ran.
     pub async fn ensure_schema(&mut self) -> Result<SchemaChanges, SinkError> {
         let changes = schema::ensure(&self.client).await?;
-        if ["sync_changelog", "sync_bucket_edges"]
-            .iter()
-            .all(|t| changes.created.contains(t))
-        {
-            self.created_sidecar = true;
-        }
+        self.created_sidecar |= changes.created_sidecar();
         Ok(changes)
     }
 
