@@ -3,8 +3,8 @@
 //! printed as one table at the end.
 //!
 //! ```text
-//! cargo bench --bench perf                     # all sections (about 5 minutes)
-//! cargo bench --bench perf -- w1 latency       # some of them: w1 rules snapshot memory latency rollback
+//! cargo bench --bench perf                     # all sections (about 9 minutes)
+//! cargo bench --bench perf -- w1 latency       # some: w1 rules snapshot memory latency rollback cascade takeover
 //! ```
 //!
 //! Sections:
@@ -21,6 +21,8 @@
 //! - `latency`: (5) commit-to-visible latency in the changelog at a steady 1,000 changes/s.
 //! - `rollback`: (issue 19) swap to rollback for a rule that loops on every change, and admin
 //!   latency meanwhile.
+//! - `cascade`: (issue 14) an owner change of an order with 1,000 details, against a change
+//!   that moves nothing.
 //! - `takeover`: (issue 15) takeover time after kill -9 of the leader with a standby, median and
 //!   maximum of 20; W1 end to end with and without fencing.
 //!
