@@ -227,14 +227,9 @@ impl Batcher {
         t: &Transform<'_>,
         server_end: Lsn,
     ) -> Result<bool, PipelineError> {
-        let mut prepared = self.prepared.take();
         if let Some(complete) = self.evaluate_complete(rules, t).await? {
-            match &mut prepared {
-                Some(p) => p.extend(complete),
-                None => prepared = Some(complete),
-            }
+            self.add_prepared(complete);
         }
-        self.prepared = prepared;
         self.submit_prepared(committer, t, server_end).await
     }
 
@@ -255,12 +250,17 @@ impl Batcher {
             return Ok(());
         }
         if let Some(complete) = self.evaluate_complete(rules, t).await? {
-            match &mut self.prepared {
-                Some(p) => p.extend(complete),
-                None => self.prepared = Some(complete),
-            }
+            self.add_prepared(complete);
         }
         Ok(())
+    }
+
+    /// Appends evaluated transactions to the prepared job, after those already in it.
+    fn add_prepared(&mut self, later: Prepared) {
+        match &mut self.prepared {
+            Some(p) => p.extend(later),
+            None => self.prepared = Some(later),
+        }
     }
 
     /// Hands the prepared transactions to the committer, to be written and committed with the
